@@ -1,0 +1,167 @@
+"""One call from (volume, geometry, seeds) to CycleGAN-AM explanations.
+
+R = G+(x) - G-(x) in normalised intensity units (DESIGN.md, contract 4): positive (red) where the
+image would have to change to look more malignant, negative (blue) towards benign.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, List, Sequence
+
+import numpy as np
+
+from .intensity import normalise_hu
+from .model_bundle import ModelBundle, load_bundle
+from .patch_sampling import extract_patch
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+logger = logging.getLogger(__name__)
+
+# A seed whose patch is mostly outside the volume explains little; callers are warned.
+OUTSIDE_WARNING_FRACTION = 0.25
+
+
+@dataclass
+class Explanation:
+    """The explanation of one seed. Images are [rows, columns] float32."""
+
+    seed_ras: np.ndarray
+    patch_hu: np.ndarray
+    patch_to_ras: np.ndarray
+    outside_fraction: float
+    x: np.ndarray
+    g_pos: np.ndarray
+    g_neg: np.ndarray
+    relevance: np.ndarray
+    p_x: float
+    p_pos: float
+    p_neg: float
+
+
+@dataclass
+class ExplanationBatch:
+    """Explanations of several seeds computed in one pass, with how they were computed."""
+
+    explanations: List[Explanation]
+    device: str
+    seconds: float
+    bundle_name: str
+    trained: bool
+    warnings: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.explanations)
+
+    def __getitem__(self, index: int) -> Explanation:
+        return self.explanations[index]
+
+
+def _is_cuda_failure(error: BaseException) -> bool:
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    message = str(error)
+    return isinstance(error, RuntimeError) and ("CUDA" in message or "cuDNN" in message or "CUBLAS" in message)
+
+
+def run_networks(bundle: ModelBundle, x: np.ndarray, batch_size: int = 32) -> dict:
+    """G+(x), G-(x) and the malignancy probabilities of x, G+(x), G-(x) for a stack [N, H, W]."""
+    import torch
+
+    outputs = {name: [] for name in ("g_pos", "g_neg", "p_x", "p_pos", "p_neg")}
+    malignant = bundle.metadata.malignant_index
+
+    def probability(images: "torch.Tensor") -> "torch.Tensor":
+        return torch.softmax(bundle.classifier(images), dim=1)[:, malignant]
+
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            images = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))[:, None]
+            images = images.to(bundle.device)
+            g_pos = bundle.generator_pos(images)
+            g_neg = bundle.generator_neg(images)
+            batch = {
+                "g_pos": g_pos[:, 0],
+                "g_neg": g_neg[:, 0],
+                "p_x": probability(images),
+                "p_pos": probability(g_pos),
+                "p_neg": probability(g_neg),
+            }
+            for name, value in batch.items():
+                outputs[name].append(value.float().cpu().numpy())
+    return {name: np.concatenate(values) for name, values in outputs.items()}
+
+
+def explain(
+    volume_kji: np.ndarray,
+    ijk_to_ras: np.ndarray,
+    seeds_ras: Sequence[Sequence[float]],
+    bundle: ModelBundle,
+    batch_size: int = 32,
+) -> ExplanationBatch:
+    """Cut a patch around each seed and explain the classifier's decision on it.
+
+    All seeds run through the networks together (in batches of ``batch_size``). A CUDA failure,
+    out of memory included, falls back to CPU once and says so in ``warnings``.
+
+    Raises the sampler's errors (seed outside the volume, not a 3D volume) before any inference.
+    """
+    started = time.perf_counter()
+    seeds = np.atleast_2d(np.asarray(seeds_ras, dtype=float))
+    if seeds.shape[1] != 3 or len(seeds) == 0:
+        raise ValueError("Seeds must be a non-empty list of (R, A, S) points.")
+    metadata = bundle.metadata
+    patches = [
+        extract_patch(volume_kji, ijk_to_ras, seed, metadata.patch_size_px, metadata.patch_extent_mm)
+        for seed in seeds
+    ]
+    x = np.stack([normalise_hu(patch.pixels, metadata.hu_window) for patch in patches])
+    warnings = list(bundle.warnings)
+    for number, patch in enumerate(patches, start=1):
+        if patch.outside_fraction > OUTSIDE_WARNING_FRACTION:
+            warnings.append(
+                f"Seed {number}: {patch.outside_fraction:.0%} of the patch lies outside the volume "
+                "(filled with air); the explanation may be unreliable."
+            )
+    try:
+        outputs = run_networks(bundle, x, batch_size)
+    except Exception as error:  # noqa: BLE001 - only CUDA failures are handled, others re-raised
+        if bundle.device == "cpu" or not _is_cuda_failure(error):
+            raise
+        message = f"GPU inference failed ({type(error).__name__}: {str(error).splitlines()[0]}); fell back to CPU."
+        logger.warning(message)
+        warnings.append(message)
+        bundle = load_bundle(bundle.directory, "cpu")
+        outputs = run_networks(bundle, x, batch_size)
+    explanations = [
+        Explanation(
+            seed_ras=seed,
+            patch_hu=patch.pixels,
+            patch_to_ras=patch.patch_to_ras,
+            outside_fraction=patch.outside_fraction,
+            x=x[index],
+            g_pos=outputs["g_pos"][index],
+            g_neg=outputs["g_neg"][index],
+            relevance=outputs["g_pos"][index] - outputs["g_neg"][index],
+            p_x=float(outputs["p_x"][index]),
+            p_pos=float(outputs["p_pos"][index]),
+            p_neg=float(outputs["p_neg"][index]),
+        )
+        for index, (seed, patch) in enumerate(zip(seeds, patches))
+    ]
+    if not metadata.trained:
+        warnings.append("The model bundle is UNTRAINED (random weights): the explanation is meaningless.")
+    return ExplanationBatch(
+        explanations=explanations,
+        device=bundle.device,
+        seconds=time.perf_counter() - started,
+        bundle_name=f"{metadata.name} {metadata.version}",
+        trained=metadata.trained,
+        warnings=warnings,
+    )

@@ -1,0 +1,57 @@
+"""The relevance overlay as data: a symmetric blue-white-red colour table and RGBA rendering.
+
+The Slicer module turns the table into a colour node, the command line and the web viewer into
+images; all of them draw R with exactly these colours (DESIGN.md, contract 4):
+red = R > 0 (malignancy-indicating), blue = R < 0 (benign-indicating), near zero transparent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COLOUR_TABLE_NAME = "CycleGANExplainRelevance"
+COLOUR_TABLE_LEVELS = 256
+# ColorBrewer RdBu end colours: distinguishable for red-green colour-blind readers.
+MALIGNANT_RGB = (0.698, 0.094, 0.169)
+BENIGN_RGB = (0.129, 0.400, 0.675)
+# |R| below this fraction of the range is fully transparent; above the second, fully opaque.
+TRANSPARENT_BELOW = 0.1
+OPAQUE_ABOVE = 0.5
+# The smallest symmetric range, in normalised units: keeps noise-level maps from being
+# stretched into saturated colour.
+MINIMUM_LIMIT = 0.05
+
+
+def symmetric_limit(relevance: np.ndarray, percentile: float = 99.5) -> float:
+    """Half-width of the symmetric display range [-limit, +limit] for a relevance map."""
+    magnitude = np.abs(np.asarray(relevance, dtype=np.float64))
+    if magnitude.size == 0:
+        return MINIMUM_LIMIT
+    return float(max(np.percentile(magnitude, percentile), MINIMUM_LIMIT))
+
+
+def colour_table(levels: int = COLOUR_TABLE_LEVELS) -> np.ndarray:
+    """RGBA table [levels, 4] in [0, 1]; entry i shows R = -limit + 2 * limit * i / (levels - 1)."""
+    t = np.linspace(-1.0, 1.0, levels)
+    strength = np.abs(t)[:, None]
+    end_colour = np.where(t[:, None] > 0, np.array(MALIGNANT_RGB), np.array(BENIGN_RGB))
+    rgb = (1.0 - strength) * 1.0 + strength * end_colour
+    alpha = np.clip((np.abs(t) - TRANSPARENT_BELOW) / (OPAQUE_ABOVE - TRANSPARENT_BELOW), 0.0, 1.0)
+    return np.concatenate([rgb, alpha[:, None]], axis=1)
+
+
+def relevance_to_rgba(relevance: np.ndarray, limit: float, levels: int = COLOUR_TABLE_LEVELS) -> np.ndarray:
+    """Colour a relevance map with the table: uint8 RGBA [..., 4]."""
+    if not limit > 0:
+        raise ValueError(f"Display limit must be positive, got {limit!r}")
+    table = colour_table(levels)
+    position = (np.clip(np.asarray(relevance, dtype=np.float64) / limit, -1.0, 1.0) + 1.0) / 2.0
+    index = np.rint(position * (levels - 1)).astype(np.int64)
+    return np.rint(table[index] * 255.0).astype(np.uint8)
+
+
+def blend_over_grey(grey: np.ndarray, rgba: np.ndarray, opacity: float = 1.0) -> np.ndarray:
+    """Alpha-blend an RGBA overlay over a grey image in [0, 1]; returns float RGB [..., 3]."""
+    alpha = rgba[..., 3:4].astype(np.float64) / 255.0 * opacity
+    base = np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=-1)
+    return (1.0 - alpha) * base + alpha * rgba[..., :3].astype(np.float64) / 255.0

@@ -1,0 +1,162 @@
+"""The one patch sampler (DESIGN.md, contract 1).
+
+Used by the Slicer module, the command line and training-data preparation alike, so that a
+model always sees patches cut exactly the way it was trained on.
+
+The patch lies in the patient's axial plane through the seed, whatever the volume's orientation:
+columns run towards the patient's left, rows towards posterior (the radiological axial view),
+the seed sits at the continuous pixel index (31.5, 31.5) and the pixel spacing is
+``extent_mm / size_px``. Values are interpolated linearly in all three volume axes.
+
+Interpolation is written with NumPy rather than SciPy or VTK on purpose: NumPy is the only
+array library guaranteed in Slicer's Python, in the command line and in training, and the code
+is small. Tests compare it against SimpleITK's linear resampler (an independent implementation).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+PATCH_SIZE_PX = 64
+PATCH_EXTENT_MM = 45.0
+OUTSIDE_HU = -1000.0
+
+# Direction cosines of the patch axes in RAS: column index -> patient left (-R),
+# row index -> posterior (-A), the (single) slice axis -> superior.
+_PATCH_DIRECTIONS_RAS = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]).T
+
+
+class Patch(NamedTuple):
+    """An axial patch and where it lies in the patient."""
+
+    pixels: np.ndarray
+    """float32 [size_px, size_px] in Hounsfield units, indexed [row, column]."""
+    patch_to_ras: np.ndarray
+    """4x4 matrix from the patch's (column, row, 0) index to RAS millimetres."""
+    outside_fraction: float
+    """Fraction of the patch's pixels that fell outside the volume (set to OUTSIDE_HU)."""
+
+
+class SeedOutsideVolumeError(ValueError):
+    """The seed point does not lie inside the volume."""
+
+
+class InvalidVolumeError(ValueError):
+    """The array or its geometry cannot be a 3D image."""
+
+
+def patch_to_ras_matrix(
+    seed_ras: Sequence[float], size_px: int = PATCH_SIZE_PX, extent_mm: float = PATCH_EXTENT_MM
+) -> np.ndarray:
+    """4x4 matrix mapping patch index (column, row, slice) to RAS, centred on the seed.
+
+    The slice axis gets the in-plane spacing so the patch is a cube-voxel, one-slice volume.
+    """
+    spacing = extent_mm / size_px
+    centre_index = (size_px - 1) / 2.0
+    directions = _PATCH_DIRECTIONS_RAS * spacing
+    matrix = np.eye(4)
+    matrix[:3, :3] = directions
+    matrix[:3, 3] = np.asarray(seed_ras, dtype=float) - directions @ np.array(
+        [centre_index, centre_index, 0.0]
+    )
+    return matrix
+
+
+def validate_volume_geometry(volume_kji: np.ndarray, ijk_to_ras: np.ndarray) -> None:
+    """Raise InvalidVolumeError unless the array is a 3D image with an invertible geometry."""
+    if volume_kji.ndim != 3:
+        raise InvalidVolumeError(
+            f"Expected a 3D volume, got an array with {volume_kji.ndim} dimension(s)."
+        )
+    if min(volume_kji.shape) < 2:
+        raise InvalidVolumeError(
+            "Expected a 3D volume, got a single slice or line "
+            f"(shape {tuple(volume_kji.shape)} as slice, row, column); "
+            "load the whole CT series, not one image."
+        )
+    matrix = np.asarray(ijk_to_ras, dtype=float)
+    if matrix.shape != (4, 4) or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise InvalidVolumeError("The volume's IJK-to-RAS matrix is not an invertible 4x4 matrix.")
+
+
+def ras_to_continuous_ijk(ijk_to_ras: np.ndarray, points_ras: np.ndarray) -> np.ndarray:
+    """Continuous (i, j, k) index of RAS points, shape [..., 3] in and out."""
+    ras_to_ijk = np.linalg.inv(np.asarray(ijk_to_ras, dtype=float))
+    points = np.asarray(points_ras, dtype=float)
+    return points @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
+
+
+def inside_volume_mask(shape_kji: Sequence[int], ijk: np.ndarray) -> np.ndarray:
+    """True where a continuous index lies inside the volume.
+
+    A voxel covers half a voxel either side of its centre (as in ITK), so the volume spans
+    [-0.5, n - 0.5] along each axis.
+    """
+    extent_ijk = np.array(shape_kji[::-1], dtype=float)
+    return np.all((ijk >= -0.5) & (ijk <= extent_ijk - 0.5), axis=-1)
+
+
+def is_seed_inside(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, seed_ras: Sequence[float]) -> bool:
+    """Whether the seed lies inside the volume's extent."""
+    ijk = ras_to_continuous_ijk(ijk_to_ras, np.asarray(seed_ras, dtype=float)[None, :])
+    return bool(inside_volume_mask(volume_kji.shape, ijk)[0])
+
+
+def _trilinear(volume_kji: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    """Linear interpolation at continuous indices [..., 3] (i, j, k) with edge replication."""
+    shape_ijk = np.array(volume_kji.shape[::-1])
+    lower = np.floor(ijk).astype(np.int64)
+    weight_upper = ijk - lower
+    result = np.zeros(ijk.shape[:-1], dtype=np.float64)
+    for corner in range(8):
+        offset = np.array([(corner >> axis) & 1 for axis in range(3)])
+        index = np.clip(lower + offset, 0, shape_ijk - 1)
+        weight = np.prod(np.where(offset == 1, weight_upper, 1.0 - weight_upper), axis=-1)
+        result += weight * volume_kji[index[..., 2], index[..., 1], index[..., 0]]
+    return result
+
+
+def extract_patch(
+    volume_kji: np.ndarray,
+    ijk_to_ras: np.ndarray,
+    seed_ras: Sequence[float],
+    size_px: int = PATCH_SIZE_PX,
+    extent_mm: float = PATCH_EXTENT_MM,
+) -> Patch:
+    """Cut the axial patch centred on ``seed_ras`` (DESIGN.md, contract 1).
+
+    Args:
+        volume_kji: the image as (slice, row, column), as Slicer's ``arrayFromVolume`` and
+            SimpleITK's ``GetArrayFromImage`` return it, in Hounsfield units.
+        ijk_to_ras: Slicer's 4x4 IJK-to-RAS matrix of that volume.
+        seed_ras: the centre of the patch in RAS millimetres; must lie inside the volume.
+        size_px: patch width and height in pixels.
+        extent_mm: patch width and height in millimetres.
+
+    Raises:
+        InvalidVolumeError: the array is not a 3D image or the matrix is not invertible.
+        SeedOutsideVolumeError: the seed is outside the volume.
+    """
+    volume_kji = np.asarray(volume_kji)
+    validate_volume_geometry(volume_kji, ijk_to_ras)
+    seed = np.asarray(seed_ras, dtype=float).reshape(3)
+    if not np.all(np.isfinite(seed)):
+        raise SeedOutsideVolumeError(f"The seed point {seed.tolist()} is not a finite position.")
+    if not is_seed_inside(volume_kji, ijk_to_ras, seed):
+        raise SeedOutsideVolumeError(
+            "The seed point (R, A, S) = ({:.1f}, {:.1f}, {:.1f}) mm lies outside the volume.".format(
+                *seed
+            )
+        )
+    patch_to_ras = patch_to_ras_matrix(seed, size_px, extent_mm)
+    rows, columns = np.meshgrid(np.arange(size_px), np.arange(size_px), indexing="ij")
+    patch_index = np.stack([columns, rows, np.zeros_like(rows), np.ones_like(rows)], axis=-1)
+    points_ras = patch_index @ patch_to_ras.T
+    ijk = ras_to_continuous_ijk(ijk_to_ras, points_ras[..., :3])
+    inside = inside_volume_mask(volume_kji.shape, ijk)
+    pixels = np.full((size_px, size_px), OUTSIDE_HU, dtype=np.float64)
+    pixels[inside] = _trilinear(volume_kji, ijk[inside])
+    return Patch(pixels.astype(np.float32), patch_to_ras, float(1.0 - inside.mean()))

@@ -1,0 +1,1 @@
+"""Training package for CycleGANExplain: data, classifier, CycleGAN-AM, export, evaluation (MONAI)."""
