@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -70,8 +70,16 @@ def _is_cuda_failure(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("CUDA" in message or "cuDNN" in message or "CUBLAS" in message)
 
 
-def run_networks(bundle: ModelBundle, x: np.ndarray, batch_size: int = 32) -> dict:
-    """G+(x), G-(x) and the malignancy probabilities of x, G+(x), G-(x) for a stack [N, H, W]."""
+ProgressCallback = Callable[[int, int], None]
+
+
+def run_networks(
+    bundle: ModelBundle, x: np.ndarray, batch_size: int = 32, progress: Optional[ProgressCallback] = None
+) -> dict:
+    """G+(x), G-(x) and the malignancy probabilities of x, G+(x), G-(x) for a stack [N, H, W].
+
+    ``progress(done, total)`` is called after each batch.
+    """
     import torch
 
     outputs = {name: [] for name in ("g_pos", "g_neg", "p_x", "p_pos", "p_neg")}
@@ -95,6 +103,8 @@ def run_networks(bundle: ModelBundle, x: np.ndarray, batch_size: int = 32) -> di
             }
             for name, value in batch.items():
                 outputs[name].append(value.float().cpu().numpy())
+            if progress is not None:
+                progress(min(start + batch_size, len(x)), len(x))
     return {name: np.concatenate(values) for name, values in outputs.items()}
 
 
@@ -104,6 +114,7 @@ def explain(
     seeds_ras: Sequence[Sequence[float]],
     bundle: ModelBundle,
     batch_size: int = 32,
+    progress: Optional[ProgressCallback] = None,
 ) -> ExplanationBatch:
     """Cut a patch around each seed and explain the classifier's decision on it.
 
@@ -130,7 +141,7 @@ def explain(
                 "(filled with air); the explanation may be unreliable."
             )
     try:
-        outputs = run_networks(bundle, x, batch_size)
+        outputs = run_networks(bundle, x, batch_size, progress)
     except Exception as error:  # noqa: BLE001 - only CUDA failures are handled, others re-raised
         if bundle.device == "cpu" or not _is_cuda_failure(error):
             raise
@@ -138,7 +149,7 @@ def explain(
         logger.warning(message)
         warnings.append(message)
         bundle = load_bundle(bundle.directory, "cpu")
-        outputs = run_networks(bundle, x, batch_size)
+        outputs = run_networks(bundle, x, batch_size, progress)
     explanations = [
         Explanation(
             seed_ras=seed,

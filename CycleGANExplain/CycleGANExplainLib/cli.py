@@ -1,0 +1,165 @@
+"""`cyclegan-explain`: explain nodules of a CT from the command line.
+
+    cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda]
+
+For each seed it writes R = G+(x) - G-(x) as NRRD placed in the CT's patient space (load it over
+the CT in Slicer), a PNG figure and, for all seeds, summary.json. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .explanation import ExplanationBatch, explain
+from .explanation_figure import save_explanation_figure
+from .model_bundle import DEVICE_CHOICES, BundleError, default_bundle_dir, load_bundle
+from .overlay import symmetric_limit
+from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
+from .volume_checks import NotCTError, check_ct_intensities
+from .volume_io import UnreadableVolumeError, read_volume, write_volume
+
+RESEARCH_NOTICE = "Research use only. Not a medical device."
+EXIT_BAD_INPUT = 2
+
+
+def parse_seed(text: str) -> List[float]:
+    """'R,A,S' in millimetres to three floats (argparse type)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"seed must be R,A,S in millimetres (three numbers), got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cyclegan-explain",
+        description="Explain a lung-nodule malignancy classifier with CycleGAN activation maximisation. "
+        + RESEARCH_NOTICE,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    explain_parser = commands.add_parser(
+        "explain",
+        help="explain one or more seed points of a CT volume",
+        description="Cut a 64x64 axial patch (45 mm) around each seed, run the classifier and the generators "
+        "G+ (towards malignant) and G- (towards benign), and write R = G+(x) - G-(x). "
+        "Write negative coordinates as --seed=-12.5,30,-100. " + RESEARCH_NOTICE,
+    )
+    explain_parser.add_argument("volume", type=Path, help="CT volume: NRRD, NIfTI, MHA file or a DICOM series folder")
+    explain_parser.add_argument(
+        "--seed", dest="seeds", type=parse_seed, action="append", required=True, metavar="R,A,S",
+        help="nodule centre in RAS millimetres (Slicer's coordinates); repeat for several nodules",
+    )
+    explain_parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    explain_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
+    explain_parser.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
+    explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
+    explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
+    return parser
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\rexplained {done}/{total} seeds", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = []
+    digits = max(2, len(str(len(batch))))
+    for number, item in enumerate(batch.explanations, start=1):
+        stem = f"seed{number:0{digits}d}"
+        overlay_path = write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, out_dir / f"overlay_{stem}.nrrd")
+        figure_path = save_explanation_figure(
+            out_dir / f"explanation_{stem}.png", item.x, item.g_neg, item.g_pos, item.relevance,
+            item.p_x, item.p_neg, item.p_pos, heading=f"{heading}, seed {number}",
+        )
+        seeds.append({
+            "seed_ras_mm": [round(float(v), 3) for v in item.seed_ras],
+            "malignancy_probability": {"x": item.p_x, "G_neg(x)": item.p_neg, "G_pos(x)": item.p_pos},
+            "relevance": {
+                "min": float(item.relevance.min()),
+                "max": float(item.relevance.max()),
+                "display_limit": symmetric_limit(item.relevance),
+                "units": "normalised intensity ([-1, 1] over the bundle's HU window)",
+            },
+            "outside_fraction": item.outside_fraction,
+            "overlay": overlay_path.name,
+            "figure": figure_path.name,
+        })
+    summary = {
+        "notice": RESEARCH_NOTICE,
+        "bundle": batch.bundle_name,
+        "trained": batch.trained,
+        "device": batch.device,
+        "seconds": batch.seconds,
+        "warnings": batch.warnings,
+        "colours": "red = malignancy-indicating (R > 0), blue = benign-indicating (R < 0)",
+        "seeds": seeds,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    loaded = read_volume(args.volume, args.series)
+    validate_volume_geometry(loaded.volume_kji, loaded.ijk_to_ras)
+    check_ct_intensities(loaded.volume_kji)
+    outside = [
+        number for number, seed in enumerate(args.seeds, start=1)
+        if not is_seed_inside(loaded.volume_kji, loaded.ijk_to_ras, seed)
+    ]
+    if outside:
+        raise SeedOutsideVolumeError(
+            "Seed(s) {} lie outside the volume (RAS extent of its voxel corners: {})".format(
+                ", ".join(map(str, outside)), _ras_extent_text(loaded.volume_kji.shape, loaded.ijk_to_ras)
+            )
+        )
+    print(f"Read {loaded.description}: {loaded.volume_kji.shape[::-1]} voxels (I, J, K).", file=sys.stderr)
+    bundle = load_bundle(args.bundle if args.bundle else default_bundle_dir(), args.device)
+    batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
+                    progress=_progress if len(args.seeds) > 1 else None)
+    for warning in batch.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = _write_outputs(batch, args.out, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})")
+    print(f"{RESEARCH_NOTICE} Bundle: {batch.bundle_name}{'' if batch.trained else ' (UNTRAINED: random weights)'}; "
+          f"device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
+    for number, seed in enumerate(summary["seeds"], start=1):
+        p = seed["malignancy_probability"]
+        print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={p['x']:.3f} "
+              f"G-(x)={p['G_neg(x)']:.3f} G+(x)={p['G_pos(x)']:.3f} -> {seed['figure']}, {seed['overlay']}")
+    print(f"Wrote {args.out / 'summary.json'}")
+    return 0
+
+
+def _ras_extent_text(shape_kji: Sequence[int], ijk_to_ras: np.ndarray) -> str:
+    corners = np.array([[i, j, k, 1.0] for i in (-0.5, shape_kji[2] - 0.5)
+                        for j in (-0.5, shape_kji[1] - 0.5) for k in (-0.5, shape_kji[0] - 0.5)])
+    ras = corners @ np.asarray(ijk_to_ras).T
+    low, high = ras[:, :3].min(axis=0), ras[:, :3].max(axis=0)
+    return ", ".join(f"{axis} {lo:.1f}..{hi:.1f}" for axis, lo, hi in zip("RAS", low, high))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return run_explain(args)
+    except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""A PNG figure of one explanation: x, G-(x), G+(x) and R over x, with the classifier's outputs.
+
+matplotlib is imported inside the functions: the Slicer module never draws these figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from .overlay import BENIGN_RGB, MALIGNANT_RGB, blend_over_grey, relevance_to_rgba, symmetric_limit
+
+
+def draw_explanation_row(
+    axes: Sequence["object"],
+    x: np.ndarray,
+    g_neg: np.ndarray,
+    g_pos: np.ndarray,
+    relevance: np.ndarray,
+    p_x: float,
+    p_neg: float,
+    p_pos: float,
+    limit: Optional[float] = None,
+) -> float:
+    """Draw the four panels into four matplotlib axes; returns the relevance display limit used."""
+    limit = symmetric_limit(relevance) if limit is None else limit
+    to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
+    panels = [
+        (to_grey(x), f"x\np(malignant) = {p_x:.2f}"),
+        (to_grey(g_neg), f"G\u207b(x), towards benign\np = {p_neg:.2f}"),
+        (to_grey(g_pos), f"G\u207a(x), towards malignant\np = {p_pos:.2f}"),
+        (blend_over_grey(to_grey(x), relevance_to_rgba(relevance, limit)), f"R = G\u207a(x) \u2212 G\u207b(x)\n\u00b1{limit:.2f}"),
+    ]
+    for axis, (image, title) in zip(axes, panels):
+        axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axis.set_title(title, fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    return limit
+
+
+def save_explanation_figure(
+    path: Union[str, Path],
+    x: np.ndarray,
+    g_neg: np.ndarray,
+    g_pos: np.ndarray,
+    relevance: np.ndarray,
+    p_x: float,
+    p_neg: float,
+    p_pos: float,
+    heading: str,
+) -> Path:
+    """Write the four-panel figure with a colour legend and the research-use notice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch as LegendPatch
+
+    figure, axes = plt.subplots(1, 4, figsize=(10, 3.3), dpi=100)
+    draw_explanation_row(axes, x, g_neg, g_pos, relevance, p_x, p_neg, p_pos)
+    figure.suptitle(heading, fontsize=10)
+    figure.legend(
+        handles=[
+            LegendPatch(color=MALIGNANT_RGB, label="red: malignancy-indicating (R > 0)"),
+            LegendPatch(color=BENIGN_RGB, label="blue: benign-indicating (R < 0)"),
+        ],
+        loc="lower center",
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
+    figure.text(0.99, 0.01, "Research use only. Not a medical device.", ha="right", fontsize=7, color="0.4")
+    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path = Path(path)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,99 @@
+"""Reading CT volumes and writing overlays with SimpleITK, in Slicer's RAS conventions.
+
+Used by the command line and the web viewer; the Slicer module reads volumes through Slicer.
+SimpleITK works in LPS; Slicer's IJK-to-RAS is the LPS geometry with the first two axes negated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, NamedTuple, Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class UnreadableVolumeError(ValueError):
+    """The path cannot be read as a CT volume."""
+
+
+class LoadedVolume(NamedTuple):
+    volume_kji: np.ndarray
+    ijk_to_ras: np.ndarray
+    description: str
+
+
+def ijk_to_ras_of(image: sitk.Image) -> np.ndarray:
+    """Slicer-style 4x4 IJK-to-RAS matrix of a SimpleITK image."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = direction * np.array(image.GetSpacing(), dtype=float)
+    ijk_to_lps[:3, 3] = image.GetOrigin()
+    return LPS_TO_RAS @ ijk_to_lps
+
+
+def image_from_array(array_kji: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
+    """A SimpleITK image of ``array_kji`` placed by a Slicer-style IJK-to-RAS matrix."""
+    ijk_to_lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_kji))
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((ijk_to_lps[:3, :3] / spacing).flatten().tolist())
+    image.SetOrigin(ijk_to_lps[:3, 3].tolist())
+    return image
+
+
+def _dicom_series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
+    reader = sitk.ImageSeriesReader
+    series_ids = list(reader.GetGDCMSeriesIDs(str(folder)))
+    if not series_ids:
+        raise UnreadableVolumeError(f"No DICOM series found in folder {folder}.")
+    if series_uid is None:
+        if len(series_ids) > 1:
+            listing = "\n  ".join(
+                f"{uid} ({len(reader.GetGDCMSeriesFileNames(str(folder), uid))} files)" for uid in series_ids
+            )
+            raise UnreadableVolumeError(
+                f"Folder {folder} holds {len(series_ids)} DICOM series; choose one with --series:\n  {listing}"
+            )
+        series_uid = series_ids[0]
+    elif series_uid not in series_ids:
+        raise UnreadableVolumeError(f"Series {series_uid} is not in folder {folder}.")
+    return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
+
+
+def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> LoadedVolume:
+    """Read NRRD, NIfTI, MHA or a DICOM series folder as (volume_kji, ijk_to_ras).
+
+    DICOM rescale slope and intercept are applied by SimpleITK, so CT arrives in HU.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UnreadableVolumeError(f"No such file or folder: {path}")
+    try:
+        if path.is_dir():
+            files = _dicom_series_files(path, series_uid)
+            image = sitk.ReadImage(files)
+            description = f"DICOM series of {len(files)} files"
+        else:
+            image = sitk.ReadImage(str(path))
+            description = f"{path.suffix.lstrip('.').upper() or 'image'} file"
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise UnreadableVolumeError(f"Cannot read {path} as a medical image: {first_line}") from error
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UnreadableVolumeError(
+            f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a greyscale CT."
+        )
+    if image.GetDimension() != 3:
+        raise UnreadableVolumeError(f"{path} is a {image.GetDimension()}D image; expected a 3D CT volume.")
+    return LoadedVolume(sitk.GetArrayFromImage(image), ijk_to_ras_of(image), description)
+
+
+def write_volume(array_kji: np.ndarray, ijk_to_ras: np.ndarray, path: Union[str, Path]) -> Path:
+    """Write an array with Slicer-style geometry (NRRD, NIfTI, … by the file's suffix)."""
+    path = Path(path)
+    sitk.WriteImage(image_from_array(array_kji, ijk_to_ras), str(path), useCompression=True)
+    return path
