@@ -143,7 +143,7 @@ def explain(
     try:
         outputs = run_networks(bundle, x, batch_size, progress)
     except Exception as error:  # noqa: BLE001 - only CUDA failures are handled, others re-raised
-        if bundle.device == "cpu" or not _is_cuda_failure(error):
+        if not _is_cuda_failure(error):
             raise
         message = f"GPU inference failed ({type(error).__name__}: {str(error).splitlines()[0]}); fell back to CPU."
         logger.warning(message)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
@@ -202,8 +202,6 @@ def _file_stamp(bundle_dir: Path) -> Tuple[Any, ...]:
 
 def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto") -> ModelBundle:
     """Verify and load a bundle; cached per (folder, device) until a file changes on disk."""
-    import torch
-
     bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
     if not bundle_dir.is_dir():
         raise BundleError(f"Model bundle folder not found: {bundle_dir}")
@@ -213,27 +211,30 @@ def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto")
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None and cached[0] == stamp:
-            return cached[1]
-        verify_checksums(bundle_dir)
-        metadata = read_metadata(bundle_dir)
-        networks = {}
-        for role, filename in MODEL_FILES.items():
-            try:
-                module = torch.jit.load(str(bundle_dir / filename), map_location=resolved_device)
-            except RuntimeError as error:
-                raise BundleError(f"Model file {filename} could not be loaded by TorchScript: {error}") from error
-            networks[role] = module.eval()
-        bundle = ModelBundle(
-            directory=bundle_dir,
-            metadata=metadata,
-            device=resolved_device,
-            warnings=[device_warning] if device_warning else [],
-            **networks,
-        )
-        if device_warning:
-            logger.warning(device_warning)
-        _cache[key] = (stamp, bundle)
-        return bundle
+            bundle = cached[1]
+        else:
+            bundle = _verify_and_load(bundle_dir, resolved_device)
+            _cache[key] = (stamp, bundle)
+    if device_warning:
+        # The warning belongs to this request (cuda asked for, cpu given), not to the cached bundle.
+        logger.warning(device_warning)
+        bundle = replace(bundle, warnings=[device_warning])
+    return bundle
+
+
+def _verify_and_load(bundle_dir: Path, device: str) -> ModelBundle:
+    import torch
+
+    verify_checksums(bundle_dir)
+    metadata = read_metadata(bundle_dir)
+    networks = {}
+    for role, filename in MODEL_FILES.items():
+        try:
+            module = torch.jit.load(str(bundle_dir / filename), map_location=device)
+        except RuntimeError as error:
+            raise BundleError(f"Model file {filename} could not be loaded by TorchScript: {error}") from error
+        networks[role] = module.eval()
+    return ModelBundle(directory=bundle_dir, metadata=metadata, device=device, **networks)
 
 
 def clear_bundle_cache() -> None:
