@@ -1,0 +1,104 @@
+"""`cyclegan-explain explain`: outputs placed in the CT's space, summary, progress and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from CycleGANExplainLib.cli import main
+from CycleGANExplainLib.patch_sampling import patch_to_ras_matrix
+from CycleGANExplainLib.volume_io import ijk_to_ras_of, write_volume
+
+
+@pytest.fixture
+def ct_file(lung_volume, tmp_path):
+    volume, ijk_to_ras = lung_volume
+    (tmp_path / "input").mkdir()
+    return write_volume(volume, ijk_to_ras, tmp_path / "input" / "ct.nrrd")
+
+
+def test_explain_writes_overlay_figure_and_summary(ct_file, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    seeds = ["0,0,0", "-10.5,7,2.5"]
+    code = main(["explain", str(ct_file), *[f"--seed={s}" for s in seeds], "--out", str(out),
+                 "--bundle", str(tiny_bundle), "--device", "cpu"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "explained 2/2 seeds" in captured.err
+    assert "UNTRAINED" in captured.out and "Research use only" in captured.out
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["device"] == "cpu" and summary["trained"] is False and len(summary["seeds"]) == 2
+    assert str(ct_file) not in json.dumps(summary)  # nothing that could name the patient's file
+    for number, seed_text in enumerate(seeds, start=1):
+        seed = [float(v) for v in seed_text.split(",")]
+        entry = summary["seeds"][number - 1]
+        assert 0 <= entry["malignancy_probability"]["x"] <= 1
+        overlay = sitk.ReadImage(str(out / entry["overlay"]))
+        assert overlay.GetSize() == (64, 64, 1)
+        np.testing.assert_allclose(ijk_to_ras_of(overlay), patch_to_ras_matrix(seed), atol=1e-5)
+        values = sitk.GetArrayFromImage(overlay)
+        assert values.min() == pytest.approx(entry["relevance"]["min"], abs=1e-6)
+        figure = matplotlib.image.imread(out / entry["figure"])
+        assert figure.shape[0] > 200 and figure.shape[1] > 800
+    assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["ct.nrrd"]  # nothing written beside the input
+
+
+@pytest.mark.parametrize(
+    "make_input, seed, message",
+    [
+        ("outside", "0,0,500", "Seed(s) 1 lie outside the volume"),
+        ("two_d", "0,0,0", "is a 2D image"),
+        ("garbage", "0,0,0", "Cannot read"),
+        ("mr_like", "0,0,0", "contains air"),
+        ("missing", "0,0,0", "No such file"),
+    ],
+)
+def test_bad_input_exits_2_with_a_specific_message(make_input, seed, message, ct_file, lung_volume, tiny_bundle,
+                                                  tmp_path, capsys):
+    volume, ijk_to_ras = lung_volume
+    path = {
+        "outside": ct_file,
+        "two_d": tmp_path / "slice.nrrd",
+        "garbage": tmp_path / "broken.nii.gz",
+        "mr_like": tmp_path / "mr.nrrd",
+        "missing": tmp_path / "absent.nrrd",
+    }[make_input]
+    if make_input == "two_d":
+        sitk.WriteImage(sitk.GetImageFromArray(volume[0]), str(path))
+    elif make_input == "garbage":
+        path.write_bytes(b"\x1f\x8b not really gzip")
+    elif make_input == "mr_like":
+        write_volume(np.abs(volume) // 2, ijk_to_ras, path)
+    code = main(["explain", str(path), f"--seed={seed}", "--out", str(tmp_path / "o"), "--bundle", str(tiny_bundle)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tampered_bundle_is_refused_by_name(ct_file, tiny_bundle, tmp_path, capsys):
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    with open(bundle / "generator_pos.pt", "r+b") as stream:
+        stream.seek(100)
+        byte = stream.read(1)
+        stream.seek(100)
+        stream.write(bytes([byte[0] ^ 0xFF]))
+    code = main(["explain", str(ct_file), "--seed=0,0,0", "--out", str(tmp_path / "o"), "--bundle", str(bundle)])
+    assert code == 2
+    assert "generator_pos.pt does not match its SHA-256 checksum" in capsys.readouterr().err
+
+
+def test_malformed_seed_is_an_argument_error(ct_file):
+    result = subprocess.run(
+        [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", str(ct_file), "--seed=1,2", "--out", "x"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "seed must be R,A,S in millimetres" in result.stderr

@@ -1,0 +1,109 @@
+"""The evaluation figure, after the paper's Fig. 6: benign and malignant examples with x, G-(x),
+G+(x) and the relevance R = G+(x) - G-(x) over the patch.
+
+R is drawn with the module's own colour table and blending (CycleGANExplainLib.overlay), and one
+symmetric range for the whole figure, so rows compare and the colours mean what they mean in
+Slicer. Drawn with matplotlib's Agg canvas directly: no global backend state, no display needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.figure import Figure
+
+from CycleGANExplainLib.overlay import blend_over_grey, colour_table, relevance_to_rgba, symmetric_limit
+
+from .dataset import BENIGN, MALIGNANT
+from .metrics import DECISION_THRESHOLD
+
+COLUMNS = 4  # x, G-(x), G+(x), R over x
+PANEL_INCHES = 2.2
+COLOURBAR_INCHES = 1.4  # the bar, its ticks and its label
+MARGIN_INCHES = 0.1
+DPI = 100
+
+
+def figure_size_inches(rows: int) -> Tuple[float, float]:
+    return (COLUMNS * PANEL_INCHES + COLOURBAR_INCHES, rows * PANEL_INCHES)
+
+
+def choose_examples(
+    labels: np.ndarray, p_x: np.ndarray, per_class: int, seed: int = 0
+) -> List[int]:
+    """Indices of up to ``per_class`` benign then malignant examples, in a seeded random order.
+
+    Like the paper's study, correctly classified samples are preferred, so that classification
+    errors are not mistaken for explanation errors; misclassified ones fill up when too few are
+    correct (an untrained bundle), and the figure's titles show the outputs either way.
+    """
+    rng = np.random.default_rng(seed)
+    correct = (np.asarray(p_x) >= DECISION_THRESHOLD) == (np.asarray(labels) == MALIGNANT)
+    chosen: List[int] = []
+    for label in (BENIGN, MALIGNANT):
+        in_class = np.asarray(labels) == label
+        preferred = rng.permutation(np.flatnonzero(in_class & correct))
+        others = rng.permutation(np.flatnonzero(in_class & ~correct))
+        chosen.extend(int(i) for i in np.concatenate([preferred, others])[:per_class])
+    return chosen
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return (np.asarray(image, dtype=np.float64) + 1.0) / 2.0  # [-1, 1] -> [0, 1]
+
+
+def explanation_figure(
+    path: Union[str, Path],
+    x: np.ndarray,
+    g_neg: np.ndarray,
+    g_pos: np.ndarray,
+    p_x: np.ndarray,
+    p_neg: np.ndarray,
+    p_pos: np.ndarray,
+    labels: np.ndarray,
+    indices: Sequence[int],
+    title: str = "",
+) -> Path:
+    """Save one row per index (x, G-(x), G+(x), R over x) as a PNG; returns the path."""
+    if len(indices) == 0:
+        raise ValueError("No examples to draw.")
+    indices = list(indices)
+    relevance = g_pos[indices] - g_neg[indices]
+    limit = symmetric_limit(relevance)
+    figure = Figure(figsize=figure_size_inches(len(indices)), dpi=DPI)
+    FigureCanvasAgg(figure)
+    width_inches = figure_size_inches(len(indices))[0]
+    panels_right = (MARGIN_INCHES + COLUMNS * PANEL_INCHES) / width_inches
+    grid = figure.add_gridspec(len(indices), COLUMNS, left=MARGIN_INCHES / width_inches, right=panels_right,
+                               top=0.92, bottom=0.02, wspace=0.08, hspace=0.35)
+    for row, index in enumerate(indices):
+        class_name = "malignant" if labels[index] == MALIGNANT else "benign"
+        panels = (
+            (_grey(x[index]), f"x ({class_name}): p={p_x[index]:.2f}"),
+            (_grey(g_neg[index]), f"G\u2212(x): p={p_neg[index]:.2f}"),
+            (_grey(g_pos[index]), f"G+(x): p={p_pos[index]:.2f}"),
+            (blend_over_grey(_grey(x[index]), relevance_to_rgba(relevance[row], limit)), "R over x"),
+        )
+        for column, (image, panel_title) in enumerate(panels):
+            axes = figure.add_subplot(grid[row, column])
+            axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            axes.set_title(panel_title, fontsize=8)
+            axes.set_xticks([])
+            axes.set_yticks([])
+    colourbar_axes = figure.add_axes([panels_right + 0.15 / width_inches, 0.2, 0.15 / width_inches, 0.6])
+    colourbar = figure.colorbar(_relevance_mappable(limit), cax=colourbar_axes)
+    colourbar.set_label("R (normalised units): red malignant, blue benign", fontsize=8)
+    figure.suptitle(title or "p = classifier malignancy probability", fontsize=9)
+    path = Path(path)
+    figure.savefig(path, dpi=DPI)  # no tight bounding box: the size stays figure_size_inches * DPI
+    return path
+
+
+def _relevance_mappable(limit: float) -> ScalarMappable:
+    colours = ListedColormap(colour_table()[:, :3], name="CycleGANExplainRelevance")
+    return ScalarMappable(norm=Normalize(-limit, limit), cmap=colours)

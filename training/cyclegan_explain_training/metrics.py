@@ -1,0 +1,194 @@
+"""Evaluation statistics: the paper's Table 1 metrics, domain transfer, image similarity, bootstrap.
+
+Undefined values are NaN, never a silent 0: a ratio whose denominator is zero (no predicted
+positives for PPV, one class only for AUC, no nodule on the other side of the threshold for a
+flip rate) is NaN. Bootstrap confidence intervals are percentile intervals over the resamples in
+which the statistic is defined; how many resamples were undefined is reported beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping
+
+import numpy as np
+
+from .losses import NORMALISED_DATA_RANGE, SSIM_K1, SSIM_K2
+
+DECISION_THRESHOLD = 0.5
+THRESHOLDED_METRICS = (
+    "accuracy", "f1", "sensitivity", "specificity", "ppv", "npv", "informedness", "markedness", "mcc",
+)
+TABLE1_METRICS = THRESHOLDED_METRICS + ("auc",)
+
+# SSIM as the training losses define it (losses.py, the paper's Eq. 1): c1 = (k1 L)^2,
+# c2 = (k2 L)^2 with k1 = .01, k2 = .03 and L = 2, the data range of images in [-1, 1]; MONAI's
+# Gaussian window (11 px, sigma 1.5), the computation MONAI's SSIMLoss and SSIMMetric share.
+SSIM_DATA_RANGE = NORMALISED_DATA_RANGE
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+
+
+@dataclass(frozen=True)
+class ConfusionCounts:
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when the denominator is zero (the ratio is undefined)."""
+    return float(numerator) / float(denominator) if denominator != 0 else float("nan")
+
+
+def confusion_counts(labels: np.ndarray, predicted_malignant: np.ndarray) -> ConfusionCounts:
+    """Counts with malignant (label 1) as the positive class."""
+    truth = np.asarray(labels).astype(bool)
+    predicted = np.asarray(predicted_malignant).astype(bool)
+    return ConfusionCounts(
+        tp=int(np.sum(truth & predicted)),
+        fp=int(np.sum(~truth & predicted)),
+        tn=int(np.sum(~truth & ~predicted)),
+        fn=int(np.sum(truth & ~predicted)),
+    )
+
+
+def metrics_from_counts(counts: ConfusionCounts) -> Dict[str, float]:
+    """The thresholded metrics of the paper's Table 1 from a confusion matrix."""
+    tp, fp, tn, fn = counts.tp, counts.fp, counts.tn, counts.fn
+    sensitivity = ratio(tp, tp + fn)
+    specificity = ratio(tn, tn + fp)
+    ppv = ratio(tp, tp + fp)
+    npv = ratio(tn, tn + fn)
+    mcc_denominator = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
+    return {
+        "accuracy": ratio(tp + tn, tp + fp + tn + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "ppv": ppv,
+        "npv": npv,
+        "informedness": sensitivity + specificity - 1.0,  # NaN propagates
+        "markedness": ppv + npv - 1.0,
+        "mcc": ratio(float(tp) * tn - float(fp) * fn, np.sqrt(mcc_denominator)),
+    }
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of scores (higher = malignant); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def classifier_metrics(
+    labels: np.ndarray, malignancy: np.ndarray, threshold: float = DECISION_THRESHOLD
+) -> Dict[str, float]:
+    """Table 1: thresholded metrics at ``malignancy >= threshold`` and the AUC of the probability."""
+    malignancy = np.asarray(malignancy)
+    metrics = metrics_from_counts(confusion_counts(labels, malignancy >= threshold))
+    metrics["auc"] = roc_auc(labels, malignancy)
+    return metrics
+
+
+def flip_rates(
+    p_x: np.ndarray, p_pos: np.ndarray, p_neg: np.ndarray, threshold: float = DECISION_THRESHOLD
+) -> Dict[str, float]:
+    """How often the generators move the classifier's decision where they should.
+
+    ``malignant_after_pos`` / ``benign_after_neg`` are over all patches; ``flipped_to_malignant``
+    is over the patches the classifier called benign on x, ``flipped_to_benign`` over those it
+    called malignant (NaN when there are none).
+    """
+    malignant_x = np.asarray(p_x) >= threshold
+    malignant_pos = np.asarray(p_pos) >= threshold
+    benign_neg = np.asarray(p_neg) < threshold
+    return {
+        "malignant_after_pos": float(np.mean(malignant_pos)),
+        "benign_after_neg": float(np.mean(benign_neg)),
+        "flipped_to_malignant": ratio(np.sum(malignant_pos & ~malignant_x), np.sum(~malignant_x)),
+        "flipped_to_benign": ratio(np.sum(benign_neg & malignant_x), np.sum(malignant_x)),
+    }
+
+
+def paired_t_test(after: np.ndarray, before: np.ndarray) -> Dict[str, float]:
+    """Two-sided paired t-test of after - before (positive t: after is higher)."""
+    from scipy.stats import ttest_rel
+
+    after, before = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
+    result = ttest_rel(after, before)
+    return {
+        "mean_difference": float(np.mean(after - before)),
+        "t": float(result.statistic),
+        "df": int(len(after) - 1),
+        "p": float(result.pvalue),
+    }
+
+
+def ssim_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean SSIM of each pair of [-1, 1] images in stacks [N, H, W] (see SSIM_* above)."""
+    import torch
+    from monai.metrics import SSIMMetric
+
+    metric = SSIMMetric(
+        spatial_dims=2, data_range=SSIM_DATA_RANGE, kernel_type="gaussian", win_size=SSIM_WINDOW,
+        kernel_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2, reduction="none",
+    )
+    first = torch.as_tensor(np.asarray(a, dtype=np.float32))[:, None]
+    second = torch.as_tensor(np.asarray(b, dtype=np.float32))[:, None]
+    return metric(first, second).reshape(-1).numpy().astype(np.float64)
+
+
+def l1_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean absolute difference of each pair of images, in normalised units."""
+    difference = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    return difference.reshape(len(difference), -1).mean(axis=1)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its percentile bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+    undefined_resamples: int
+
+    def as_dict(self) -> Dict[str, float]:
+        return {"value": self.value, "ci_low": self.low, "ci_high": self.high,
+                "undefined_resamples": self.undefined_resamples}
+
+
+def bootstrap(
+    statistics: Callable[[np.ndarray], Mapping[str, float]],
+    n_samples: int,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Dict[str, Estimate]:
+    """Percentile bootstrap over samples, all statistics on the same resamples.
+
+    ``statistics(indices)`` returns named values computed on the samples at ``indices`` (with
+    repeats); it is called once on every sample for the point estimates and once per resample.
+    Sharing resamples keeps paired quantities (classifier vs diameter AUC) paired.
+    """
+    if n_samples < 1:
+        raise ValueError("Cannot bootstrap an empty sample.")
+    if resamples < 1:
+        raise ValueError(f"Need at least one bootstrap resample, got {resamples}.")
+    point = dict(statistics(np.arange(n_samples)))
+    rng = np.random.default_rng(seed)
+    values = np.full((resamples, len(point)), np.nan)
+    for row in range(resamples):
+        resampled = statistics(rng.integers(0, n_samples, size=n_samples))
+        values[row] = [resampled[name] for name in point]
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    estimates = {}
+    for column, name in enumerate(point):
+        defined = values[:, column][np.isfinite(values[:, column])]
+        low, high = np.percentile(defined, [tail, 100.0 - tail]) if len(defined) else (np.nan, np.nan)
+        estimates[name] = Estimate(float(point[name]), float(low), float(high), int(resamples - len(defined)))
+    return estimates
