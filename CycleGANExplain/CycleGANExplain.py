@@ -1,0 +1,449 @@
+"""CycleGANExplain: click a lung nodule, see why the classifier calls it malignant or benign.
+
+Slicer glue only (module description, parameter node, widget, a thin logic and the self-test);
+the work is done by CycleGANExplainLib. Research use only; not a medical device.
+"""
+
+# No `from __future__ import annotations` here: parameterNodeWrapper reads the annotations.
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from CycleGANExplainLib import mrml_explain, mrml_overlay
+from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleMetadata, default_bundle_dir, read_metadata
+
+MODULE_DIR = Path(__file__).resolve().parent
+SAMPLE_NAME = "SyntheticChestCT"
+SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
+# The nodule the self-test and "Load sample CT" use: the large spiculated one.
+SAMPLE_NODULE_ID = "N2"
+# Moving the seed re-explains once the point has rested this long (debounce).
+REEXPLAIN_DELAY_MS = 300
+
+
+def sampleDescription() -> dict:
+    """SyntheticChestCT.json: the sample's checksum and its documented nodules (RAS centres)."""
+    return json.loads((SAMPLE_DIR / f"{SAMPLE_NAME}.json").read_text())
+
+
+def sampleNoduleRAS(noduleId: str = SAMPLE_NODULE_ID) -> np.ndarray:
+    """RAS centre (mm) of a documented nodule of the sample CT."""
+    for nodule in sampleDescription()["nodules"]:
+        if nodule["id"] == noduleId:
+            return np.array(nodule["centre_ras_mm"], dtype=float)
+    raise KeyError(f"Nodule {noduleId} is not documented in {SAMPLE_NAME}.json")
+
+
+#
+# CycleGANExplain
+#
+
+
+class CycleGANExplain(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "CycleGAN Explain"
+        self.parent.categories = ["Explainability"]
+        self.parent.dependencies = []  # PyTorch (extension) is checked when first explaining
+        self.parent.contributors = ["CycleGANExplain contributors"]
+        self.parent.helpText = """
+Explains a lung-nodule malignancy classifier with cycle-consistent activation maximisation.
+Place a seed on a nodule: a 45 mm axial patch around it is classified, transformed towards
+malignant (G+) and towards benign (G-), and R = G+(x) - G-(x) is painted over the CT:
+red where the image would change to look more malignant, blue towards benign.
+Research use only; not a medical device.
+"""
+        self.parent.acknowledgementText = """
+Method: Katzmann A. et al., "Explaining clinical decision support systems in medical imaging
+using cycle-consistent activation maximization", Neurocomputing 2021.
+"""
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Register the bundled synthetic chest CT (local file, verified by its SHA-256)."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="CycleGANExplain",
+        sampleName=SAMPLE_NAME,
+        thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "CycleGANExplain.png"),
+        uris=(SAMPLE_DIR / f"{SAMPLE_NAME}.nrrd").as_uri(),
+        fileNames=f"{SAMPLE_NAME}.nrrd",
+        checksums=f"SHA256:{sampleDescription()['file_sha256']}",
+        nodeNames=SAMPLE_NAME,
+    )
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class CycleGANExplainParameterNode:
+    """
+    inputVolume - the CT to explain (read only).
+    seedNode - point list whose first point is the patch centre.
+    device - torch device choice; the device actually used is shown with the result.
+    neighbourSlices - also explain this many axial slices above and below the seed.
+    autoUpdate - re-explain when the seed is placed or moved.
+    showOverlay, overlayOpacity - how the relevance overlay is shown in the slice views.
+    overlayVolume - the relevance overlay (output).
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    seedNode: vtkMRMLMarkupsFiducialNode
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    neighbourSlices: Annotated[int, WithinRange(0, 10)] = 0
+    autoUpdate: bool = True
+    showOverlay: bool = True
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
+    overlayVolume: vtkMRMLScalarVolumeNode
+
+
+#
+# CycleGANExplainWidget
+#
+
+
+class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._observedSeedNode = None
+        self._torchReady = False
+        self._explainTimer = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CycleGANExplain.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = CycleGANExplainLogic()
+        self.ui.bundleLabel.text = self.logic.bundleMetadata().display_name
+        self.ui.seedPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
+
+        self._explainTimer = qt.QTimer()
+        self._explainTimer.setSingleShot(True)
+        self._explainTimer.setInterval(REEXPLAIN_DELAY_MS)
+        self._explainTimer.connect("timeout()", self.onExplain)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.explainButton.connect("clicked(bool)", self.onExplain)
+        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._explainTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._explainTimer.stop()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode and firstVolumeNode != self._parameterNode.overlayVolume:
+                self._parameterNode.inputVolume = firstVolumeNode
+        if not self._parameterNode.seedNode:
+            self._parameterNode.seedNode = self.logic.createSeedNode()
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.onParameterNodeModified()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        parameters = self._parameterNode
+        seedNode = parameters.seedNode if parameters else None
+        self._observeSeedNode(seedNode)
+        self.ui.seedPlaceWidget.setCurrentNode(seedNode)
+        self.ui.explainButton.enabled = bool(parameters and parameters.inputVolume and seedNode)
+        if parameters and parameters.overlayVolume:
+            self.logic.showOverlay(parameters.overlayVolume, parameters.inputVolume, parameters.overlayOpacity,
+                                   parameters.showOverlay)
+
+    def _observeSeedNode(self, seedNode) -> None:
+        if seedNode is self._observedSeedNode:
+            return
+        if self._observedSeedNode is not None:
+            for event in (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                          slicer.vtkMRMLMarkupsNode.PointModifiedEvent):
+                self.removeObserver(self._observedSeedNode, event, self.onSeedMoved)
+        self._observedSeedNode = seedNode
+        if seedNode is not None:
+            seedNode.SetMaximumNumberOfControlPoints(1)
+            for event in (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                          slicer.vtkMRMLMarkupsNode.PointModifiedEvent):
+                self.addObserver(seedNode, event, self.onSeedMoved)
+
+    def onSeedMoved(self, caller=None, event=None) -> None:
+        """Restart the single-shot timer: dragging re-explains once, when the point rests."""
+        if self._parameterNode and self._parameterNode.autoUpdate and self.logic.hasSeed(caller):
+            self._explainTimer.start()
+
+    def onExplain(self) -> None:
+        parameters = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not explain the seed point.", waitCursor=True):
+            if not self.ensureTorch():
+                return
+            seedRAS = self.logic.seedPosition(parameters.seedNode)
+            result = self.logic.explain(parameters.inputVolume, seedRAS, parameters.device,
+                                        parameters.neighbourSlices, self.showProgress)
+            parameters.overlayVolume = result.overlay_node
+            self.logic.showOverlay(result.overlay_node, parameters.inputVolume, parameters.overlayOpacity,
+                                   parameters.showOverlay, jumpToRAS=seedRAS)
+            self.showResult(result)
+        slicer.util.showStatusMessage("")
+
+    def showProgress(self, message: str) -> None:
+        """Status-bar progress that keeps the application responsive between steps."""
+        slicer.util.showStatusMessage(message)
+        slicer.app.processEvents()
+
+    def showResult(self, result: "mrml_explain.VolumeExplanation") -> None:
+        explanation = result.batch[result.central_index]
+        self.ui.probabilityXLabel.text = f"{explanation.p_x:.3f}"
+        self.ui.probabilityPosLabel.text = f"{explanation.p_pos:.3f}"
+        self.ui.probabilityNegLabel.text = f"{explanation.p_neg:.3f}"
+        self.ui.deviceUsedLabel.text = (
+            f"{result.batch.device}, {result.batch.seconds:.2f} s for {len(result.batch)} patch(es)"
+        )
+        self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
+        for warning in result.batch.warnings:
+            logging.warning(warning)
+
+    def ensureTorch(self) -> bool:
+        """Make torch importable, installing it through the PyTorch extension after one confirmation."""
+        if self._torchReady or importlib.util.find_spec("torch") is not None:
+            self._torchReady = True
+            return True
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError as error:
+            raise RuntimeError(
+                "CycleGAN Explain needs the 'PyTorch' extension. Install it from the Extensions Manager "
+                "(search for PyTorch), restart Slicer, then explain again."
+            ) from error
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if not slicer.util.confirmOkCancelDisplay(
+                "CycleGAN Explain needs PyTorch, which is not installed yet.\n\n"
+                "Install it now? The download is large (up to a few GB with GPU support) and can take "
+                "several minutes; Slicer is busy meanwhile.",
+                windowTitle="Install PyTorch",
+            ):
+                return False
+            self.showProgress("Installing PyTorch (this can take several minutes)...")
+            if torchLogic.installTorch(askConfirmation=False) is None:
+                raise RuntimeError("PyTorch was not installed; see the Python console for the reason.")
+        self._torchReady = True
+        return True
+
+    def onLoadSample(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not load the sample CT.", waitCursor=True):
+            import SampleData
+
+            self.showProgress("Loading the sample CT...")
+            volumeNode = SampleData.downloadSample(SAMPLE_NAME)
+            self._parameterNode.inputVolume = volumeNode
+            # Placing the seed triggers the (debounced) explanation when auto-update is on.
+            self.logic.placeSeed(self._parameterNode.seedNode, sampleNoduleRAS())
+            mrml_overlay.jump_slice_views(slicer.mrmlScene, sampleNoduleRAS())
+        slicer.util.showStatusMessage("")
+
+
+#
+# CycleGANExplainLogic
+#
+
+
+class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
+    """Usable without the GUI: ``CycleGANExplainLogic().explain(volumeNode, seedRAS)``.
+
+    Free of Qt and of slicer.util's GUI functions, so it also runs on a bare slicer-core scene.
+    """
+
+    def __init__(self, bundleDir: Optional[Path] = None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.bundleDir = Path(bundleDir) if bundleDir is not None else default_bundle_dir()
+
+    def getParameterNode(self):
+        return CycleGANExplainParameterNode(super().getParameterNode())
+
+    def bundleMetadata(self) -> BundleMetadata:
+        return read_metadata(self.bundleDir)
+
+    def createSeedNode(self):
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CycleGANExplain seed")
+        node.SetMaximumNumberOfControlPoints(1)
+        return node
+
+    @staticmethod
+    def hasSeed(seedNode) -> bool:
+        return bool(
+            seedNode is not None
+            and seedNode.GetNumberOfControlPoints() > 0
+            and seedNode.GetNthControlPointPositionStatus(0) == seedNode.PositionDefined
+        )
+
+    def seedPosition(self, seedNode) -> np.ndarray:
+        """World RAS position of the seed (the point list's first point)."""
+        if not self.hasSeed(seedNode):
+            raise ValueError("Place the seed on a nodule first (the place button, then click in a slice view).")
+        position = [0.0, 0.0, 0.0]
+        seedNode.GetNthControlPointPositionWorld(0, position)
+        return np.array(position)
+
+    @staticmethod
+    def placeSeed(seedNode, ras) -> None:
+        """Put the seed (the point list's single point) at ``ras``."""
+        if seedNode.GetNumberOfControlPoints() == 0:
+            seedNode.AddControlPointWorld(*map(float, ras))
+        else:
+            seedNode.SetNthControlPointPositionWorld(0, *map(float, ras))
+
+    def explain(
+        self,
+        volumeNode,
+        seedRAS,
+        device: str = "auto",
+        neighbourSlices: int = 0,
+        statusCallback: Optional[Callable[[str], None]] = None,
+    ) -> "mrml_explain.VolumeExplanation":
+        """Explain at ``seedRAS`` (RAS mm); returns (explanation batch, overlay node, seed's index).
+
+        The overlay volume node is created once and updated on every call; the input is never modified.
+        """
+        return mrml_explain.explain_volume_node(
+            slicer.mrmlScene, volumeNode, seedRAS, self.bundleDir, device, neighbourSlices, statusCallback
+        )
+
+    @staticmethod
+    def showOverlay(overlayNode, backgroundVolume=None, opacity: float = 0.6, visible: bool = True,
+                    jumpToRAS=None) -> None:
+        """Show the overlay as every slice view's foreground, optionally centring the views on a point."""
+        mrml_overlay.show_in_slice_views(slicer.mrmlScene, overlayNode, backgroundVolume, opacity, visible)
+        if jumpToRAS is not None:
+            mrml_overlay.jump_slice_views(slicer.mrmlScene, jumpToRAS)
+
+
+#
+# CycleGANExplainTest
+#
+
+
+class CycleGANExplainTest(ScriptedLoadableModuleTest):
+    """Loads the sample CT, explains a documented nodule and checks the overlay."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_ExplainSampleNodule()
+
+    def test_ExplainSampleNodule(self) -> None:
+        import SampleData
+
+        self.delayDisplay("Loading the sample CT")
+        volumeNode = SampleData.downloadSample(SAMPLE_NAME)
+        seedNode = CycleGANExplainLogic().createSeedNode()
+        CycleGANExplainLogic.placeSeed(seedNode, sampleNoduleRAS())
+        self.delayDisplay("Explaining the nodule")
+        self.checkExplanation(volumeNode, seedNode)
+        self.delayDisplay("Test passed")
+
+    def checkExplanation(self, volumeNode, seedNode, neighbourSlices: int = 1):
+        """The self-test's checks (also run by the pytest suite on a bare MRML scene)."""
+        from CycleGANExplainLib.overlay import symmetric_limit
+
+        logic = CycleGANExplainLogic()
+        metadata = logic.bundleMetadata()
+        seedRAS = logic.seedPosition(seedNode)
+        voxelsBefore = slicer.util.arrayFromVolume(volumeNode).copy()
+
+        result = logic.explain(volumeNode, seedRAS, device="cpu", neighbourSlices=neighbourSlices)
+        overlay = result.overlay_node
+        logic.showOverlay(overlay, volumeNode, jumpToRAS=seedRAS)
+
+        # Geometry: the seed's slice is centred on the seed at the bundle's pixel spacing.
+        ijkToRAS = vtk.vtkMatrix4x4()
+        overlay.GetIJKToRASMatrix(ijkToRAS)
+        ijkToRAS = slicer.util.arrayFromVTKMatrix(ijkToRAS)
+        centre = (metadata.patch_size_px - 1) / 2.0
+        centreRAS = ijkToRAS @ np.array([centre, centre, result.central_index, 1.0])
+        np.testing.assert_allclose(centreRAS[:3], seedRAS, atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(ijkToRAS[:3, :2], axis=0),
+                                   metadata.patch_extent_mm / metadata.patch_size_px, rtol=1e-9)
+        relevance = slicer.util.arrayFromVolume(overlay)
+        self.assertEqual(relevance.shape[1:], (metadata.patch_size_px, metadata.patch_size_px))
+        self.assertEqual(relevance.shape[0], len(result.batch))
+        self.assertLessEqual(len(result.batch), 2 * neighbourSlices + 1)
+
+        # Values: R itself, finite, within [-2, 2] (a difference of two images in [-1, 1]),
+        # and displayed with the symmetric window through the relevance colour table.
+        self.assertTrue(np.all(np.isfinite(relevance)))
+        self.assertLessEqual(float(np.abs(relevance).max()), 2.0)
+        np.testing.assert_allclose(relevance[result.central_index], result.batch[result.central_index].relevance)
+        display = overlay.GetScalarVolumeDisplayNode()
+        limit = symmetric_limit(relevance)
+        self.assertAlmostEqual(display.GetWindowLevelMin(), -limit, places=5)
+        self.assertAlmostEqual(display.GetWindowLevelMax(), limit, places=5)
+        colourNode = display.GetColorNode()
+        self.assertIsNotNone(colourNode)
+        self.assertEqual(colourNode.GetAttribute(mrml_overlay.ROLE_ATTRIBUTE), mrml_overlay.COLOUR_ROLE)
+
+        # Re-explaining reuses the nodes, and the input CT is untouched.
+        nodeCount = slicer.mrmlScene.GetNumberOfNodes()
+        again = logic.explain(volumeNode, seedRAS, device="cpu", neighbourSlices=neighbourSlices)
+        self.assertEqual(again.overlay_node.GetID(), overlay.GetID())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volumeNode), voxelsBefore)
+
+        # With a trained bundle, G- makes the patch look more benign and G+ more malignant.
+        if metadata.trained:
+            explanation = result.batch[result.central_index]
+            self.assertLessEqual(explanation.p_neg, explanation.p_x)
+            self.assertLessEqual(explanation.p_x, explanation.p_pos)
+        return result

@@ -1,0 +1,115 @@
+"""Explaining a CT volume node at a seed point, as MRML nodes in, explanation and overlay out.
+
+MRML-level only (``slicer`` MRML classes, VTK and ``slicer.util``'s array helpers; no Qt,
+``slicer.app`` or GUI functions): the Slicer module's Logic delegates here, and the tests run it
+on a bare slicer-core scene.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from .explanation import ExplanationBatch, explain
+from .model_bundle import load_bundle
+from .mrml_overlay import update_overlay_node
+from .patch_sampling import SeedOutsideVolumeError, is_seed_inside
+from .volume_checks import check_ct_intensities
+
+StatusCallback = Callable[[str], None]
+
+
+class NoInputVolumeError(ValueError):
+    """No volume (or a volume without voxels) was given."""
+
+
+class VolumeExplanation(NamedTuple):
+    batch: ExplanationBatch
+    """The explanations, ordered by increasing S; ``batch[central_index]`` is the seed's."""
+    overlay_node: object
+    """The vtkMRMLScalarVolumeNode holding R on the patches' geometry."""
+    central_index: int
+
+
+def volume_array_and_geometry(volume_node) -> "tuple[np.ndarray, np.ndarray]":
+    """Read-only voxel array (slice, row, column) and world IJK-to-RAS matrix of a volume node.
+
+    The array is a read-only view of the node's voxels: nothing downstream can modify the input.
+    A linear parent transform is included so that the geometry matches world seed positions.
+    """
+    import slicer
+    import vtk
+
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise NoInputVolumeError("Select an input CT volume first (load one, or press 'Load sample CT').")
+    voxels = slicer.util.arrayFromVolume(volume_node).view()
+    voxels.flags.writeable = False
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix)
+    transform_node = volume_node.GetParentTransformNode()
+    if transform_node is not None:
+        if not transform_node.IsTransformToWorldLinear():
+            raise ValueError(
+                f"Volume '{volume_node.GetName()}' is under a non-linear transform; harden the transform "
+                "(Data module) before explaining."
+            )
+        to_world = vtk.vtkMatrix4x4()
+        transform_node.GetMatrixTransformToWorld(to_world)
+        ijk_to_ras = slicer.util.arrayFromVTKMatrix(to_world) @ ijk_to_ras
+    return voxels, ijk_to_ras
+
+
+def axial_slice_spacing(ijk_to_ras: np.ndarray) -> float:
+    """Distance along S between neighbouring slices: the largest S step of one index axis."""
+    return float(np.max(np.abs(np.asarray(ijk_to_ras, dtype=float)[2, :3])))
+
+
+def neighbour_seeds(
+    voxels_kji: np.ndarray, ijk_to_ras: np.ndarray, seed_ras: Sequence[float], neighbours: int
+) -> "tuple[np.ndarray, int]":
+    """The seed and up to ``neighbours`` seeds above and below it, one slice spacing apart.
+
+    Returns (seeds ordered by increasing S, index of the original seed). Neighbours that fall
+    outside the volume are dropped; the original seed must be inside.
+    """
+    seed = np.asarray(seed_ras, dtype=float).reshape(3)
+    if not is_seed_inside(voxels_kji, ijk_to_ras, seed):
+        raise SeedOutsideVolumeError(
+            "The seed point (R, A, S) = ({:.1f}, {:.1f}, {:.1f}) mm lies outside the volume; "
+            "place it on the nodule in the selected CT.".format(*seed)
+        )
+    spacing = axial_slice_spacing(ijk_to_ras)
+    offsets = np.arange(-neighbours, neighbours + 1)
+    seeds = seed[None, :] + np.outer(offsets * spacing, [0.0, 0.0, 1.0])
+    inside = np.array([is_seed_inside(voxels_kji, ijk_to_ras, candidate) for candidate in seeds])
+    return seeds[inside], int(np.flatnonzero(offsets[inside] == 0)[0])
+
+
+def explain_volume_node(
+    scene,
+    volume_node,
+    seed_ras: Sequence[float],
+    bundle_dir: Union[str, Path, None] = None,
+    device: str = "auto",
+    neighbour_slices: int = 0,
+    status: Optional[StatusCallback] = None,
+) -> VolumeExplanation:
+    """Explain the classifier's decision at ``seed_ras`` and show R as the scene's overlay node.
+
+    Raises NoInputVolumeError, SeedOutsideVolumeError, volume_checks.NotCTError and the bundle's
+    errors (BundleIntegrityError when a model file fails its checksum) with specific messages.
+    """
+    report = status or (lambda message: None)
+    voxels, ijk_to_ras = volume_array_and_geometry(volume_node)
+    seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
+    check_ct_intensities(voxels)
+    report("Verifying and loading the model bundle (the first time takes a few seconds)...")
+    bundle = load_bundle(bundle_dir, device)
+    report(f"Explaining {len(seeds)} patch(es) on {bundle.device}...")
+    batch = explain(voxels, ijk_to_ras, seeds, bundle)
+    report("Updating the overlay...")
+    overlay_node = update_overlay_node(scene, batch.explanations, source_volume=volume_node)
+    return VolumeExplanation(batch, overlay_node, central_index)

@@ -1,0 +1,153 @@
+"""The relevance overlay as MRML nodes (DESIGN.md, contract 4).
+
+MRML-level only: uses the ``slicer`` MRML classes and VTK, never Qt, ``slicer.app`` or GUI
+functions, so it runs inside Slicer and on a bare slicer-core scene alike.
+
+The overlay is one scalar volume node placed exactly on the explained patches (their
+patch-to-RAS geometry) and drawn with a blue-white-red colour table node built from
+``overlay.colour_table``. Both nodes are found again by a node attribute, so re-explaining
+updates them instead of adding new ones, and closing the scene simply removes them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Sequence
+
+import numpy as np
+
+from .overlay import COLOUR_TABLE_NAME, colour_table, symmetric_limit
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .explanation import Explanation
+
+ROLE_ATTRIBUTE = "CycleGANExplain.Role"
+OVERLAY_ROLE = "RelevanceOverlay"
+COLOUR_ROLE = "RelevanceColours"
+SOURCE_VOLUME_ATTRIBUTE = "CycleGANExplain.SourceVolumeID"
+LIMIT_ATTRIBUTE = "CycleGANExplain.SymmetricLimit"
+OVERLAY_NODE_NAME = "CycleGANExplain relevance"
+
+
+def find_role_node(scene, role: str):
+    """The node carrying ``role`` in the scene, or None."""
+    for index in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(index)
+        if node.GetAttribute(ROLE_ATTRIBUTE) == role:
+            return node
+    return None
+
+
+def relevance_colour_node(scene):
+    """The blue-white-red colour table node, created once per scene.
+
+    Made in code because Slicer's file-based colour tables are absent on a bare MRML scene.
+    Entry i shows R = -limit + 2 * limit * i / (n - 1); the display node's window maps
+    [-limit, +limit] onto the table, and the table's alpha makes near-zero R transparent.
+    """
+    import slicer
+
+    node = find_role_node(scene, COLOUR_ROLE)
+    if node is not None:
+        return node
+    table = colour_table()
+    node = slicer.vtkMRMLColorTableNode()
+    node.SetName(COLOUR_TABLE_NAME)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(len(table))
+    for index, (red, green, blue, alpha) in enumerate(table):
+        node.SetColor(index, f"R{index - (len(table) - 1) / 2:+.1f}", red, green, blue, alpha)
+    node.SetAttribute(ROLE_ATTRIBUTE, COLOUR_ROLE)
+    node.SetHideFromEditors(True)
+    scene.AddNode(node)
+    return node
+
+
+def stacked_patch_to_ras(explanations: Sequence["Explanation"]) -> np.ndarray:
+    """IJK-to-RAS of the overlay volume: slice k lies on explanation k's patch.
+
+    Explanations must be ordered by increasing S and share R and A (neighbouring axial slices),
+    so the slice axis is a pure step along S. A single explanation keeps its patch-to-RAS as is.
+    """
+    matrix = np.array(explanations[0].patch_to_ras, dtype=float)
+    if len(explanations) > 1:
+        steps = np.diff([explanation.patch_to_ras[:3, 3] for explanation in explanations], axis=0)
+        if not np.allclose(steps, steps[0], atol=1e-6) or not np.allclose(steps[0][:2], 0.0, atol=1e-6):
+            raise ValueError("Stacked explanations must be equally spaced along S at one (R, A).")
+        if steps[0][2] <= 0:
+            raise ValueError("Stacked explanations must be ordered by increasing S.")
+        matrix[:3, 2] = steps[0]
+    return matrix
+
+
+def update_overlay_node(scene, explanations: Sequence["Explanation"], source_volume=None):
+    """Write the relevance of ``explanations`` into the (single) overlay node and return it.
+
+    The node is a vtkMRMLScalarVolumeNode of shape [len(explanations), rows, columns] whose
+    geometry is ``stacked_patch_to_ras``; its display uses the relevance colour table with the
+    symmetric window [-limit, +limit] (``overlay.symmetric_limit`` over all slices).
+    """
+    import slicer
+
+    relevance = np.stack([np.asarray(explanation.relevance, dtype=np.float32) for explanation in explanations])
+    limit = symmetric_limit(relevance)
+    node = find_role_node(scene, OVERLAY_ROLE)
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", OVERLAY_NODE_NAME)
+        node.SetAttribute(ROLE_ATTRIBUTE, OVERLAY_ROLE)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(stacked_patch_to_ras(explanations)))
+    slicer.util.updateVolumeFromArray(node, relevance)
+    node.SetAttribute(LIMIT_ATTRIBUTE, repr(limit))
+    node.SetAttribute(SOURCE_VOLUME_ATTRIBUTE, source_volume.GetID() if source_volume is not None else "")
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    with slicer.util.NodeModify(display):
+        display.SetAndObserveColorNodeID(relevance_colour_node(scene).GetID())
+        display.AutoWindowLevelOff()
+        display.ApplyThresholdOff()
+        display.SetWindowLevelMinMax(-limit, limit)
+    return node
+
+
+def overlay_limit(overlay_node) -> float:
+    """The symmetric display limit stored on the overlay node by update_overlay_node."""
+    return float(overlay_node.GetAttribute(LIMIT_ATTRIBUTE))
+
+
+def slice_composite_nodes(scene) -> List:
+    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    return [nodes.GetItemAsObject(index) for index in range(nodes.GetNumberOfItems())]
+
+
+def show_in_slice_views(scene, overlay_node, background_volume=None, opacity: float = 0.6, visible: bool = True) -> None:
+    """Make the overlay the foreground of every slice view (hidden means opacity 0).
+
+    The explained CT becomes the background so that the overlay sits on the image it explains.
+    """
+    import slicer
+
+    for composite in slice_composite_nodes(scene):
+        with slicer.util.NodeModify(composite):
+            if background_volume is not None:
+                composite.SetBackgroundVolumeID(background_volume.GetID())
+            composite.SetForegroundVolumeID(overlay_node.GetID() if overlay_node is not None else None)
+            composite.SetForegroundOpacity(float(opacity) if visible else 0.0)
+
+
+def jump_slice_views(scene, ras: Sequence[float]) -> None:
+    """Centre every slice view on ``ras`` (the seed)."""
+    import slicer
+
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *map(float, ras), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+
+def remove_overlay_nodes(scene) -> None:
+    """Remove the overlay volume (and its display node) and the colour table from the scene."""
+    for role in (OVERLAY_ROLE, COLOUR_ROLE):
+        node = find_role_node(scene, role)
+        if node is None:
+            continue
+        for index in reversed(range(getattr(node, "GetNumberOfDisplayNodes", lambda: 0)())):
+            scene.RemoveNode(node.GetNthDisplayNode(index))
+        scene.RemoveNode(node)

@@ -1,0 +1,203 @@
+"""The module's Logic on a real MRML scene (slicer-core): overlay geometry, nodes, errors, pixels."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from CycleGANExplainLib import mrml_overlay
+from CycleGANExplainLib.model_bundle import BundleIntegrityError, default_bundle_dir
+from CycleGANExplainLib.mrml_explain import NoInputVolumeError, volume_array_and_geometry
+from CycleGANExplainLib.overlay import OPAQUE_ABOVE, relevance_to_rgba
+from CycleGANExplainLib.patch_sampling import SeedOutsideVolumeError, extract_patch
+from CycleGANExplainLib.volume_checks import NotCTError
+
+
+def overlay_ijk_to_ras(node) -> np.ndarray:
+    import slicer
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def role_nodes(scene, role: str) -> list:
+    return [
+        scene.GetNthNode(index)
+        for index in range(scene.GetNumberOfNodes())
+        if scene.GetNthNode(index).GetAttribute(mrml_overlay.ROLE_ATTRIBUTE) == role
+    ]
+
+
+def test_overlay_slices_lie_on_extract_patch_geometry(module, scene_app, synthetic_ct, nodule_ras):
+    import slicer
+
+    volume = scene_app.load_volume(synthetic_ct)
+    seed_node = scene_app.seed_node(nodule_ras)
+    logic = module.CycleGANExplainLogic()
+    result = logic.explain(volume, logic.seedPosition(seed_node), device="cpu", neighbourSlices=2)
+
+    voxels, ijk_to_ras = volume_array_and_geometry(volume)
+    overlay_matrix = overlay_ijk_to_ras(result.overlay_node)
+    relevance = slicer.util.arrayFromVolume(result.overlay_node)
+    assert relevance.shape == (5, 64, 64)  # the seed and two slices either side, all inside
+    column, row = np.meshgrid([0, 17, 63], [0, 40, 63])
+    for k, explanation in enumerate(result.batch):
+        patch = extract_patch(voxels, ijk_to_ras, explanation.seed_ras)
+        index = np.stack([column.ravel(), row.ravel(), np.zeros(column.size), np.ones(column.size)])
+        expected = patch.patch_to_ras @ index
+        index[2] = k
+        np.testing.assert_allclose(overlay_matrix @ index, expected, atol=1e-6)
+        np.testing.assert_array_equal(explanation.patch_hu, patch.pixels)
+        np.testing.assert_allclose(relevance[k], explanation.relevance, atol=1e-7)
+    np.testing.assert_allclose(result.batch[result.central_index].seed_ras, nodule_ras, atol=1e-9)
+    # Neighbours are one CT slice (2 mm along S) apart at the seed's R and A.
+    seeds = np.array([explanation.seed_ras for explanation in result.batch])
+    np.testing.assert_allclose(np.diff(seeds, axis=0), [[0.0, 0.0, 2.0]] * 4, atol=1e-9)
+
+
+def test_self_test_checks_pass_on_synthetic_ct(module, scene_app, synthetic_ct, nodule_ras):
+    volume = scene_app.load_volume(synthetic_ct)
+    seed_node = scene_app.seed_node(nodule_ras)
+    result = module.CycleGANExplainTest().checkExplanation(volume, seed_node, neighbourSlices=1)
+    composites = [scene_app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0)]
+    assert composites[0].GetForegroundVolumeID() == result.overlay_node.GetID()
+    assert composites[0].GetBackgroundVolumeID() == volume.GetID()
+
+
+def test_seed_near_the_top_drops_neighbours_outside_the_volume(module, scene_app, synthetic_ct, nodule_ras):
+    volume = scene_app.load_volume(synthetic_ct)
+    top_slice_ras = np.array([nodule_ras[0], nodule_ras[1], 46.0])  # last slice of 24 at 2 mm
+    result = module.CycleGANExplainLogic().explain(volume, top_slice_ras, device="cpu", neighbourSlices=2)
+    assert len(result.batch) == 3
+    assert result.central_index == 2
+
+
+def test_saved_and_reloaded_overlay_keeps_its_geometry(module, scene_app, synthetic_ct, nodule_ras, tmp_path):
+    import slicer
+
+    volume = scene_app.load_volume(synthetic_ct)
+    result = module.CycleGANExplainLogic().explain(volume, nodule_ras, device="cpu", neighbourSlices=1)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scene_app.scene.AddNode(storage)
+    path = tmp_path / "relevance.nrrd"
+    storage.SetFileName(str(path))
+    assert storage.WriteData(result.overlay_node) == 1
+    reloaded = scene_app.load_volume(path, "reloaded")
+    np.testing.assert_allclose(overlay_ijk_to_ras(reloaded), overlay_ijk_to_ras(result.overlay_node), atol=1e-6)
+    np.testing.assert_array_equal(
+        slicer.util.arrayFromVolume(reloaded), slicer.util.arrayFromVolume(result.overlay_node)
+    )
+
+
+def test_closing_the_scene_removes_the_overlay_and_the_next_explain_recreates_it(
+    module, scene_app, synthetic_ct, nodule_ras
+):
+    logic = module.CycleGANExplainLogic()
+    volume = scene_app.load_volume(synthetic_ct)
+    logic.explain(volume, nodule_ras, device="cpu")
+    assert len(role_nodes(scene_app.scene, mrml_overlay.OVERLAY_ROLE)) == 1
+    scene_app.scene.Clear(0)
+    assert role_nodes(scene_app.scene, mrml_overlay.OVERLAY_ROLE) == []
+    assert role_nodes(scene_app.scene, mrml_overlay.COLOUR_ROLE) == []
+    volume = scene_app.load_volume(synthetic_ct)
+    second = logic.explain(volume, nodule_ras, device="cpu")
+    assert len(role_nodes(scene_app.scene, mrml_overlay.OVERLAY_ROLE)) == 1
+    assert second.overlay_node.GetScene() is scene_app.scene
+
+
+def test_errors_name_what_is_wrong(module, scene_app, synthetic_ct, nodule_ras, tmp_path):
+    import slicer
+
+    logic = module.CycleGANExplainLogic()
+    volume = scene_app.load_volume(synthetic_ct)
+    with pytest.raises(NoInputVolumeError, match="Select an input CT volume"):
+        logic.explain(None, nodule_ras)
+    with pytest.raises(SeedOutsideVolumeError, match=r"\(R, A, S\) = \(12\.0, -8\.0, 300\.0\) mm lies outside"):
+        logic.explain(volume, [nodule_ras[0], nodule_ras[1], 300.0])
+    with pytest.raises(ValueError, match="Place the seed"):
+        logic.seedPosition(scene_app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode"))
+
+    voxels, ijk_to_ras = volume_array_and_geometry(volume)
+    mr_like = slicer.util.addVolumeFromArray((voxels.astype(np.float32) + 1000.0) / 2000.0, ijk_to_ras, "MR-like")
+    with pytest.raises(NotCTError, match="contains air"):
+        logic.explain(mr_like, nodule_ras)
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(default_bundle_dir(), tampered)
+    weights = bytearray((tampered / "generator_pos.pt").read_bytes())
+    weights[-100] ^= 0xFF
+    (tampered / "generator_pos.pt").write_bytes(bytes(weights))
+    with pytest.raises(BundleIntegrityError, match="generator_pos.pt does not match its SHA-256"):
+        module.CycleGANExplainLogic(tampered).explain(volume, nodule_ras, device="cpu")
+    assert role_nodes(scene_app.scene, mrml_overlay.OVERLAY_ROLE) == []  # nothing half-made
+
+
+def test_composited_slice_shows_relevance_where_r_is_large(module, scene_app, synthetic_ct, nodule_ras):
+    volume = scene_app.load_volume(synthetic_ct)
+    logic = module.CycleGANExplainLogic()
+    result = logic.explain(volume, nodule_ras, device="cpu")
+    logic.showOverlay(result.overlay_node, volume, opacity=1.0)
+    image, xy_to_ras = scene_app.composite_axial_slice(nodule_ras)
+
+    explanation = result.batch[0]
+    relevance = explanation.relevance
+    limit = mrml_overlay.overlay_limit(result.overlay_node)
+    # Where |R| is largest, and the strongest pixel of the other sign, if any is strong enough.
+    strongest = np.unravel_index(np.argmax(np.abs(relevance)), relevance.shape)
+    opposite = np.unravel_index(np.argmin(relevance * np.sign(relevance[strongest])), relevance.shape)
+    checked = 0
+    for row, column in (strongest, opposite):
+        value = float(relevance[row, column])
+        if abs(value) < OPAQUE_ABOVE * limit:
+            continue
+        ras = (explanation.patch_to_ras @ [column, row, 0.0, 1.0])[:3]
+        x, y = scene_app.ras_to_slice_xy(xy_to_ras, ras)
+        red, _, blue = image[y, x, :3].astype(int)
+        expected = relevance_to_rgba(np.array(value), limit)
+        if value > 0:
+            assert red - blue > 60, (value, image[y, x], expected)
+        else:
+            assert blue - red > 60, (value, image[y, x], expected)
+        checked += 1
+    assert checked >= 1
+
+
+def test_colour_table_paints_red_blue_and_lets_near_zero_through(scene_app, synthetic_ct, nodule_ras):
+    """A designed relevance map (left half benign, centre zero, right half malignant) on the view."""
+    from CycleGANExplainLib.patch_sampling import patch_to_ras_matrix
+
+    volume = scene_app.load_volume(synthetic_ct)
+    relevance = np.zeros((64, 64), dtype=np.float32)
+    relevance[:, :24] = -0.5  # columns run towards patient left
+    relevance[:, 40:] = 0.5
+    explanation = SimpleNamespace(relevance=relevance, patch_to_ras=patch_to_ras_matrix(nodule_ras))
+    overlay = mrml_overlay.update_overlay_node(scene_app.scene, [explanation], source_volume=volume)
+    mrml_overlay.show_in_slice_views(scene_app.scene, overlay, volume, opacity=1.0)
+    image, xy_to_ras = scene_app.composite_axial_slice(nodule_ras)
+
+    def pixel_at(column: int, row: int) -> np.ndarray:
+        x, y = scene_app.ras_to_slice_xy(xy_to_ras, (explanation.patch_to_ras @ [column, row, 0.0, 1.0])[:3])
+        return image[y, x, :3].astype(int)
+
+    benign, zero, malignant = pixel_at(10, 32), pixel_at(32, 20), pixel_at(54, 32)
+    assert benign[2] - benign[0] > 60, benign
+    assert malignant[0] - malignant[2] > 60, malignant
+    assert np.ptp(zero) <= 2, zero  # the grey CT shows through
+
+
+def test_reexplaining_updates_the_same_nodes(module, scene_app, synthetic_ct, nodule_ras):
+    logic = module.CycleGANExplainLogic()
+    volume = scene_app.load_volume(synthetic_ct)
+    first = logic.explain(volume, nodule_ras, device="cpu", neighbourSlices=1)
+    count = scene_app.scene.GetNumberOfNodes()
+    moved = nodule_ras + np.array([3.0, -2.0, 0.0])
+    second = logic.explain(volume, moved, device="cpu", neighbourSlices=0)
+    assert second.overlay_node is first.overlay_node
+    assert scene_app.scene.GetNumberOfNodes() == count
+    centre = overlay_ijk_to_ras(second.overlay_node) @ [31.5, 31.5, 0.0, 1.0]
+    np.testing.assert_allclose(centre[:3], moved, atol=1e-6)
