@@ -7,13 +7,14 @@ window that normalises them is the bundle's, applied at training time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import numpy as np
+
+from CycleGANExplainLib.model_bundle import sha256_of
 
 PATCHES_FILE = "patches.npz"
 MANIFEST_FILE = "manifest.json"
@@ -67,7 +68,7 @@ class PreparedDataset:
             splits=self.splits.astype(str),
         )
         manifest = dict(self.manifest)
-        manifest["patches_sha256"] = _sha256(out_dir / PATCHES_FILE)
+        manifest["patches_sha256"] = sha256_of(out_dir / PATCHES_FILE)
         manifest["counts"] = counts(self)
         (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         self.manifest = manifest
@@ -87,14 +88,6 @@ def counts(dataset: PreparedDataset) -> Dict[str, Dict[str, int]]:
     return result
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_prepared(folder: Union[str, Path]) -> PreparedDataset:
     """Read a prepared dataset, refusing one whose patches do not match the manifest's hash."""
     folder = Path(folder)
@@ -102,7 +95,7 @@ def load_prepared(folder: Union[str, Path]) -> PreparedDataset:
     if not manifest_path.is_file() or not patches_path.is_file():
         raise FileNotFoundError(f"{folder} is not a prepared dataset (needs {PATCHES_FILE} and {MANIFEST_FILE}).")
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("patches_sha256") != _sha256(patches_path):
+    if manifest.get("patches_sha256") != sha256_of(patches_path):
         raise ValueError(f"{patches_path} does not match the SHA-256 in {MANIFEST_FILE}; prepare it again.")
     with np.load(patches_path) as arrays:
         return PreparedDataset(
