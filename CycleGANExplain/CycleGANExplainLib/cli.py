@@ -1,6 +1,7 @@
 """`cyclegan-explain`: explain nodules of a CT from the command line.
 
     cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda]
+    cyclegan-explain web [CT] [--port N] [--host 127.0.0.1] [--device auto|cpu|cuda]
 
 For each seed it writes R = G+(x) - G-(x) as NRRD placed in the CT's patient space (load it over
 the CT in Slicer), a PNG figure and, for all seeds, summary.json. Research use only.
@@ -67,7 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
     explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
     explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
+    web_parser = commands.add_parser(
+        "web",
+        help="open a CT in the web viewer and explain the points clicked in it",
+        description="Serve Slicer's slice views to a browser (trame-slicer; needs the 'web' extra). Click a "
+        "nodule to see R = G+(x) - G-(x) over the CT. Opens the bundled synthetic sample CT when no "
+        "volume is given. " + RESEARCH_NOTICE,
+    )
+    web_parser.add_argument("volume", type=Path, nargs="?", default=None,
+                            help="CT volume: NRRD, NIfTI, MHA file or a DICOM series folder (default: the sample CT)")
+    web_parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: a free port)")
+    web_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    web_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
+    web_parser.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
     return parser
+
+
+def run_web(args: argparse.Namespace) -> int:
+    """Serve the web viewer until interrupted; the URL is printed on stdout."""
+    try:  # imported here so that nothing else (the Slicer module included) needs trame
+        from cyclegan_explain_web.viewer import serve
+    except ModuleNotFoundError as error:
+        print(f"error: the web viewer needs trame-slicer ({error}); install it with: "
+              "pip install 'cyclegan-explain[web]'", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=args.bundle)
+    return 0
 
 
 def _progress(done: int, total: int) -> None:
@@ -154,6 +180,8 @@ def _ras_extent_text(shape_kji: Sequence[int], ijk_to_ras: np.ndarray) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "web":
+        return run_web(args)
     try:
         return run_explain(args)
     except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError) as error:

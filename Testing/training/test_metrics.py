@@ -155,13 +155,20 @@ def test_paired_t_test_matches_the_formula():
     assert paired_t_test(before, after)["t"] == pytest.approx(-expected_t)
 
 
-def test_ssim_uses_the_papers_constants_on_data_range_two():
+def test_ssim_uses_the_papers_constants_on_images_mapped_to_unit_range():
     flat = np.zeros((1, 32, 32), np.float32)
     assert ssim_per_image(flat, flat)[0] == pytest.approx(1.0, abs=1e-6)
-    # Two flat images: SSIM = (2 mu_a mu_b + c1) / (mu_a^2 + mu_b^2 + c1), c1 = (0.01 * 2)^2.
-    c1 = (0.01 * 2.0) ** 2
-    assert ssim_per_image(flat, flat + 0.1)[0] == pytest.approx(c1 / (0.01 + c1), rel=1e-4)
-    assert ssim_per_image(flat + 0.5, flat + 0.6)[0] == pytest.approx((0.6 + c1) / (0.61 + c1), rel=1e-4)
+    # Two flat images: SSIM = (2 mu_a mu_b + c1) / (mu_a^2 + mu_b^2 + c1), c1 = (0.01 * 1)^2, with
+    # the means taken after mapping [-1, 1] onto [0, 1] (SSIM's luminance term needs them >= 0).
+    c1 = 0.01**2
+
+    def flat_ssim(a: float, b: float) -> float:
+        mu_a, mu_b = (a + 1) / 2, (b + 1) / 2
+        return (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
+
+    assert ssim_per_image(flat, flat + 0.1)[0] == pytest.approx(flat_ssim(0.0, 0.1), rel=1e-4)
+    assert ssim_per_image(flat - 0.9, flat + 0.6)[0] == pytest.approx(flat_ssim(-0.9, 0.6), rel=1e-3)
+    assert ssim_per_image(flat - 0.9, flat + 0.6)[0] < 0.5
 
 
 def test_ssim_falls_with_noise_and_l1_measures_the_change():

@@ -6,7 +6,7 @@ Widths are parameters: the paper uses a classifier of 32-64-128-256 kernels and 
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from monai.networks.blocks import Convolution
@@ -114,3 +114,39 @@ class UNetGenerator(nn.Module):
         for block, skip in zip(self.decoder, (skips[2], skips[1], skips[0])):
             y = block(torch.cat([self.upsample(y), skip], dim=1))
         return torch.tanh(self.output(y))
+
+
+class PairedPatchDiscriminator(nn.Module):
+    """The paper's discriminator (Sec. 2.3, Fig. 5): which of two images is the real one, per patch.
+
+    The generator's encoder, read after stages 2 and 3 (two PatchGAN scales), extracts features of
+    a real and a fake image with shared weights (one batch, so BatchNorm sees both alike). At each
+    patch position the two feature vectors are concatenated in an independently random order and
+    a 1x1 convolution gives two logits: "the first is real" / "the second is real". Drawing the
+    order per patch is how the paper's "random order, patches shuffled after classification" is
+    realised: neither output neuron can come to mean "real", each must compare the pair.
+    """
+
+    scales = (2, 3)
+
+    def __init__(self, width: int = PAPER_GENERATOR_WIDTH):
+        super().__init__()
+        widths = stage_widths(width)
+        self.encoder = GeneratorEncoder(widths)
+        self.heads = nn.ModuleList([nn.Conv2d(2 * widths[scale], 2, kernel_size=1) for scale in self.scales])
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per scale: logits [B, 2, h, w] and the index (0 or 1) of the real image, [B, h, w].
+
+        The order is drawn from torch's global generator, so a seeded run is reproducible.
+        """
+        features = self.encoder(torch.cat([real, fake]))
+        outputs = []
+        for scale, head in zip(self.scales, self.heads):
+            real_features, fake_features = features[scale].chunk(2)
+            real_index = torch.randint(0, 2, real_features[:, :1].shape, device=real.device)
+            real_second = real_index.bool()
+            first = torch.where(real_second, fake_features, real_features)
+            second = torch.where(real_second, real_features, fake_features)
+            outputs.append((head(torch.cat([first, second], dim=1)), real_index[:, 0]))
+        return outputs

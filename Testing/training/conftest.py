@@ -1,0 +1,67 @@
+"""Fixtures for the training suite: small prepared datasets of synthetic nodules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from cyclegan_explain_training.dataset import PreparedDataset
+
+PIXEL_MM = 45.0 / 64
+
+
+def disc_dataset(count: int = 40, seed: int = 0, test_fraction: float = 0.3) -> PreparedDataset:
+    """Soft-tissue discs in noisy lung: malignant ones 12-20 mm across, benign ones 4-8 mm.
+
+    Two nodules per patient (same label), splits by patient, so patient-level logic is exercised.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(count // 2) % 2, 2)
+    diameters = np.where(labels == 1, rng.uniform(12, 20, count), rng.uniform(4, 8, count)).astype(np.float32)
+    rows, columns = np.mgrid[:64, :64]
+    centres = rng.uniform(28, 36, (count, 2))
+    radius_px = np.hypot(rows[None] - centres[:, 0, None, None], columns[None] - centres[:, 1, None, None])
+    inside = radius_px < diameters[:, None, None] / PIXEL_MM / 2
+    images = np.where(inside, 30.0, -850.0) + rng.normal(0, 40, (count, 64, 64))
+    patients = np.array([f"LIDC-IDRI-{index // 2 + 1:04d}" for index in range(count)])
+    test_patients = rng.permutation(np.unique(patients))[: int(round(test_fraction * count / 2))]
+    return PreparedDataset(
+        images_hu=images.astype(np.float32),
+        masks=inside.astype(np.uint8),
+        labels=labels.astype(np.int64),
+        patient_ids=patients,
+        nodule_ids=np.array([f"nodule-{index}" for index in range(count)]),
+        diameters_mm=diameters,
+        splits=np.where(np.isin(patients, test_patients), "test", "train"),
+        manifest={"source": "synthetic discs (test fixture)"},
+    )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Train on one thread: on this shared 2-core machine two OpenMP threads run up to 40x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def make_disc_dataset() -> Callable[..., PreparedDataset]:
+    """Factory for in-memory disc datasets (see disc_dataset)."""
+    return disc_dataset
+
+
+@pytest.fixture
+def saved_disc_dataset(tmp_path) -> Callable[..., Path]:
+    """Factory: writes a disc dataset in the prepared format and returns its folder."""
+
+    def make(count: int = 40, seed: int = 0) -> Path:
+        return disc_dataset(count, seed).save(tmp_path / f"discs-{count}-{seed}")
+
+    return make

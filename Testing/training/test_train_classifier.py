@@ -1,0 +1,77 @@
+"""Classifier training: patient-level validation split, class weights, augmentation, early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.metrics import compute_roc_auc
+
+from CycleGANExplainLib.intensity import normalise_hu
+from cyclegan_explain_training.augment import classifier_augmentation
+from cyclegan_explain_training.checkpoint import load_checkpoint
+from cyclegan_explain_training.config import load_config, with_overrides
+from cyclegan_explain_training.run_log import read_metrics
+from cyclegan_explain_training.train_classifier import (
+    CLASSIFIER_METRICS,
+    class_weights,
+    load_classifier,
+    malignancy_probabilities,
+    normalised_images,
+    patient_validation_mask,
+    train_classifier,
+)
+
+
+def test_validation_split_is_by_patient_stratified_and_seeded():
+    patients = np.repeat([f"LIDC-IDRI-{number:04d}" for number in range(40)], 2)
+    labels = np.repeat(np.arange(40) % 4 == 0, 2).astype(int)  # 10 malignant patients, 30 benign
+    mask = patient_validation_mask(patients, labels, 0.2, seed=5)
+    held_out = set(patients[mask])
+    assert held_out.isdisjoint(patients[~mask])  # no patient on both sides
+    assert set(labels[mask]) == {0, 1}
+    assert len(held_out) == 2 + 6  # 20 % of each label group
+    np.testing.assert_array_equal(mask, patient_validation_mask(patients, labels, 0.2, seed=5))
+    assert not np.array_equal(mask, patient_validation_mask(patients, labels, 0.2, seed=6))
+
+
+def test_class_weights_are_inverse_frequencies():
+    weights = class_weights(np.array([0] * 30 + [1] * 10))
+    torch.testing.assert_close(weights, torch.tensor([40 / 60, 40 / 20]))
+    with pytest.raises(ValueError, match="both classes"):
+        class_weights(np.zeros(5, dtype=int))
+
+
+def test_augmentation_is_seeded_and_keeps_the_patch_plausible():
+    image = torch.from_numpy(normalise_hu(np.full((1, 64, 64), -850.0)))
+    image[:, 20:44, 20:44] = 0.2
+    first = classifier_augmentation(seed=1)(image)
+    transform = classifier_augmentation(seed=1)
+    outputs = [torch.as_tensor(transform(image)) for _ in range(8)]
+    torch.testing.assert_close(torch.as_tensor(first), outputs[0])
+    assert any(not torch.equal(output, image) for output in outputs)
+    for output in outputs:
+        assert output.shape == image.shape
+        assert -1.1 <= float(output.min()) and float(output.max()) <= 0.3  # small shifts only
+
+
+def test_training_learns_disc_size_and_keeps_the_best_model(make_disc_dataset, tmp_path):
+    dataset = make_disc_dataset(40, seed=1)
+    config = with_overrides(load_config(), "classifier",
+                            {"width": 4, "batch_size": 8, "max_epochs": 12, "patience": 2, "learning_rate": 3e-3})
+    path = train_classifier(dataset, config, tmp_path, device="cpu", progress=False, command="test")
+    checkpoint = load_checkpoint(path)
+    log = read_metrics(tmp_path / CLASSIFIER_METRICS)
+    aucs = [record["validation_auc"] for record in log]
+    assert checkpoint["epoch"] == int(np.argmax(aucs))  # the first epoch with the best AUC
+    assert checkpoint["validation_auc"] == max(aucs) >= 0.9
+    assert checkpoint["epochs_run"] == len(log) <= checkpoint["epoch"] + 1 + 2  # stopped by patience
+    assert checkpoint["hu_window"] == list(config.hu_window)
+    # The saved weights are the best epoch's, not the last one's: they reproduce its validation AUC.
+    train = dataset.subset("train")
+    held_out = patient_validation_mask(train.patient_ids, train.labels, config.classifier.validation_fraction,
+                                       config.classifier.seed)
+    images = normalised_images(train, config.hu_window)[held_out]
+    probabilities = malignancy_probabilities(load_classifier(checkpoint), images, "cpu")
+    auc = float(compute_roc_auc(probabilities, torch.from_numpy(train.labels[held_out])))
+    assert auc == pytest.approx(checkpoint["validation_auc"], abs=1e-9)

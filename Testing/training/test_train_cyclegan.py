@@ -1,0 +1,143 @@
+"""CycleGAN-AM training: bit-for-bit resume, frozen classifier, labels unused, metrics, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from CycleGANExplainLib.explanation import explain
+from CycleGANExplainLib.model_bundle import load_bundle
+from cyclegan_explain_training.checkpoint import load_checkpoint
+from cyclegan_explain_training.cli import export_from_checkpoints
+from cyclegan_explain_training.config import load_config, with_overrides
+from cyclegan_explain_training.run_log import read_metrics
+from cyclegan_explain_training.train_classifier import load_classifier, train_classifier
+from cyclegan_explain_training.train_cyclegan import (
+    CYCLEGAN_METRICS,
+    NETWORK_NAMES,
+    CycleGANAMTrainer,
+    Distributed,
+    train_cyclegan,
+)
+
+STEPS, INTERRUPTED_AT = 6, 4  # 16 training images in batches of 4: the resumed part crosses an epoch
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, make_disc_dataset):
+    root = tmp_path_factory.mktemp("cyclegan")
+    dataset = make_disc_dataset(24, seed=2)
+    dataset.save(root / "dataset")
+    config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 2})
+    config = with_overrides(config, "cyclegan", {"width": 4, "batch_size": 4, "steps": STEPS, "checkpoint_every": 2})
+    classifier = train_classifier(dataset, config, root / "classifier", device="cpu", progress=False, command="c")
+
+    uninterrupted = train_cyclegan(dataset, classifier, config, root / "uninterrupted", "cpu", progress=False)
+    # The interrupted run sees inverted labels: CycleGAN-AM must never read them.
+    relabelled = dataclasses.replace(dataset, labels=1 - dataset.labels)
+    train_cyclegan(relabelled, classifier, config, root / "resumed", "cpu", stop_at_step=INTERRUPTED_AT,
+                   progress=False)
+    interrupted_state = load_checkpoint(root / "resumed" / "cyclegan.pt")
+    torch.manual_seed(999), np.random.seed(999), random.seed(999)  # a fresh process would not share state
+    resumed = train_cyclegan(relabelled, classifier, config, root / "resumed", "cpu", resume=True, progress=False,
+                             command="resume")
+    return {"root": root, "config": config, "dataset": dataset, "classifier": classifier,
+            "uninterrupted": uninterrupted, "resumed": resumed, "interrupted_state": interrupted_state}
+
+
+def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(runs):
+    assert runs["interrupted_state"]["step"] == INTERRUPTED_AT
+    uninterrupted, resumed = load_checkpoint(runs["uninterrupted"]), load_checkpoint(runs["resumed"])
+    assert uninterrupted["step"] == resumed["step"] == STEPS
+    for name in NETWORK_NAMES:
+        assert uninterrupted[name].keys() == resumed[name].keys()
+        for key, value in uninterrupted[name].items():  # parameters and BatchNorm buffers
+            assert torch.equal(value, resumed[name][key]), f"{name}.{key} differs after resume"
+        # ...and the steps after the interruption did change them (the comparison is not vacuous).
+        last_layer = "output.weight" if name.startswith("generator") else "heads.0.weight"
+        assert not torch.equal(uninterrupted[name][last_layer], runs["interrupted_state"][name][last_layer])
+    for key in ("optimiser_generators", "optimiser_discriminators"):
+        for index, state in uninterrupted[key]["state"].items():
+            assert torch.equal(state["exp_avg"], resumed[key]["state"][index]["exp_avg"])
+    assert resumed["commands"] == [None, "resume"]
+
+
+def test_metrics_log_has_every_loss_term_per_epoch_and_survives_resume(runs):
+    uninterrupted = read_metrics(runs["root"] / "uninterrupted" / CYCLEGAN_METRICS)
+    resumed = read_metrics(runs["root"] / "resumed" / CYCLEGAN_METRICS)
+    assert [record["step"] for record in uninterrupted] == [4, 6]  # epoch ends, then the last step
+    assert sum(record["steps_averaged"] for record in uninterrupted) == STEPS
+    for first, second in zip(uninterrupted, resumed):
+        assert first.keys() == second.keys()
+        for key, value in first.items():
+            if key != "seconds":
+                assert value == second[key], key
+    record = uninterrupted[0]
+    for generator in ("generator_pos", "generator_neg"):
+        for term in ("cycle", "similarity", "adversarial", "activation"):
+            assert np.isfinite(record[f"{generator}/{term}"])
+    assert all(0.0 <= record[key] <= 1.0 for key in ("p_x", "p_pos", "p_neg"))
+    assert record["seconds"] > 0
+
+
+def test_classifier_is_frozen_during_a_step(runs):
+    classifier = load_classifier(load_checkpoint(runs["classifier"]))
+    before = {key: value.clone() for key, value in classifier.state_dict().items()}
+    trainer = CycleGANAMTrainer(runs["config"], classifier, "cpu", Distributed())
+    images = torch.rand(8, 1, 64, 64) * 2 - 1
+    trainer.step(images[:4], images[4:])
+    assert not classifier.training
+    assert not any(parameter.requires_grad for parameter in classifier.parameters())
+    for key, value in classifier.state_dict().items():  # weights and BatchNorm running statistics
+        assert torch.equal(value, before[key]), key
+
+
+def test_existing_run_needs_resume_and_resume_refuses_other_settings(runs):
+    config, dataset = runs["config"], runs["dataset"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_cyclegan(dataset, runs["classifier"], config, runs["root"] / "resumed", "cpu", progress=False)
+    wider = with_overrides(config, "cyclegan", {"width": 8})
+    with pytest.raises(ValueError, match="cyclegan.width was 4"):
+        train_cyclegan(dataset, runs["classifier"], wider, runs["root"] / "resumed", "cpu", resume=True,
+                       progress=False)
+
+
+def test_exported_bundle_loads_explains_and_records_its_training(runs, lung_volume):
+    root = runs["root"]
+    bundle_dir = export_from_checkpoints(runs["classifier"], runs["uninterrupted"], root / "dataset",
+                                         root / "bundle", "test-bundle", "0.1.0", command="export")
+    bundle = load_bundle(bundle_dir, "cpu")
+    assert bundle.metadata.trained
+    training = bundle.metadata.raw["training_data"]
+    manifest = runs["dataset"].manifest
+    assert training["dataset"]["patches_sha256"] == manifest["patches_sha256"]
+    assert training["cyclegan"]["steps"] == STEPS and training["cyclegan"]["width"] == 4
+    assert training["classifier"]["width"] == 4
+    assert training["commands"] == ["c", None, "export"]
+    assert bundle.metadata.raw["architecture"]["generator"]["stage_widths"] == [4, 8, 16, 32]
+
+    volume, ijk_to_ras = lung_volume
+    result = explain(volume, ijk_to_ras, [[0.0, 0.0, 0.0]], bundle)
+    relevance = result[0].relevance
+    assert relevance.shape == (64, 64) and np.isfinite(relevance).all()
+    # The bundle's generators are the trained ones: G+ of the checkpoint reproduces the bundle's G+.
+    state = load_checkpoint(runs["uninterrupted"])
+    from cyclegan_explain_training.train_cyclegan import load_generators
+
+    generator_pos, _ = load_generators(state)
+    with torch.no_grad():
+        expected = generator_pos(torch.from_numpy(result[0].x)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(result[0].g_pos, expected, atol=1e-5)
+
+
+def test_export_refuses_checkpoints_that_do_not_belong_together(runs, tmp_path):
+    config = runs["config"]
+    other = train_classifier(runs["dataset"], config, tmp_path / "other", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="another classifier"):
+        export_from_checkpoints(other, runs["uninterrupted"], runs["root"] / "dataset", tmp_path / "bundle",
+                                "x", "0")
+    assert not (tmp_path / "bundle").exists()

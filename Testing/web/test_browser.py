@@ -1,0 +1,252 @@
+"""End to end: `cyclegan-explain web` in a subprocess, driven through Debian's chromium (headless).
+
+The server opens the bundled sample CT with every view centred on its documented nodule N2, so
+a click at the centre of the axial view is a click on N2 (the page then reports the seed's RAS,
+which the test checks against SyntheticChestCT.json). Pixels are read from screenshots of the
+axial view: the overlay's red or blue must appear around the click, and must be absent before it.
+
+Needs chromium and the EGL/GL libraries (scripts/install-system-deps.sh). Without chromium the
+tests skip locally and FAIL when the environment variable CI is set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_JSON = REPO_ROOT / "CycleGANExplain" / "Resources" / "SampleData" / "SyntheticChestCT.json"
+SCREENSHOT_PATH = REPO_ROOT / "Resources" / "Screenshots" / "web_viewer.png"
+SERVER_START_TIMEOUT_S = 90
+EXPLAIN_TIMEOUT_MS = 60_000
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # root in a container
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Coloured overlay pixels: one channel well above the other two (the CT below is grey, the seed yellow).
+COLOUR_MARGIN = 40
+# Around the click, inside the 45 mm patch at any zoom where the whole CT fits the view.
+NEAR_CLICK_PX = 14
+# A trained bundle may leave parts of the patch near zero (transparent), so ask for some colour, not all.
+MIN_OVERLAY_PIXELS = 40
+
+
+def _missing(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: the browser tests must run; see scripts/install-system-deps.sh)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    _missing("chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser_context(chromium, tmp_path_factory):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+class ViewerServer:
+    """`cyclegan-explain web` on a free port; its URL is read from its stdout."""
+
+    URL_PATTERN = re.compile(r"http://127\.0\.0\.1:\d+/")
+
+    def __init__(self, log_path: Path) -> None:
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "CycleGANExplainLib.cli", "web", "--port", "0", "--device", "cpu"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=REPO_ROOT,
+        )
+        lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout], daemon=True).start()
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                match = self.URL_PATTERN.search(lines.get(timeout=1.0))
+            except queue.Empty:
+                match = None
+                if self.process.poll() is not None:
+                    break
+            if match:
+                self.url = match.group(0)
+                return
+        self.stop()
+        pytest.fail(f"the web viewer did not print its URL; its log:\n{Path(log_path).read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def page(browser_context, tmp_path):
+    """A fresh server (one session's state) and the page showing it, ready for clicks."""
+    server = ViewerServer(tmp_path / "server.log")
+    page = browser_context.new_page()
+    try:
+        page.goto(server.url)
+        page.wait_for_function("document.querySelector('#volume-text')?.innerText.includes('SyntheticChestCT')",
+                               timeout=30_000)
+        axial_view_image(page)
+        yield page
+    finally:
+        page.close()
+        server.stop()
+
+
+def axial_view_image(page, timeout_s: float = 30.0) -> np.ndarray:
+    """RGB pixels of the axial view once its image has stopped changing (rendering settled)."""
+    from PIL import Image
+
+    view = page.locator("img").first  # the layout's first view is the axial one
+    view.wait_for(state="visible", timeout=int(timeout_s * 1000))
+    previous = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pixels = np.asarray(Image.open(io.BytesIO(view.screenshot())).convert("RGB")).astype(int)
+        if previous is not None and pixels.shape == previous.shape and np.array_equal(pixels, previous) \
+                and pixels.max() > 0:
+            return pixels
+        previous = pixels
+        time.sleep(0.4)
+    raise AssertionError("the axial view kept changing (or stayed black)")
+
+
+def axial_view_point(page, fx: float, fy: float) -> "tuple[float, float]":
+    """Page coordinates of the point at fractions (fx, fy) of the axial view's width and height."""
+    box = page.locator("img").first.bounding_box()
+    return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+
+def overlay_pixel_count(pixels: np.ndarray, centre_xy: "tuple[int, int]", radius: int) -> int:
+    """Red or blue (overlay) pixels within ``radius`` of ``centre_xy``."""
+    x, y = centre_xy
+    window = pixels[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1]
+    red, green, blue = window[..., 0], window[..., 1], window[..., 2]
+    reddish = (red > green + COLOUR_MARGIN) & (red > blue + COLOUR_MARGIN)
+    bluish = (blue > red + COLOUR_MARGIN) & (blue > green + COLOUR_MARGIN)
+    return int(np.count_nonzero(reddish | bluish))
+
+
+def seed_ras(page) -> np.ndarray:
+    text = page.locator("#seed-text").inner_text()
+    return np.array([float(value) for value in re.findall(r"-?\d+\.\d", text)])
+
+
+def nodule_centre(nodule_id: str) -> np.ndarray:
+    nodules = json.loads(SAMPLE_JSON.read_text())["nodules"]
+    return np.array(next(n["centre_ras_mm"] for n in nodules if n["id"] == nodule_id), dtype=float)
+
+
+def wait_for_error(page, fragment: str) -> str:
+    page.wait_for_function(
+        f"document.querySelector('#error-message')?.innerText.includes({json.dumps(fragment)})", timeout=30_000
+    )
+    return page.locator("#error-message").inner_text()
+
+
+def test_click_on_nodule_shows_overlay_and_probabilities(page):
+    before = axial_view_image(page)
+    height, width = before.shape[:2]
+    centre = (width // 2, height // 2)
+    assert overlay_pixel_count(before, centre, NEAR_CLICK_PX) == 0, "coloured pixels before any click"
+
+    page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+    page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+
+    # The click's RAS came from the view's own geometry: the view is centred on N2.
+    np.testing.assert_allclose(seed_ras(page), nodule_centre("N2"), atol=2.0)
+    for key in ("p-x", "p-pos", "p-neg"):
+        value = float(page.locator(f"#probability-{key}").inner_text())
+        assert 0.0 <= value <= 1.0
+    metadata = read_metadata(default_bundle_dir())
+    assert metadata.display_name in page.locator("#bundle-name").inner_text()
+    assert page.locator("#untrained-warning").is_visible() == (not metadata.trained)
+    assert "Research use only" in page.locator("#research-notice").inner_text()
+    assert page.locator("#device-used").inner_text().startswith("Device: cpu")
+
+    after = axial_view_image(page)
+    coloured = overlay_pixel_count(after, centre, NEAR_CLICK_PX)
+    assert coloured >= MIN_OVERLAY_PIXELS, f"only {coloured} red or blue pixels near the click"
+    SCREENSHOT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_PATH))
+
+    # A second click, higher up on the screen (anterior), moves the seed and explains again.
+    first_seed, first_text = seed_ras(page), page.locator("#seed-text").inner_text()
+    page.mouse.click(*axial_view_point(page, 0.5, 0.45))
+    page.wait_for_function(f"document.querySelector('#seed-text')?.innerText !== {json.dumps(first_text)}",
+                           timeout=EXPLAIN_TIMEOUT_MS)
+    moved = seed_ras(page) - first_seed
+    assert moved[1] > 5.0, f"the seed should move anterior, moved {moved}"
+    assert abs(moved[0]) < 1.0 and abs(moved[2]) < 1.0, f"the seed should move along A only, moved {moved}"
+    assert page.locator("#probabilities").is_visible()
+
+
+def test_bad_input_shows_message_and_session_goes_on(page, tmp_path):
+    # The view is centred on N2 (R = -85 mm) and shows the whole CT (|R| <= 179 mm): the right
+    # 8 % of the axial view is beyond the patient's left edge, outside the volume.
+    page.mouse.click(*axial_view_point(page, 0.96, 0.5))
+    assert "outside the volume" in wait_for_error(page, "Could not explain the clicked point")
+    assert not page.locator("#probabilities").is_visible()
+
+    garbage = tmp_path / "garbage.nrrd"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    file_input = page.locator("input[type=file]:not([webkitdirectory])")
+    file_input.set_input_files(str(garbage))
+    wait_for_error(page, "Could not open garbage.nrrd")
+
+    import SimpleITK as sitk
+
+    not_ct = tmp_path / "mr_like.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 32, 32), 300, dtype=np.int16)), str(not_ct))
+    page.locator("input[type=file]:not([webkitdirectory])").set_input_files(str(not_ct))
+    assert "air" in wait_for_error(page, "Could not open mr_like.nii.gz")
+    assert "SyntheticChestCT" in page.locator("#volume-text").inner_text(), "the sample CT stays open"
+
+    # The session goes on: a click on the nodule is explained and the error goes away.
+    page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+    page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+    np.testing.assert_allclose(seed_ras(page), nodule_centre("N2"), atol=2.0)
+    assert page.locator("#error-message").count() == 0

@@ -1,0 +1,202 @@
+"""``cyclegan-explain-train``: prepare data, train both stages, export the bundle, evaluate it.
+
+    cyclegan-explain-train prepare --out data/lidc
+    cyclegan-explain-train train-classifier --dataset data/lidc --out runs/classifier
+    cyclegan-explain-train train-cyclegan --dataset data/lidc --classifier runs/classifier/classifier.pt --out runs/gan
+    cyclegan-explain-train export --dataset data/lidc --classifier runs/classifier/classifier.pt \\
+        --cyclegan runs/gan/cyclegan.pt --out CycleGANExplain/Resources/Models/lidc-cyclegan-am
+    cyclegan-explain-train evaluate --bundle <bundle> --dataset data/lidc --out runs/evaluation
+
+Settings come from the paper's defaults, then ``--config FILE.json``, then the flags.
+prepare and evaluate are imported only when their subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, sha256_of
+
+from .checkpoint import load_checkpoint
+from .config import load_config, with_overrides
+from .dataset import MANIFEST_FILE, load_prepared
+
+PROGRAM = "cyclegan-explain-train"
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, type=Path, help="prepared dataset folder (from prepare)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder for the checkpoint and metrics log")
+    parser.add_argument("--config", type=Path, help="JSON config (training/configs/paper.json, tiny.json)")
+    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+    parser.add_argument("--width", type=int, help="first stage's kernel count (later stages double it)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="cut nodule patches into a prepared dataset")
+    prepare.add_argument("--out", required=True, type=Path)
+    prepare.add_argument("--source", choices=("phantoms", "dicom"), default="phantoms")
+    prepare.add_argument("--size-normalised", action="store_true")
+    prepare.add_argument("--max-slice-thickness", type=float, help="mm; thicker series are left out")
+    prepare.add_argument("--split-seed", type=int, default=0)
+    prepare.add_argument("--limit", type=int, help="at most this many nodules (for quick runs)")
+    prepare.add_argument("--cache-dir", type=Path)
+    prepare.add_argument("--quiet", action="store_true")
+
+    classifier = commands.add_parser("train-classifier", help="train the malignancy classifier")
+    _add_training_flags(classifier)
+    classifier.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+
+    cyclegan = commands.add_parser("train-cyclegan", help="train G+, G- and their discriminators")
+    _add_training_flags(cyclegan)
+    cyclegan.add_argument("--classifier", required=True, type=Path, help="classifier.pt from train-classifier")
+    cyclegan.add_argument("--steps", type=int, help="total training steps (batches)")
+    cyclegan.add_argument("--checkpoint-every", type=int)
+    cyclegan.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    cyclegan.add_argument("--stop-at-step", type=int, help="checkpoint and stop here (for time-limited jobs)")
+
+    export = commands.add_parser("export", help="write the model bundle from both checkpoints")
+    export.add_argument("--dataset", required=True, type=Path)
+    export.add_argument("--classifier", required=True, type=Path)
+    export.add_argument("--cyclegan", required=True, type=Path)
+    export.add_argument("--out", required=True, type=Path, help="bundle folder")
+    export.add_argument("--name", default="lidc-cyclegan-am")
+    export.add_argument("--version", default="1.0.0")
+    export.add_argument("--overwrite", action="store_true")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a bundle on the test split")
+    evaluate.add_argument("--bundle", required=True, type=Path)
+    evaluate.add_argument("--dataset", required=True, type=Path)
+    evaluate.add_argument("--out", required=True, type=Path)
+    evaluate.add_argument("--bootstrap", type=int, default=1000)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default="auto")
+    return parser
+
+
+def _scalar_items(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in values.items() if isinstance(value, (str, int, float, bool)) or value is None}
+
+
+def export_from_checkpoints(
+    classifier_path: Path,
+    cyclegan_path: Path,
+    dataset_dir: Path,
+    out_dir: Path,
+    name: str,
+    version: str,
+    overwrite: bool = False,
+    command: Optional[str] = None,
+) -> Path:
+    """Bundle the trained networks with metadata saying how, on what and for how long they were trained.
+
+    Refuses checkpoints that do not belong together (another classifier, dataset or HU window).
+    """
+    from .export import base_metadata, export_bundle
+    from .train_classifier import load_classifier
+    from .train_cyclegan import load_generators
+
+    classifier_state, cyclegan_state = load_checkpoint(classifier_path), load_checkpoint(cyclegan_path)
+    manifest = load_prepared(dataset_dir).manifest
+    if cyclegan_state["classifier_sha256"] != sha256_of(classifier_path):
+        raise ValueError(f"{cyclegan_path} was trained against another classifier than {classifier_path}.")
+    for role, state in (("classifier", classifier_state), ("CycleGAN", cyclegan_state)):
+        if state["patches_sha256"] != manifest["patches_sha256"]:
+            raise ValueError(f"The {role} checkpoint was trained on another dataset than {dataset_dir}.")
+    if list(cyclegan_state["hu_window"]) != list(classifier_state["hu_window"]):
+        raise ValueError("The classifier and CycleGAN checkpoints use different HU windows.")
+
+    metadata = base_metadata(name, version, trained=True, classifier_width=classifier_state["width"],
+                             generator_width=cyclegan_state["width"], hu_window=classifier_state["hu_window"])
+    metadata["training_data"] = {
+        "dataset": {**_scalar_items(manifest), "counts": manifest.get("counts"),
+                    "manifest_sha256": sha256_of(Path(dataset_dir) / MANIFEST_FILE)},
+        "classifier": {
+            "seed": classifier_state["seed"],
+            "width": classifier_state["width"],
+            "epochs_run": classifier_state["epochs_run"],
+            "best_epoch": classifier_state["epoch"],
+            "validation_auc": classifier_state["validation_auc"],
+            "class_weights": classifier_state["class_weights"],
+            "counts": classifier_state["counts"],
+            "wall_time_seconds": classifier_state["seconds"],
+            "config": classifier_state["config"]["classifier"],
+        },
+        "cyclegan": {
+            "seed": cyclegan_state["seed"],
+            "width": cyclegan_state["width"],
+            "steps": cyclegan_state["step"],
+            "wall_time_seconds": cyclegan_state["seconds"],
+            "config": cyclegan_state["config"]["cyclegan"],
+        },
+        "commands": [classifier_state["command"], *cyclegan_state["commands"], command],
+    }
+    generator_pos, generator_neg = load_generators(cyclegan_state)
+    return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
+                         overwrite=overwrite)
+
+
+def _config(args: argparse.Namespace, section: str, extra: Dict[str, Any]):
+    overrides = {"width": args.width, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                 "seed": args.seed, **extra}
+    return with_overrides(load_config(args.config), section, overrides)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    command = " ".join([PROGRAM, *(shlex.quote(arg) for arg in argv)])
+    try:
+        _run(args, command)
+    except (FileNotFoundError, FileExistsError, ValueError, BundleError) as error:
+        print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args: argparse.Namespace, command: str) -> None:
+
+    if args.command == "prepare":
+        from .prepare import prepare
+
+        folder = prepare(args.out, source=args.source, size_normalised=args.size_normalised,
+                         max_slice_thickness=args.max_slice_thickness, split_seed=args.split_seed,
+                         limit=args.limit, cache_dir=args.cache_dir, progress=not args.quiet)
+        print(f"Prepared dataset: {folder}")
+    elif args.command == "train-classifier":
+        from .train_classifier import train_classifier
+
+        config = _config(args, "classifier", {"max_epochs": args.epochs})
+        train_classifier(load_prepared(args.dataset), config, args.out, args.device, not args.quiet, command)
+    elif args.command == "train-cyclegan":
+        from .train_cyclegan import train_cyclegan
+
+        config = _config(args, "cyclegan", {"steps": args.steps, "checkpoint_every": args.checkpoint_every})
+        path = train_cyclegan(load_prepared(args.dataset), args.classifier, config, args.out, args.device,
+                              resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet,
+                              command=command)
+        print(f"CycleGAN-AM checkpoint: {path}")
+    elif args.command == "export":
+        folder = export_from_checkpoints(args.classifier, args.cyclegan, args.dataset, args.out, args.name,
+                                         args.version, args.overwrite, command)
+        print(f"Bundle: {folder}")
+    elif args.command == "evaluate":
+        from .evaluate import evaluate
+
+        evaluate(args.bundle, args.dataset, args.out, bootstrap=args.bootstrap, seed=args.seed, device=args.device)
+        print(f"Evaluation written to {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Training configuration: defaults follow the paper where it gives a value (see README-training).
+
+Configs are JSON files (training/configs/paper.json, tiny.json) so that Python 3.9 reads them
+without a TOML parser. A file may give any subset of the keys; the rest keep these defaults,
+and command-line flags override both. Keys starting with "_" are comments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
+
+from .networks import PAPER_CLASSIFIER_WIDTH, PAPER_GENERATOR_WIDTH
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    width: int = PAPER_CLASSIFIER_WIDTH  # paper: 32-64-128-256
+    batch_size: int = 32
+    learning_rate: float = 1e-3  # not given in the paper: Adam's usual default
+    weight_decay: float = 1e-4
+    dropout: float = 0.0  # the paper's classifier has none
+    max_epochs: int = 150  # the paper trains "until convergence": early stopping decides
+    patience: int = 20  # epochs without a better validation AUC before stopping
+    validation_fraction: float = 0.15  # of the training split's patients
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CycleGANConfig:
+    width: int = PAPER_GENERATOR_WIDTH  # paper: 48-96-192-384, discriminators alike
+    batch_size: int = 16
+    learning_rate: float = 2e-4  # not given in the paper: CycleGAN's (Zhu et al. 2017) Adam settings
+    beta1: float = 0.5
+    beta2: float = 0.999
+    steps: int = 20000  # the paper trains "until the generator loss converges"
+    checkpoint_every: int = 500
+    seed: int = 0
+    loss_weights: Dict[str, float] = field(
+        default_factory=lambda: {"cycle": 1.0, "similarity": 1.0, "adversarial": 1.0, "activation": 1.0}
+    )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    hu_window: List[float] = field(default_factory=lambda: list(DEFAULT_HU_WINDOW))
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _section(cls, values: Dict[str, Any], where: str):
+    values = {key: value for key, value in values.items() if not key.startswith("_")}  # "_comment" etc.
+    known = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown {where} setting(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def config_from_dict(values: Dict[str, Any]) -> TrainingConfig:
+    """Build a config from a (possibly partial) dict, refusing unknown keys by name."""
+    values = dict(values)
+    classifier = _section(ClassifierConfig, values.pop("classifier", {}), "classifier")
+    cyclegan = _section(CycleGANConfig, values.pop("cyclegan", {}), "cyclegan")
+    top = _section(TrainingConfig, values, "top-level")
+    return dataclasses.replace(top, classifier=classifier, cyclegan=cyclegan)
+
+
+def load_config(path: Optional[Union[str, Path]] = None) -> TrainingConfig:
+    """The paper's defaults, updated by the JSON file at ``path`` when one is given."""
+    if path is None:
+        return TrainingConfig()
+    path = Path(path)
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Config {path} is not valid JSON: {error}") from error
+
+
+def with_overrides(config: TrainingConfig, section: str, overrides: Dict[str, Any]) -> TrainingConfig:
+    """Replace the given keys of one section (``classifier`` or ``cyclegan``); None means keep."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    updated = dataclasses.replace(getattr(config, section), **given)
+    return dataclasses.replace(config, **{section: updated})

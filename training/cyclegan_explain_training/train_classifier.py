@@ -1,0 +1,167 @@
+"""Train the malignancy classifier (paper Sec. 3.2): weighted cross entropy, early stopping.
+
+The training split's patients are divided (seeded, stratified by each patient's majority label)
+into a fitting part and a validation part; the test split is never touched here. The model with
+the best validation AUC is kept. Patches are normalised with the HU window that the bundle's
+metadata will carry, so training and inference see the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.metrics import compute_roc_auc
+from monai.utils import convert_to_tensor
+
+from CycleGANExplainLib.intensity import normalise_hu
+from CycleGANExplainLib.model_bundle import resolve_device
+
+from .augment import classifier_augmentation
+from .checkpoint import save_checkpoint
+from .config import TrainingConfig
+from .dataset import MALIGNANT, PreparedDataset
+from .networks import MalignancyClassifier
+from .run_log import MetricsLog, Progress
+
+CLASSIFIER_CHECKPOINT = "classifier.pt"
+CLASSIFIER_METRICS = "classifier_metrics.jsonl"
+
+
+def normalised_images(dataset: PreparedDataset, hu_window: Sequence[float]) -> torch.Tensor:
+    """The dataset's patches as a float32 tensor [N, 1, H, W] in [-1, 1]."""
+    return torch.from_numpy(normalise_hu(dataset.images_hu, hu_window))[:, None]
+
+
+def patient_validation_mask(patient_ids: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for samples of the patients held out for validation.
+
+    Patients are grouped by their majority label and ``fraction`` of each group (at least one)
+    is drawn, so validation has both classes whenever training does and AUC is defined.
+    """
+    rng = np.random.default_rng(seed)
+    patients = np.unique(patient_ids)
+    patient_label = np.array([round(labels[patient_ids == patient].mean()) for patient in patients])
+    held_out: List[str] = []
+    for label in np.unique(patient_label):
+        group = patients[patient_label == label]
+        count = min(len(group) - 1, max(1, int(round(fraction * len(group)))))
+        held_out.extend(rng.permutation(group)[:count])
+    return np.isin(patient_ids, held_out)
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Inverse class frequency, normalised so that a balanced set gets weights of 1."""
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    if (counts == 0).any():
+        raise ValueError(f"The training data must contain both classes; class counts are {counts.tolist()}.")
+    return torch.tensor(counts.sum() / (2.0 * counts), dtype=torch.float32)
+
+
+def _augmented(images: torch.Tensor, transform) -> torch.Tensor:
+    return torch.stack([convert_to_tensor(transform(image), track_meta=False) for image in images])
+
+
+def malignancy_probabilities(classifier: torch.nn.Module, images: torch.Tensor, device: str,
+                             batch_size: int = 64) -> torch.Tensor:
+    classifier.eval()
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            logits = classifier(images[start : start + batch_size].to(device))
+            outputs.append(torch.softmax(logits.float(), dim=1)[:, MALIGNANT].cpu())
+    return torch.cat(outputs)
+
+
+def train_classifier(
+    dataset: PreparedDataset,
+    config: TrainingConfig,
+    out_dir: Union[str, Path],
+    device: str = "auto",
+    progress: bool = True,
+    command: Optional[str] = None,
+) -> Path:
+    """Train on the dataset's training split; returns the path of the best model's checkpoint."""
+    settings = config.classifier
+    out_dir = Path(out_dir)
+    device, device_warning = resolve_device(device)
+    if device_warning:
+        print(device_warning)
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+
+    train = dataset.subset("train")
+    validation = patient_validation_mask(train.patient_ids, train.labels, settings.validation_fraction, settings.seed)
+    images = normalised_images(train, config.hu_window)
+    labels = torch.from_numpy(train.labels.astype(np.int64))
+    fit_images, fit_labels = images[~validation], labels[~validation]
+    validation_images, validation_labels = images[validation], labels[validation]
+    weights = class_weights(fit_labels.numpy()).to(device)
+
+    classifier = MalignancyClassifier(settings.width, images.shape[-1], settings.dropout).to(device)
+    optimiser = torch.optim.Adam(classifier.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    transform = classifier_augmentation(settings.seed)
+    order = torch.Generator().manual_seed(settings.seed)
+    log = MetricsLog(out_dir / CLASSIFIER_METRICS)
+    checkpoint_path = out_dir / CLASSIFIER_CHECKPOINT
+    best_auc, best_epoch = -1.0, -1
+    bar = Progress(settings.max_epochs, "classifier epochs", enabled=progress)
+    for epoch in range(settings.max_epochs):
+        epoch_started = time.perf_counter()
+        classifier.train()
+        permutation = torch.randperm(len(fit_images), generator=order)
+        losses = []
+        for start in range(0, len(permutation), settings.batch_size):
+            batch = permutation[start : start + settings.batch_size]
+            if len(batch) < 2:  # BatchNorm cannot train on a single sample
+                continue
+            inputs = _augmented(fit_images[batch], transform).to(device)
+            loss = F.cross_entropy(classifier(inputs), fit_labels[batch].to(device), weight=weights)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        probabilities = malignancy_probabilities(classifier, validation_images, device)
+        auc = float(compute_roc_auc(probabilities, validation_labels))
+        log.write({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_auc": auc,
+                   "seconds": time.perf_counter() - epoch_started})
+        bar.update(1, loss=float(np.mean(losses)), val_auc=auc)
+        if auc > best_auc:
+            best_auc, best_epoch = auc, epoch
+            best = {
+                "kind": "classifier",
+                # a copy: state_dict() shares storage with the weights that training goes on changing
+                "state_dict": {name: value.detach().cpu().clone() for name, value in classifier.state_dict().items()},
+                "width": settings.width,
+                "hu_window": list(config.hu_window),
+                "config": config.to_dict(),
+                "epoch": epoch,
+                "validation_auc": auc,
+                "class_weights": weights.cpu().tolist(),
+                "counts": {"fit": int(len(fit_images)), "validation": int(len(validation_images)),
+                           "validation_patients": int(len(np.unique(train.patient_ids[validation])))},
+                "patches_sha256": dataset.manifest.get("patches_sha256"),
+                "seed": settings.seed,
+                "command": command,
+            }
+            save_checkpoint(best, checkpoint_path)  # at once, so a crash keeps the best so far
+        elif epoch - best_epoch >= settings.patience:
+            break
+    best.update(epochs_run=epoch + 1, seconds=time.perf_counter() - started)
+    save_checkpoint(best, checkpoint_path)
+    bar.close()
+    print(f"Classifier: best validation AUC {best_auc:.3f} at epoch {best_epoch}; saved {checkpoint_path}")
+    return checkpoint_path
+
+
+def load_classifier(checkpoint: dict) -> MalignancyClassifier:
+    """The classifier of a checkpoint written by train_classifier, in eval mode on CPU."""
+    if checkpoint.get("kind") != "classifier":
+        raise ValueError("Not a classifier checkpoint (made by train-classifier).")
+    classifier = MalignancyClassifier(checkpoint["width"])
+    classifier.load_state_dict(checkpoint["state_dict"])
+    return classifier.eval()

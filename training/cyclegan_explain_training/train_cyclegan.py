@@ -1,0 +1,312 @@
+"""Train CycleGAN-AM (paper Sec. 2.5): G+, G- and their discriminators around a frozen classifier.
+
+Per batch the discriminators are updated first, then both generators. The images' labels are
+never read. Each step draws random pairs (x_a, x_b) of training images: two permutations per
+epoch, each a pure function of (seed, epoch) through DistributedSampler, so the data order needs
+no saved iterator state and every rank of a DDP run takes its own shard.
+
+Checkpoints hold everything the next step depends on (networks, optimisers, AMP scalers, step,
+all RNG states, the running epoch averages), so a run interrupted and resumed ends with exactly
+the weights of an uninterrupted one (single process; tested on CPU).
+
+Launched by torchrun with WORLD_SIZE > 1 the four networks are wrapped in
+DistributedDataParallel and only rank 0 writes checkpoints and logs. A resumed DDP run restores
+rank 0's RNG states on every rank, so it is reproducible but not bit-identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+
+from CycleGANExplainLib.model_bundle import resolve_device, sha256_of
+
+from .checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
+from .config import TrainingConfig
+from .dataset import BENIGN, MALIGNANT, PreparedDataset
+from .losses import DSSIM, LossWeights, discriminator_loss, generator_loss
+from .networks import PairedPatchDiscriminator, UNetGenerator
+from .run_log import MetricsLog, Progress
+from .train_classifier import load_classifier, normalised_images
+
+CYCLEGAN_CHECKPOINT = "cyclegan.pt"
+CYCLEGAN_METRICS = "cyclegan_metrics.jsonl"
+NETWORK_NAMES = ("generator_pos", "generator_neg", "discriminator_pos", "discriminator_neg")
+# Settings a resumed run may change: how long to train and how often to save.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every")
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_environment(device: str) -> Distributed:
+    """torchrun's environment; joins the process group when there is more than one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    return network.module if isinstance(network, DistributedDataParallel) else network
+
+
+def epoch_pairs(count: int, batch_size: int, seed: int, epoch: int, ranks: Distributed) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's batches of (x_a, x_b) indices for one epoch: two independent shuffles."""
+    batches = []
+    for stream in (0, 1):
+        sampler = DistributedSampler(range(count), num_replicas=ranks.world_size, rank=ranks.rank,
+                                     shuffle=True, seed=2 * seed + stream, drop_last=True)
+        sampler.set_epoch(epoch)
+        indices = torch.tensor(list(sampler))
+        full = len(indices) // batch_size * batch_size  # BatchNorm and the pairing want full batches
+        batches.append(indices[:full].split(batch_size))
+    return list(zip(*batches))
+
+
+@contextlib.contextmanager
+def _frozen(*networks: nn.Module) -> Iterator[None]:
+    """No parameter gradients for these networks (they still pass gradients to their inputs)."""
+    for network in networks:
+        network.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for network in networks:
+            network.requires_grad_(True)
+
+
+class CycleGANAMTrainer:
+    """The four trained networks, their optimisers and one training step."""
+
+    def __init__(self, config: TrainingConfig, classifier: nn.Module, device: str, ranks: Distributed):
+        settings = config.cyclegan
+        self.device, self.ranks = device, ranks
+        self.amp = device.startswith("cuda")  # AMP and channels_last pay off only on a GPU
+        memory_format = torch.channels_last if self.amp else torch.contiguous_format
+        self.memory_format = memory_format
+        torch.manual_seed(settings.seed)
+        networks = {
+            "generator_pos": UNetGenerator(settings.width),
+            "generator_neg": UNetGenerator(settings.width),
+            "discriminator_pos": PairedPatchDiscriminator(settings.width),
+            "discriminator_neg": PairedPatchDiscriminator(settings.width),
+        }
+        self.networks: Dict[str, nn.Module] = {}
+        for name, network in networks.items():
+            network = network.to(device, memory_format=memory_format)
+            if ranks.world_size > 1:
+                network = DistributedDataParallel(network, device_ids=[ranks.local_rank] if self.amp else None)
+            self.networks[name] = network
+        if ranks.world_size > 1:  # same initial weights (DDP broadcasts them), different pair orders
+            torch.manual_seed(settings.seed + ranks.rank)
+        self.classifier = classifier.to(device, memory_format=memory_format).eval().requires_grad_(False)
+        betas = (settings.beta1, settings.beta2)
+        generators = [*self.networks["generator_pos"].parameters(), *self.networks["generator_neg"].parameters()]
+        discriminators = [*self.networks["discriminator_pos"].parameters(),
+                          *self.networks["discriminator_neg"].parameters()]
+        self.optimiser_generators = torch.optim.Adam(generators, lr=settings.learning_rate, betas=betas)
+        self.optimiser_discriminators = torch.optim.Adam(discriminators, lr=settings.learning_rate, betas=betas)
+        self.scaler_generators = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler_discriminators = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.dssim = DSSIM()
+        self.weights = LossWeights(**settings.loss_weights)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
+
+    def _malignancy(self, logits: torch.Tensor) -> float:
+        return float(torch.softmax(logits.detach().float(), dim=1)[:, MALIGNANT].mean())
+
+    def step(self, x_a: torch.Tensor, x_b: torch.Tensor) -> Dict[str, float]:
+        """One batch: both discriminators, then both generators. Returns every loss term."""
+        x_a = x_a.to(self.device, memory_format=self.memory_format)
+        x_b = x_b.to(self.device, memory_format=self.memory_format)
+        g_pos, g_neg = self.networks["generator_pos"], self.networks["generator_neg"]
+        d_pos, d_neg = self.networks["discriminator_pos"], self.networks["discriminator_neg"]
+        for network in self.networks.values():
+            network.train()
+
+        with self._autocast():
+            fake_pos, fake_neg = g_pos(x_a), g_neg(x_a)
+            loss_d_pos = discriminator_loss(d_pos(x_b, fake_pos.detach()))
+            loss_d_neg = discriminator_loss(d_neg(x_b, fake_neg.detach()))
+        self.optimiser_discriminators.zero_grad(set_to_none=True)
+        self.scaler_discriminators.scale(loss_d_pos + loss_d_neg).backward()
+        self.scaler_discriminators.step(self.optimiser_discriminators)
+        self.scaler_discriminators.update()
+
+        # The updated discriminators judge the generators but are not trained by their loss; the
+        # unwrapped modules keep DDP from waiting for discriminator gradients that never come.
+        with _frozen(d_pos, d_neg), self._autocast():
+            logits_pos, logits_neg = self.classifier(fake_pos), self.classifier(fake_neg)
+            loss_pos, terms_pos = generator_loss(self.dssim, x_a, fake_pos, g_neg(fake_pos),
+                                                 _unwrap(d_pos)(x_b, fake_pos), logits_pos, MALIGNANT, self.weights)
+            loss_neg, terms_neg = generator_loss(self.dssim, x_a, fake_neg, g_pos(fake_neg),
+                                                 _unwrap(d_neg)(x_b, fake_neg), logits_neg, BENIGN, self.weights)
+        self.optimiser_generators.zero_grad(set_to_none=True)
+        self.scaler_generators.scale(loss_pos + loss_neg).backward()
+        self.scaler_generators.step(self.optimiser_generators)
+        self.scaler_generators.update()
+
+        with torch.no_grad(), self._autocast():
+            logits_x = self.classifier(x_a)
+        metrics = {"discriminator_pos": float(loss_d_pos.detach()), "discriminator_neg": float(loss_d_neg.detach())}
+        metrics.update({f"generator_pos/{name}": value for name, value in terms_pos.items()})
+        metrics.update({f"generator_neg/{name}": value for name, value in terms_neg.items()})
+        metrics.update(p_x=self._malignancy(logits_x), p_pos=self._malignancy(logits_pos),
+                       p_neg=self._malignancy(logits_neg))
+        return metrics
+
+    def state(self) -> Dict[str, object]:
+        state = {name: _unwrap(network).state_dict() for name, network in self.networks.items()}
+        state.update(
+            optimiser_generators=self.optimiser_generators.state_dict(),
+            optimiser_discriminators=self.optimiser_discriminators.state_dict(),
+            scaler_generators=self.scaler_generators.state_dict(),
+            scaler_discriminators=self.scaler_discriminators.state_dict(),
+        )
+        return state
+
+    def load_state(self, state: Dict[str, object]) -> None:
+        for name, network in self.networks.items():
+            _unwrap(network).load_state_dict(state[name])
+        self.optimiser_generators.load_state_dict(state["optimiser_generators"])
+        self.optimiser_discriminators.load_state_dict(state["optimiser_discriminators"])
+        self.scaler_generators.load_state_dict(state["scaler_generators"])
+        self.scaler_discriminators.load_state_dict(state["scaler_discriminators"])
+
+
+def _check_resumable(saved: Dict[str, object], config: TrainingConfig, patches_sha256: Optional[str]) -> None:
+    current = config.to_dict()["cyclegan"]
+    for key, value in saved["config"]["cyclegan"].items():
+        if key not in RESUMABLE_CHANGES and current[key] != value:
+            raise ValueError(f"Cannot resume: cyclegan.{key} was {value!r} in the checkpoint, now {current[key]!r}.")
+    if saved["patches_sha256"] != patches_sha256:
+        raise ValueError("Cannot resume: the prepared dataset differs from the one the checkpoint was trained on.")
+
+
+def _mean_record(sums: Dict[str, float], count: int) -> Dict[str, float]:
+    return {name: value / count for name, value in sums.items() if name != "seconds"}
+
+
+def train_cyclegan(
+    dataset: PreparedDataset,
+    classifier_checkpoint: Union[str, Path],
+    config: TrainingConfig,
+    out_dir: Union[str, Path],
+    device: str = "auto",
+    resume: bool = False,
+    stop_at_step: Optional[int] = None,
+    progress: bool = True,
+    command: Optional[str] = None,
+) -> Path:
+    """Train (or, with ``resume``, continue) CycleGAN-AM; returns the checkpoint's path.
+
+    ``stop_at_step`` ends this run early after checkpointing, as an interruption would (for
+    wall-time-limited jobs: run again with ``resume``).
+    """
+    settings = config.cyclegan
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CYCLEGAN_CHECKPOINT
+    device, device_warning = resolve_device(device)
+    ranks = distributed_from_environment(device)
+    if ranks.world_size > 1 and device.startswith("cuda"):
+        device = f"cuda:{ranks.local_rank}"
+        torch.cuda.set_device(device)
+    if device_warning and ranks.is_main:
+        print(device_warning)
+
+    classifier_state = load_checkpoint(classifier_checkpoint)
+    hu_window = classifier_state["hu_window"]  # the classifier's window is the bundle's
+    images = normalised_images(dataset.subset("train"), hu_window)
+    pairs_per_epoch = len(epoch_pairs(len(images), settings.batch_size, settings.seed, 0, ranks))
+    if pairs_per_epoch == 0:
+        raise ValueError(f"{len(images)} training images are too few for batches of {settings.batch_size}.")
+
+    trainer = CycleGANAMTrainer(config, load_classifier(classifier_state), device, ranks)
+    patches_sha256 = dataset.manifest.get("patches_sha256")
+    step, seconds, sums, count, commands = 0, 0.0, {}, 0, []
+    if resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        _check_resumable(saved, config, patches_sha256)
+        trainer.load_state(saved)
+        restore_rng_states(saved["rng"])
+        step, seconds, commands = saved["step"], saved["seconds"], list(saved["commands"])
+        sums, count = dict(saved["epoch_sums"]), saved["epoch_count"]
+    elif checkpoint_path.exists() and ranks.is_main:
+        raise FileExistsError(f"{checkpoint_path} exists; pass resume=True (--resume) to continue it.")
+    commands.append(command)
+
+    def save() -> None:
+        if not ranks.is_main:
+            return
+        state = trainer.state()
+        state.update(
+            kind="cyclegan", step=step, seconds=seconds, rng=capture_rng_states(), epoch_sums=sums,
+            epoch_count=count, width=settings.width, hu_window=list(hu_window), config=config.to_dict(),
+            classifier_checkpoint=str(classifier_checkpoint), classifier_sha256=sha256_of(Path(classifier_checkpoint)),
+            patches_sha256=patches_sha256, seed=settings.seed, commands=commands,
+        )
+        save_checkpoint(state, checkpoint_path)
+
+    log = MetricsLog(out_dir / CYCLEGAN_METRICS if ranks.is_main else None)
+    bar = Progress(settings.steps, "CycleGAN-AM steps", initial=step, enabled=progress and ranks.is_main)
+    pairs, pairs_epoch = [], -1
+    while step < settings.steps:
+        step_started = time.perf_counter()
+        epoch, index = divmod(step, pairs_per_epoch)
+        if epoch != pairs_epoch:
+            pairs, pairs_epoch = epoch_pairs(len(images), settings.batch_size, settings.seed, epoch, ranks), epoch
+        batch_a, batch_b = pairs[index]
+        metrics = trainer.step(images[batch_a], images[batch_b])
+        step += 1
+        elapsed = time.perf_counter() - step_started
+        seconds += elapsed
+        metrics["seconds"] = elapsed
+        sums = {name: sums.get(name, 0.0) + value for name, value in metrics.items()}
+        count += 1
+        bar.update(1, p_pos=metrics["p_pos"], p_neg=metrics["p_neg"])
+        if step % pairs_per_epoch == 0 or step == settings.steps:
+            log.write({"epoch": epoch, "step": step, "steps_averaged": count, "seconds": sums["seconds"],
+                       **_mean_record(sums, count)})
+            sums, count = {}, 0
+        if step % settings.checkpoint_every == 0 or step == settings.steps or step == stop_at_step:
+            save()
+        if step == stop_at_step:
+            break
+    bar.close()
+    return checkpoint_path
+
+
+def load_generators(checkpoint: Dict[str, object]) -> Tuple[UNetGenerator, UNetGenerator]:
+    """G+ and G- of a checkpoint written by train_cyclegan, in eval mode on CPU."""
+    if checkpoint.get("kind") != "cyclegan":
+        raise ValueError("Not a CycleGAN-AM checkpoint (made by train-cyclegan).")
+    generators = []
+    for name in ("generator_pos", "generator_neg"):
+        generator = UNetGenerator(checkpoint["width"])
+        generator.load_state_dict(checkpoint[name])
+        generators.append(generator.eval())
+    return generators[0], generators[1]

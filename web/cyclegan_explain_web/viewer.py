@@ -1,0 +1,372 @@
+"""The web viewer: trame-slicer's MRML slice views, a side panel, and the module's own logic.
+
+Clicking a slice view explains the clicked point with ``mrml_explain.explain_volume_node`` and
+shows R with ``mrml_overlay.show_in_slice_views``: the same calls the Slicer module's Logic
+makes, on the same kind of MRML scene. Errors (unreadable file, non-CT, click outside the
+volume) are shown in the page and the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+from trame.app import TrameApp
+from trame.decorators import change
+from trame.ui.vuetify3 import SinglePageWithDrawerLayout
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.app.logic import connect_slice_view_slider_to_state
+from trame_slicer.app.ui import LoadVolumeUI, create_vertical_view_gutter_ui
+from trame_slicer.app.ui.slider import Slider
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+from trame_server.utils.asynchronous import create_task
+from vtkmodules.vtkCommonCore import vtkCommand
+
+import CycleGANExplainLib
+from CycleGANExplainLib import mrml_explain, mrml_overlay
+from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, default_bundle_dir, read_metadata
+from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
+from CycleGANExplainLib.volume_checks import NotCTError
+from CycleGANExplainLib.volume_io import UnreadableVolumeError
+
+from .slice_clicks import SliceClickObserver
+from .volume_upload import add_volume_node, read_ct_volume, read_uploaded_volume, write_uploaded_files
+
+logger = logging.getLogger(__name__)
+
+RESEARCH_NOTICE = "Research use only. Not a medical device."
+SAMPLE_DIR = Path(CycleGANExplainLib.__file__).resolve().parent.parent / "Resources" / "SampleData"
+SAMPLE_NAME = "SyntheticChestCT"
+# The views open centred on this documented nodule of the sample (the large spiculated one).
+SAMPLE_NODULE_ID = "N2"
+LAYOUT_ID = "Axial, coronal, sagittal"
+SEED_NODE_NAME = "CycleGANExplain seed"
+# Yellow: never mistaken for the overlay's red or blue.
+SEED_COLOUR = (1.0, 0.9, 0.1)
+# Errors a person can fix (another file, another click); anything else is a bug and is logged.
+INPUT_ERRORS = (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError,
+                mrml_explain.NoInputVolumeError, BundleError)
+
+
+def sample_nodule_ras(nodule_id: str = SAMPLE_NODULE_ID) -> np.ndarray:
+    """RAS centre (mm) of a nodule documented in SyntheticChestCT.json."""
+    description = json.loads((SAMPLE_DIR / f"{SAMPLE_NAME}.json").read_text())
+    centres = {nodule["id"]: nodule["centre_ras_mm"] for nodule in description["nodules"]}
+    return np.array(centres[nodule_id], dtype=float)
+
+
+def viewer_layout() -> Layout:
+    """Axial view on the left, coronal above sagittal on the right (no 3D view: nothing to show there)."""
+    return Layout(
+        LayoutDirection.Horizontal,
+        [
+            ViewLayoutDefinition.axial_view(),
+            Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.coronal_view(),
+                                              ViewLayoutDefinition.sagittal_view()]),
+        ],
+        flex_sizes=["3", "2"],
+    )
+
+
+def slice_view_gutter(server, view_id: str, view) -> None:
+    """trame-slicer's reset button and slice slider, without its 3D-visibility button."""
+    create_vertical_view_gutter_ui(server, view_id, view)
+    with html.Div(style="position: absolute; bottom: 0; left: 0; width: 100%; background-color: transparent;"):
+        Slider(typed_state=connect_slice_view_slider_to_state(server, view), theme="dark", dense=True)
+
+
+class ExplainViewer(TrameApp):
+    """One MRML scene, three slice views and the explanation panel, served by trame."""
+
+    def __init__(self, server=None, device: str = "auto", bundle_dir: Union[str, Path, None] = None) -> None:
+        super().__init__(server)
+        self.server.enable_module(trame_slicer_module)
+        self.slicer_app = SlicerApp()
+        self.scene = self.slicer_app.scene
+        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
+        self.metadata = read_metadata(self.bundle_dir)
+        self.volume_node = None
+        self.overlay_node = None
+        self.seed_node = self._create_seed_node()
+
+        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_gutter)
+        self.layout_manager = LayoutManager(self.scene, self.slicer_app.view_manager, self.server)
+        self.layout_manager.register_layout(LAYOUT_ID, viewer_layout())
+        self.layout_manager.set_layout(LAYOUT_ID)
+        self.focus_ras: Optional[np.ndarray] = None
+        self.click_observers = []
+        for view in self.slicer_app.view_manager.get_slice_views():
+            self.click_observers.append(SliceClickObserver(view, self.on_slice_click))
+            # After trame-slicer's own resize handler (priority 0), which rescales the slice node.
+            view.interactor().AddObserver(vtkCommand.WindowResizeEvent, lambda *_, v=view: self._fit_view(v), -1.0)
+
+        self._initialise_state(device)
+        self._build_ui()
+
+    # --- scene ---------------------------------------------------------------------------------
+
+    def _create_seed_node(self):
+        """The seed as a markups point, drawn by Slicer's markups displayable manager.
+
+        Locked, so a click on it is a new click rather than a drag of the point.
+        """
+        node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", SEED_NODE_NAME)
+        node.SetMaximumNumberOfControlPoints(1)
+        node.SetLocked(True)
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        display.SetSelectedColor(*SEED_COLOUR)
+        display.SetColor(*SEED_COLOUR)
+        display.SetPointLabelsVisibility(False)
+        display.SetPropertiesLabelVisibility(False)
+        return node
+
+    def _place_seed(self, ras: Sequence[float]) -> None:
+        if self.seed_node.GetNumberOfControlPoints() == 0:
+            self.seed_node.AddControlPointWorld(*map(float, ras))
+        else:
+            self.seed_node.SetNthControlPointPositionWorld(0, *map(float, ras))
+
+    def show_volume(self, loaded, name: str, centre_ras: Optional[Sequence[float]] = None) -> None:
+        """Replace the volume (and any explanation of the previous one) by ``loaded``."""
+        mrml_overlay.remove_overlay_nodes(self.scene)
+        self.overlay_node = None
+        self.seed_node.RemoveAllControlPoints()
+        if self.volume_node is not None:
+            self.scene.RemoveNode(self.volume_node)
+        self.volume_node = add_volume_node(self.scene, loaded, name)
+        mrml_overlay.show_in_slice_views(self.scene, None, self.volume_node)
+        self.focus_ras = None if centre_ras is None else np.asarray(centre_ras, dtype=float)
+        for view in self.slicer_app.view_manager.get_slice_views():
+            self._fit_view(view)
+        shape = loaded.volume_kji.shape
+        self.state.volume_text = f"{name}: {loaded.description}, {shape[2]} x {shape[1]} x {shape[0]} voxels"
+        self._clear_result()
+        self._render()
+
+    def _fit_view(self, view) -> None:
+        """Show the whole volume, centred on the focus point (sample nodule or seed) if there is one.
+
+        Also run whenever the browser resizes a view, so that the first image a person sees
+        shows the whole CT whatever the size of their window.
+        """
+        view.fit_view_to_content()
+        if self.focus_ras is not None:
+            view.get_view_node().JumpSliceByCentering(*map(float, self.focus_ras))
+        view.schedule_render()
+
+    def _render(self) -> None:
+        for view in self.slicer_app.view_manager.get_views():
+            view.schedule_render()
+
+    # --- state and UI ----------------------------------------------------------------------------
+
+    def _initialise_state(self, device: str) -> None:
+        state = self.state
+        state.trame__title = "CycleGAN Explain"
+        state.notice = RESEARCH_NOTICE
+        state.bundle_text = self.metadata.display_name
+        state.bundle_trained = self.metadata.trained
+        state.device_choices = list(DEVICE_CHOICES)
+        state.device = device
+        state.volume_text = "No CT loaded."
+        state.overlay_visible = True
+        state.overlay_opacity = 0.6
+        state.busy = False
+        state.status_text = ""
+        state.error_text = ""
+        self._clear_result()
+
+    def _clear_result(self) -> None:
+        self.state.update({"has_result": False, "seed_text": "", "p_x": "", "p_pos": "", "p_neg": "",
+                           "device_text": "", "warnings_text": ""})
+
+    def _build_ui(self) -> None:
+        with SinglePageWithDrawerLayout(self.server, theme="dark") as layout:
+            layout.title.set_text("CycleGAN Explain")
+            layout.drawer.width = 380
+            with layout.toolbar:
+                v3.VSpacer()
+                html.Span("{{ notice }}", id="toolbar-notice", classes="text-caption mr-4")
+            with layout.drawer, html.Div(classes="pa-3 d-flex flex-column", style="gap: 10px;"):
+                self._build_panel()
+            with layout.content:
+                self.layout_manager.initialize_layout_grid(layout)
+        self.ui = layout
+
+    def _build_panel(self) -> None:
+        v3.VAlert(text=("notice",), type="info", density="compact", variant="tonal", id="research-notice")
+        html.Div("Model bundle: {{ bundle_text }}", id="bundle-name", classes="text-body-2")
+        v3.VAlert(v_if=("!bundle_trained",), type="warning", id="untrained-warning", density="compact", variant="tonal",
+                  text="Untrained model bundle: random weights, the explanation is meaningless.")
+
+        html.Div("CT volume", classes="text-subtitle-2 mt-2")
+        with html.Div(classes="d-flex flex-row align-center", style="gap: 8px;"):
+            upload = LoadVolumeUI()
+            upload.on_load_volume.connect(self.load_uploaded_files)
+            v3.VBtn("Load sample CT", click=self.load_sample, size="small", variant="tonal", id="load-sample")
+        html.Div("Open a NRRD, NIfTI or MHA file, or a DICOM series (several files, a folder or a .zip).",
+                 classes="text-caption")
+        html.Div("{{ volume_text }}", id="volume-text", classes="text-body-2")
+        v3.VSelect(label="Device", v_model=("device",), items=("device_choices",), density="compact",
+                   hide_details=True)
+
+        html.Div("Click a nodule in any slice view to explain it; click again to move the seed.",
+                 classes="text-body-2 mt-2", id="instructions")
+        v3.VProgressLinear(v_if=("busy",), indeterminate=True)
+        html.Div("{{ status_text }}", id="status-text", classes="text-caption")
+        v3.VAlert(v_if=("error_text",), text=("error_text",), type="error", density="compact", closable=True,
+                  id="error-message", click_close="error_text = ''")
+
+        with html.Div(v_if=("has_result",), id="result", classes="d-flex flex-column", style="gap: 4px;"):
+            html.Div("Seed (R, A, S): {{ seed_text }} mm", id="seed-text", classes="text-body-2")
+            html.Div("Malignancy probability", classes="text-subtitle-2")
+            with html.Table(id="probabilities", classes="text-body-2"):
+                for label, key in (("x (the CT patch)", "p_x"), ("G+(x), towards malignant", "p_pos"),
+                                   ("G-(x), towards benign", "p_neg")):
+                    with html.Tr():
+                        html.Td(label, classes="pr-4")
+                        html.Td(f"{{{{ {key} }}}}", id=f"probability-{key.replace('_', '-')}")
+            html.Div("Device: {{ device_text }}", id="device-used", classes="text-caption")
+            html.Div("{{ warnings_text }}", v_if=("warnings_text",), id="warnings", classes="text-caption text-warning",
+                     style="white-space: pre-line;")
+
+        html.Div("Relevance overlay R = G+(x) - G-(x)", classes="text-subtitle-2 mt-2")
+        with html.Div(id="legend", classes="text-body-2"):
+            with html.Div(classes="d-flex align-center", style="gap: 6px;"):
+                html.Span(style="display:inline-block;width:14px;height:14px;background:#e01010;")
+                html.Span("red: would change to look more malignant (malignancy-indicating)")
+            with html.Div(classes="d-flex align-center", style="gap: 6px;"):
+                html.Span(style="display:inline-block;width:14px;height:14px;background:#1040e0;")
+                html.Span("blue: would change to look more benign (benign-indicating)")
+            html.Div("No colour: no change needed; the CT shows through.", classes="text-caption")
+        v3.VSwitch(label="Show overlay", v_model=("overlay_visible",), density="compact", hide_details=True,
+                   color="primary", id="show-overlay")
+        v3.VSlider(label="Opacity", v_model=("overlay_opacity",), min=0.0, max=1.0, step=0.05, density="compact",
+                   hide_details=True, thumb_label=True, id="overlay-opacity")
+
+    # --- actions -----------------------------------------------------------------------------------
+
+    def _report_error(self, error: BaseException, context: str) -> None:
+        if isinstance(error, INPUT_ERRORS):
+            self.state.error_text = f"{context}: {error}"
+        else:
+            logger.exception("%s", context)
+            self.state.error_text = f"{context}: unexpected {type(error).__name__}: {error}"
+
+    def load_sample(self) -> None:
+        self.load_path(SAMPLE_DIR / f"{SAMPLE_NAME}.nrrd", centre_ras=sample_nodule_ras())
+
+    def load_path(self, path: Union[str, Path], centre_ras: Optional[Sequence[float]] = None) -> None:
+        """Open a CT file or DICOM folder from the server's disk (the command line's VOLUME)."""
+        self.state.error_text = ""
+        try:
+            loaded = read_ct_volume(path)
+            self.show_volume(loaded, Path(path).name.split(".")[0], centre_ras)
+        except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
+            self._report_error(error, f"Could not open {Path(path).name}")
+
+    def load_uploaded_files(self, files: List[dict]) -> None:
+        names = [str(file.get("name", "")) for file in files]
+        label = names[0] if len(names) == 1 else f"{len(names)} files"
+        self.state.error_text = ""
+        try:
+            with tempfile.TemporaryDirectory(prefix="cyclegan-explain-upload-") as folder:
+                write_uploaded_files(files, Path(folder))
+                loaded = read_uploaded_volume(Path(folder))
+            self.show_volume(loaded, Path(names[0]).name.split(".")[0] if len(names) == 1 else "DICOM series")
+        except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
+            self._report_error(error, f"Could not open {label}")
+        self.state.flush()
+
+    def on_slice_click(self, ras: np.ndarray, view_name: str) -> None:
+        """A click in a slice view: explain there (after the click's own event has returned)."""
+        create_task(self.explain_at(ras, view_name))
+
+    async def explain_at(self, ras: Sequence[float], view_name: str = "") -> None:
+        ras = np.asarray(ras, dtype=float)
+        with self.state:
+            self.state.busy = True
+            self.state.error_text = ""
+            self.state.status_text = "Explaining ({:.1f}, {:.1f}, {:.1f}) mm...".format(*ras)
+        await asyncio.sleep(0.05)  # let the page show that work is under way
+        try:
+            result = mrml_explain.explain_volume_node(
+                self.scene, self.volume_node, ras, self.bundle_dir, self.state.device,
+                status=self._show_status,
+            )
+        except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
+            with self.state:
+                self._report_error(error, "Could not explain the clicked point")
+                self.state.status_text = ""
+                self.state.busy = False
+            return
+        self.overlay_node = result.overlay_node
+        self.focus_ras = ras
+        self._place_seed(ras)
+        # Bring the other views to the seed's slices without panning the view that was clicked.
+        import slicer
+
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *map(float, ras), slicer.vtkMRMLSliceNode.DefaultJumpSlice)
+        self._show_overlay()
+        self._show_result(result, view_name)
+
+    def _show_status(self, message: str) -> None:
+        self.state.status_text = message
+        self.state.flush()
+
+    def _show_result(self, result: "mrml_explain.VolumeExplanation", view_name: str) -> None:
+        explanation = result.batch[result.central_index]
+        batch = result.batch
+        with self.state:
+            self.state.update({
+                "has_result": True,
+                "seed_text": "{:.1f}, {:.1f}, {:.1f}".format(*explanation.seed_ras),
+                "p_x": f"{explanation.p_x:.3f}",
+                "p_pos": f"{explanation.p_pos:.3f}",
+                "p_neg": f"{explanation.p_neg:.3f}",
+                "device_text": f"{batch.device}, {batch.seconds:.2f} s",
+                "warnings_text": "\n".join(batch.warnings),
+                "status_text": f"Explained the point clicked in the {view_name} view." if view_name else "",
+                "busy": False,
+            })
+
+    @change("overlay_visible", "overlay_opacity")
+    def _show_overlay(self, **_) -> None:
+        if self.overlay_node is None:
+            return
+        mrml_overlay.show_in_slice_views(self.scene, self.overlay_node, self.volume_node,
+                                         float(self.state.overlay_opacity), bool(self.state.overlay_visible))
+        self._render()
+
+
+def serve(volume: Union[str, Path, None] = None, port: int = 0, host: str = "127.0.0.1", device: str = "auto",
+          bundle_dir: Union[str, Path, None] = None) -> None:
+    """Start the viewer and block; prints the URL (``port=0`` picks a free port)."""
+    if not os.environ.get("DISPLAY"):
+        # Without an X server VTK would try X first, warn, then fall back to EGL: go to EGL directly.
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    viewer = ExplainViewer(device=device, bundle_dir=bundle_dir)
+    if volume is None:
+        viewer.load_sample()
+    else:
+        viewer.load_path(volume)
+    if viewer.state.error_text:  # also shown in the page, where another CT can be opened
+        print(f"warning: {viewer.state.error_text}", file=sys.stderr, flush=True)
+
+    def announce(**_) -> None:
+        print(f"CycleGANExplain web viewer: http://{host}:{viewer.server.port}/  ({RESEARCH_NOTICE})", flush=True)
+
+    viewer.server.controller.on_server_ready.add(announce)
+    viewer.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0)
