@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -56,12 +55,3 @@ def make_disc_dataset() -> Callable[..., PreparedDataset]:
     """Factory for in-memory disc datasets (see disc_dataset)."""
     return disc_dataset
 
-
-@pytest.fixture
-def saved_disc_dataset(tmp_path) -> Callable[..., Path]:
-    """Factory: writes a disc dataset in the prepared format and returns its folder."""
-
-    def make(count: int = 40, seed: int = 0) -> Path:
-        return disc_dataset(count, seed).save(tmp_path / f"discs-{count}-{seed}")
-
-    return make

@@ -91,3 +91,16 @@ def test_generator_loss_sums_the_four_weighted_terms():
                                  LossWeights(cycle=2.0, activation=0.0))
     assert float(weighted) == pytest.approx(
         2 * terms["cycle"] + terms["similarity"] + terms["adversarial"], rel=1e-6)
+
+
+def test_dssim_stays_float32_under_autocast():
+    """AMP training must not compute SSIM's variances in half precision."""
+    x, y = _images(5), _images(6)
+    dssim = DSSIM()
+    reference = dssim(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = dssim(x.bfloat16(), y.bfloat16())
+    assert under_autocast.dtype == torch.float32
+    # Only the inputs' rounding to bfloat16 differs, not the computation.
+    assert float(under_autocast) == pytest.approx(float(dssim(x.bfloat16().float(), y.bfloat16().float())), abs=1e-6)
+    assert float(under_autocast) == pytest.approx(float(reference), abs=5e-3)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +25,11 @@ from cyclegan_explain_training.train_cyclegan import (
     NETWORK_NAMES,
     CycleGANAMTrainer,
     Distributed,
+    epoch_pairs,
     train_cyclegan,
 )
+
+TINY_CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.json"
 
 STEPS, INTERRUPTED_AT = 6, 4  # 16 training images in batches of 4: the resumed part crosses an epoch
 
@@ -141,3 +148,34 @@ def test_export_refuses_checkpoints_that_do_not_belong_together(runs, tmp_path):
         export_from_checkpoints(other, runs["uninterrupted"], runs["root"] / "dataset", tmp_path / "bundle",
                                 "x", "0")
     assert not (tmp_path / "bundle").exists()
+
+
+def test_ranks_take_disjoint_shards_of_the_same_epoch_order():
+    one = epoch_pairs(16, 2, seed=3, epoch=1, ranks=Distributed())
+    ranks = [epoch_pairs(16, 2, seed=3, epoch=1, ranks=Distributed(rank, 2, rank)) for rank in (0, 1)]
+    shards = [torch.cat([a for a, _ in pairs]) for pairs in ranks]
+    assert len(one) == 8 and [len(pairs) for pairs in ranks] == [4, 4]
+    assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
+    assert sorted(torch.cat(shards).tolist()) == list(range(16))
+    first_a = torch.cat([a for a, _ in one])
+    assert not torch.equal(first_a, torch.cat([a for a, _ in epoch_pairs(16, 2, 3, 2, Distributed())]))
+    assert not torch.equal(first_a, torch.cat([b for _, b in one]))  # x_a and x_b are paired at random
+
+
+def test_torchrun_with_two_cpu_processes(runs, tmp_path):
+    """The DDP path (gloo on CPU): both ranks train, rank 0 alone writes the checkpoint and log."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    out = tmp_path / "ddp"
+    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "cyclegan_explain_training.cli",
+               "train-cyclegan", "--dataset", str(runs["root"] / "dataset"), "--classifier", str(runs["classifier"]),
+               "--out", str(out), "--config", str(TINY_CONFIG), "--steps", "2", "--batch-size", "2",
+               "--device", "cpu", "--quiet"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    state = load_checkpoint(out / "cyclegan.pt")
+    assert state["step"] == 2
+    assert len(read_metrics(out / CYCLEGAN_METRICS)) == 1  # one writer: one record for the two steps
+    assert finished.stdout.count("CycleGAN-AM checkpoint:") == 2  # both ranks finished

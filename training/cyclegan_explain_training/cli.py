@@ -17,7 +17,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, sha256_of
 

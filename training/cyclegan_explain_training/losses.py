@@ -36,14 +36,19 @@ def _ssim_loss(reduction: str) -> SSIMLoss:
 
 
 def _unit_range(image: torch.Tensor) -> torch.Tensor:
-    # In float32: under autocast SSIM's variance terms lose too much in float16.
     return (image.float() + 1.0) / 2.0
+
+
+def _ssim_in_float32(loss: SSIMLoss, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Autocast off: SSIM's variance terms (E[x^2] - E[x]^2) lose too much in float16.
+    with torch.autocast(x.device.type, enabled=False):
+        return loss(_unit_range(x), _unit_range(y))
 
 
 def structural_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean SSIM of each pair of images [B, 1, H, W] in [-1, 1]: a tensor [B]. The one SSIM of the
     package: the training loss below and the evaluation's similarity figures both use it."""
-    return 1.0 - _ssim_loss("none")(_unit_range(x), _unit_range(y)).reshape(-1)
+    return 1.0 - _ssim_in_float32(_ssim_loss("none"), x, y).reshape(-1)
 
 
 class DSSIM(nn.Module):
@@ -54,7 +59,7 @@ class DSSIM(nn.Module):
         self.ssim_loss = _ssim_loss("mean")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.ssim_loss(_unit_range(x), _unit_range(y)) / 2.0
+        return _ssim_in_float32(self.ssim_loss, x, y) / 2.0
 
 
 def cycle_loss(dssim: DSSIM, x: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
+import slicer
 from trame.app import TrameApp
 from trame.decorators import change
 from trame.ui.vuetify3 import SinglePageWithDrawerLayout
@@ -35,6 +36,7 @@ from vtkmodules.vtkCommonCore import vtkCommand
 
 import CycleGANExplainLib
 from CycleGANExplainLib import mrml_explain, mrml_overlay
+from CycleGANExplainLib.cli import RESEARCH_NOTICE
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, default_bundle_dir, read_metadata
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
 from CycleGANExplainLib.volume_checks import NotCTError
@@ -45,7 +47,6 @@ from .volume_upload import add_volume_node, read_ct_volume, read_uploaded_volume
 
 logger = logging.getLogger(__name__)
 
-RESEARCH_NOTICE = "Research use only. Not a medical device."
 SAMPLE_DIR = Path(CycleGANExplainLib.__file__).resolve().parent.parent / "Resources" / "SampleData"
 SAMPLE_NAME = "SyntheticChestCT"
 # The views open centred on this documented nodule of the sample (the large spiculated one).
@@ -128,6 +129,7 @@ class ExplainViewer(TrameApp):
         display = node.GetDisplayNode()
         display.SetSelectedColor(*SEED_COLOUR)
         display.SetColor(*SEED_COLOUR)
+        display.SetGlyphType(display.Cross2D)
         display.SetPointLabelsVisibility(False)
         display.SetPropertiesLabelVisibility(False)
         return node
@@ -208,8 +210,8 @@ class ExplainViewer(TrameApp):
     def _build_panel(self) -> None:
         v3.VAlert(text=("notice",), type="info", density="compact", variant="tonal", id="research-notice")
         html.Div("Model bundle: {{ bundle_text }}", id="bundle-name", classes="text-body-2")
-        v3.VAlert(v_if=("!bundle_trained",), type="warning", id="untrained-warning", density="compact", variant="tonal",
-                  text="Untrained model bundle: random weights, the explanation is meaningless.")
+        v3.VAlert(v_if=("!bundle_trained",), type="warning", id="untrained-warning", density="compact",
+                  variant="tonal", text="Untrained model bundle: random weights, the explanation is meaningless.")
 
         html.Div("CT volume", classes="text-subtitle-2 mt-2")
         with html.Div(classes="d-flex flex-row align-center", style="gap: 8px;"):
@@ -239,8 +241,8 @@ class ExplainViewer(TrameApp):
                         html.Td(label, classes="pr-4")
                         html.Td(f"{{{{ {key} }}}}", id=f"probability-{key.replace('_', '-')}")
             html.Div("Device: {{ device_text }}", id="device-used", classes="text-caption")
-            html.Div("{{ warnings_text }}", v_if=("warnings_text",), id="warnings", classes="text-caption text-warning",
-                     style="white-space: pre-line;")
+            html.Div("{{ warnings_text }}", v_if=("warnings_text",), id="warnings",
+                     classes="text-caption text-warning", style="white-space: pre-line;")
 
         html.Div("Relevance overlay R = G+(x) - G-(x)", classes="text-subtitle-2 mt-2")
         with html.Div(id="legend", classes="text-body-2"):
@@ -316,8 +318,6 @@ class ExplainViewer(TrameApp):
         self.focus_ras = ras
         self._place_seed(ras)
         # Bring the other views to the seed's slices without panning the view that was clicked.
-        import slicer
-
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *map(float, ras), slicer.vtkMRMLSliceNode.DefaultJumpSlice)
         self._show_overlay()
         self._show_result(result, view_name)

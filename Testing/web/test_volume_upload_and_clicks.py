@@ -1,0 +1,143 @@
+"""The web viewer's parts that need no browser: uploaded files to a CT, the CT to a volume node,
+and a slice-view pixel to RAS through the view's own XY-to-RAS."""
+
+from __future__ import annotations
+
+import importlib.util
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trame_slicer", reason="the web viewer needs the 'web' extra (trame-slicer)")
+
+from cyclegan_explain_web.slice_clicks import slice_xy_to_ras  # noqa: E402
+from cyclegan_explain_web.volume_upload import (  # noqa: E402
+    LUNG_WINDOW,
+    add_volume_node,
+    read_uploaded_volume,
+    write_uploaded_files,
+)
+
+from CycleGANExplainLib.volume_checks import NotCTError  # noqa: E402
+from CycleGANExplainLib.volume_io import LoadedVolume, UnreadableVolumeError, read_volume, write_volume  # noqa: E402
+
+CORE_TESTS = Path(__file__).resolve().parents[1] / "core" / "test_volume_io_and_checks.py"
+
+
+def _write_dicom_series(folder: Path, volume_hu: np.ndarray) -> None:
+    """The core suite's real DICOM CT series writer (one implementation, loaded by path)."""
+    spec = importlib.util.spec_from_file_location("core_volume_io_tests", CORE_TESTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_dicom_series(folder, volume_hu)
+
+
+def _as_uploads(paths, names=None) -> list:
+    """What trame hands the server for uploaded files: dicts with the name and the bytes."""
+    names = names or [path.name for path in paths]
+    return [{"name": name, "content": path.read_bytes()} for name, path in zip(names, paths)]
+
+
+@pytest.fixture
+def dicom_series(tmp_path, lung_volume):
+    volume, _ = lung_volume
+    folder = tmp_path / "series"
+    _write_dicom_series(folder, volume[:8])
+    return folder
+
+
+def test_dicom_series_as_several_files_or_zip_reads_like_the_folder(tmp_path, dicom_series):
+    expected = read_volume(dicom_series)
+    files = sorted(dicom_series.iterdir())
+
+    # A folder upload: the same names in different subfolders must not overwrite each other.
+    several = tmp_path / "several"
+    several.mkdir()
+    write_uploaded_files(_as_uploads(files, [f"series/{i % 2}/{f.name[-5:]}" for i, f in enumerate(files)]), several)
+    assert len(list(several.iterdir())) == len(files)
+    from_files = read_uploaded_volume(several)
+
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in files:
+            zipped.write(file, f"exam/ct/{file.name}")
+    zipped_dir = tmp_path / "zipped"
+    zipped_dir.mkdir()
+    write_uploaded_files(_as_uploads([archive]), zipped_dir)
+    from_zip = read_uploaded_volume(zipped_dir)
+
+    for loaded in (from_files, from_zip):
+        np.testing.assert_array_equal(loaded.volume_kji, expected.volume_kji)
+        np.testing.assert_allclose(loaded.ijk_to_ras, expected.ijk_to_ras, atol=1e-6)
+
+
+def test_uploaded_names_cannot_leave_the_upload_folder(tmp_path, lung_volume):
+    volume, ijk_to_ras = lung_volume
+    source = write_volume(volume, ijk_to_ras, tmp_path / "ct.nrrd")
+    upload = tmp_path / "deep" / "upload"
+    upload.mkdir(parents=True)
+    write_uploaded_files(_as_uploads([source], ["../../escaped.nrrd"]), upload)
+    assert not (tmp_path / "escaped.nrrd").exists()
+    np.testing.assert_array_equal(read_uploaded_volume(upload).volume_kji, volume)
+
+
+def test_bad_uploads_get_messages_without_server_paths(tmp_path):
+    garbage = tmp_path / "upload_garbage"
+    garbage.mkdir()
+    write_uploaded_files([{"name": "scan.nrrd", "content": b"not an image at all"}], garbage)
+    with pytest.raises(UnreadableVolumeError, match="Cannot read 00000_scan.nrrd") as caught:
+        read_uploaded_volume(garbage)
+    assert str(garbage) not in str(caught.value)
+
+    bad_zip = tmp_path / "upload_zip"
+    bad_zip.mkdir()
+    write_uploaded_files([{"name": "series.zip", "content": b"PK but not really"}], bad_zip)
+    with pytest.raises(UnreadableVolumeError, match="series.zip is not a readable zip archive"):
+        read_uploaded_volume(bad_zip)
+
+    empty = tmp_path / "upload_empty"
+    empty.mkdir()
+    with pytest.raises(UnreadableVolumeError, match="No file was uploaded"):
+        read_uploaded_volume(empty)
+
+    mr_like = tmp_path / "upload_mr"
+    mr_like.mkdir()
+    write_volume(np.full((6, 16, 16), 300, np.int16), np.eye(4), mr_like / "mr.nii.gz")
+    with pytest.raises(NotCTError, match="air"):
+        read_uploaded_volume(mr_like)
+
+
+def test_volume_node_holds_the_voxels_and_geometry(lung_volume):
+    import slicer
+    import vtk
+
+    volume, ijk_to_ras = lung_volume
+    scene = slicer.vtkMRMLScene()
+    node = add_volume_node(scene, LoadedVolume(volume, ijk_to_ras, "test"), "CT")
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), volume)
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(matrix), ijk_to_ras)
+    display = node.GetScalarVolumeDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == LUNG_WINDOW
+
+
+def test_slice_view_pixel_to_ras_follows_the_axial_view():
+    """Centre pixel = the point the view is centred on; screen right = patient left; up = anterior."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)
+    logic = slicer.vtkMRMLSliceLogic()  # as trame-slicer's SliceView makes its slice node
+    logic.SetMRMLScene(scene)
+    node = logic.AddSliceNode("Red")
+    node.SetOrientation("Axial")  # what the viewer's layout asks of its "Red" view
+    node.SetDimensions(200, 100, 1)
+    node.SetFieldOfView(400.0, 200.0, 1.0)  # 2 mm per pixel
+    node.JumpSliceByCentering(-85.0, -20.0, -20.0)
+
+    np.testing.assert_allclose(slice_xy_to_ras(node, (100, 50)), [-85.0, -20.0, -20.0], atol=1e-6)
+    np.testing.assert_allclose(slice_xy_to_ras(node, (110, 50)), [-105.0, -20.0, -20.0], atol=1e-6)
+    np.testing.assert_allclose(slice_xy_to_ras(node, (100, 60)), [-85.0, 0.0, -20.0], atol=1e-6)
