@@ -75,3 +75,17 @@ def test_training_learns_disc_size_and_keeps_the_best_model(make_disc_dataset, t
     probabilities = malignancy_probabilities(load_classifier(checkpoint), images, "cpu")
     auc = float(compute_roc_auc(probabilities, torch.from_numpy(train.labels[held_out])))
     assert auc == pytest.approx(checkpoint["validation_auc"], abs=1e-9)
+
+
+def test_paper_config_file_is_the_defaults_and_unknown_keys_are_named(tmp_path):
+    from pathlib import Path
+
+    from cyclegan_explain_training.config import TrainingConfig, config_from_dict
+
+    configs = Path(__file__).resolve().parents[2] / "training" / "configs"
+    assert load_config(configs / "paper.json") == TrainingConfig()
+    tiny = load_config(configs / "tiny.json")
+    assert (tiny.classifier.width, tiny.cyclegan.width, tiny.cyclegan.batch_size) == (4, 4, 4)
+    assert tiny.cyclegan.learning_rate == TrainingConfig().cyclegan.learning_rate  # unset keys keep defaults
+    with pytest.raises(ValueError, match="Unknown cyclegan setting.*'widht'"):
+        config_from_dict({"cyclegan": {"widht": 8}})

@@ -198,7 +198,7 @@ def _assemble(estimates: Dict[str, Estimate], bundle: ModelBundle, data: Prepare
             "decision_threshold": DECISION_THRESHOLD,
             "positive_class": "malignant",
             "device": bundle.device,
-            "ssim": {"implementation": "monai.metrics.SSIMMetric", "data_range": SSIM_DATA_RANGE, "k1": SSIM_K1,
+            "ssim": {"implementation": "losses.structural_similarity (MONAI SSIMLoss on images mapped from [-1, 1] to [0, 1])", "data_range": SSIM_DATA_RANGE, "k1": SSIM_K1,
                      "k2": SSIM_K2, "window": SSIM_WINDOW, "sigma": SSIM_SIGMA, "kernel": "gaussian"},
             "paper_auc_note": PAPER_AUC_NOTE,
         },
