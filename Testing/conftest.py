@@ -3,9 +3,64 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+RESCALE_INTERCEPT = -1024
+
+
+def write_ct_series(
+    folder: Path,
+    volume_hu: np.ndarray,
+    pixel_spacing: float,
+    slice_positions_z: Sequence[float],
+    origin_xy_lps: Sequence[float],
+    slice_thickness: float,
+    series_uid: Optional[str] = None,
+    study_uid: Optional[str] = None,
+    patient_id: str = "SYNTH001",
+    reverse_file_order: bool = False,
+) -> str:
+    """Write a real axial CT series with pydicom: one file per slice, unsigned stored values with
+    rescale intercept -1024 (as scanners store them); returns the SeriesInstanceUID."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    study_uid = study_uid or generate_uid()
+    order = list(range(len(volume_hu)))
+    if reverse_file_order:  # real series often arrive out of order
+        order = order[::-1]
+    for file_index, k in enumerate(order):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"{file_index:04d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID = "CT", patient_id
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.InstanceNumber = file_index + 1
+        ds.ImagePositionPatient = [float(origin_xy_lps[0]), float(origin_xy_lps[1]), float(slice_positions_z[k])]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+        ds.SliceThickness = slice_thickness
+        ds.Rows, ds.Columns = volume_hu.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = RESCALE_INTERCEPT, 1
+        ds.PixelData = (volume_hu[k].astype(np.int32) - RESCALE_INTERCEPT).astype(np.uint16).tobytes()
+        ds.save_as(str(path), enforce_file_format=True)
+    return series_uid
+
+
+@pytest.fixture(scope="session")
+def ct_series_writer():
+    """write_ct_series, for suites in other folders (test modules are not importable packages)."""
+    return write_ct_series
 
 
 @pytest.fixture(scope="session")

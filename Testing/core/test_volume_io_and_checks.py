@@ -5,49 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from CycleGANExplainLib.volume_checks import NotCTError, check_ct_intensities
 from CycleGANExplainLib.volume_io import UnreadableVolumeError, read_volume, write_volume
 
 
-def write_dicom_series(folder: Path, volume_hu: np.ndarray, spacing=(0.8, 0.8), thickness=2.0,
-                       origin_lps=(-150.0, -170.0, -60.0), series_uid=None) -> str:
-    """A real CT series: int16 stored values with rescale slope 1, intercept -1024."""
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    study_uid = generate_uid()
-    for index, slice_hu in enumerate(volume_hu):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"{index:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Synthetic", "SYNTH001"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.InstanceNumber = index + 1
-        ds.ImagePositionPatient = [origin_lps[0], origin_lps[1], origin_lps[2] + index * thickness]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = list(spacing)
-        ds.SliceThickness = thickness
-        ds.Rows, ds.Columns = slice_hu.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = (slice_hu + 1024).astype(np.int16).tobytes()
-        ds.save_as(str(folder / f"{index:03d}.dcm"), enforce_file_format=True)
-    return series_uid
+def write_series(writer, folder, volume, series_uid=None):
+    """0.8 mm pixels, 2 mm slices from z = -60, LPS origin (-150, -170)."""
+    z = [-60.0 + 2.0 * k for k in range(len(volume))]
+    return writer(folder, volume, 0.8, z, (-150.0, -170.0), 2.0, series_uid=series_uid, reverse_file_order=True)
 
 
-def test_dicom_series_reads_in_hu_with_slicer_geometry(tmp_path):
+def test_dicom_series_reads_in_hu_with_slicer_geometry(tmp_path, ct_series_writer):
     volume = np.full((6, 32, 40), -900, np.int16)
     volume[3, 10, 20] = 300
-    write_dicom_series(tmp_path / "ct", volume)
+    write_series(ct_series_writer, tmp_path / "ct", volume)
     loaded = read_volume(tmp_path / "ct")
     np.testing.assert_array_equal(loaded.volume_kji, volume)
     # LPS origin (-150, -170, -60) is RAS (150, 170, -60); columns go to +L (= -R).
@@ -55,11 +30,10 @@ def test_dicom_series_reads_in_hu_with_slicer_geometry(tmp_path):
     assert "DICOM series of 6 files" == loaded.description
 
 
-def test_folder_with_two_series_asks_which(tmp_path):
+def test_folder_with_two_series_asks_which(tmp_path, ct_series_writer):
     volume = np.full((3, 8, 8), -900, np.int16)
-    first = write_dicom_series(tmp_path / "mixed", volume)
-    second = generate_uid()
-    write_dicom_series(tmp_path / "other", volume, series_uid=second)
+    first = write_series(ct_series_writer, tmp_path / "mixed", volume)
+    write_series(ct_series_writer, tmp_path / "other", volume, series_uid=generate_uid())
     for path in (tmp_path / "other").iterdir():
         path.rename(tmp_path / "mixed" / f"b{path.name}")
     with pytest.raises(UnreadableVolumeError, match="holds 2 DICOM series; choose one with --series"):

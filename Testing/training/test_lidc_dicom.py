@@ -10,44 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from cyclegan_explain_training import lidc_cohort as lc
 from cyclegan_explain_training import lidc_dicom
 
 PATIENT = "LIDC-IDRI-0957"  # one nodule, 65 slices of 5 mm: the smallest series in the cohort
 IMAGE_POSITION_XY = (-180.5, -165.25)  # arbitrary, so that the geometry is really read
-BACKGROUND_HU, NODULE_HU, INTERCEPT = -850, 60, -1024
+BACKGROUND_HU, NODULE_HU = -850, 60
 
 
-def _write_series(folder, scan, consensus):
-    folder.mkdir(parents=True)
+def _write_series(writer, folder, scan, consensus):
     zvals = scan.slice_zvals
     painted = np.full((len(zvals), 512, 512), BACKGROUND_HU, dtype=np.int16)
     rows, columns, slices = consensus.bbox
     painted[slices, rows, columns][np.transpose(consensus.mask, (2, 0, 1))] = NODULE_HU
-    for index, z in enumerate(zvals[::-1]):  # written out of order, as real series often are
-        k = len(zvals) - 1 - index
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"{index}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.PatientID = "CT", scan.patient_id
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = scan.study_instance_uid, scan.series_instance_uid
-        ds.InstanceNumber = index + 1
-        ds.ImagePositionPatient = [*IMAGE_POSITION_XY, float(z)]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [scan.pixel_spacing, scan.pixel_spacing]
-        ds.SliceThickness = scan.slice_thickness
-        ds.Rows = ds.Columns = 512
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = INTERCEPT, 1
-        ds.PixelData = (painted[k].astype(np.int32) - INTERCEPT).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"{index}.dcm", enforce_file_format=True)
+    writer(folder, painted, scan.pixel_spacing, zvals, IMAGE_POSITION_XY, scan.slice_thickness,
+           series_uid=scan.series_instance_uid, study_uid=scan.study_instance_uid,
+           patient_id=scan.patient_id, reverse_file_order=True)
     return painted
 
 
@@ -61,14 +40,14 @@ def lidc_folder(tmp_path, monkeypatch):
     return root
 
 
-def test_patches_from_dicom_show_the_painted_nodule_at_the_centre(lidc_folder):
+def test_patches_from_dicom_show_the_painted_nodule_at_the_centre(lidc_folder, ct_series_writer):
     cohort = lc.load_cohort(patient_ids=[PATIENT], progress=False)
     assert len(cohort.nodules) == 1
     record = cohort.nodules[0]
     annotations = lc.load_annotations([record])
     scan = annotations[record.annotation_ids[0]].scan
     consensus = lc.consensus_of([annotations[i] for i in record.annotation_ids])
-    _write_series(lidc_folder / PATIENT / "study" / "series", scan, consensus)
+    _write_series(ct_series_writer, lidc_folder / PATIENT / "study" / "series", scan, consensus)
 
     (patch,) = lidc_dicom.dicom_patches([record], annotations)
 
@@ -85,13 +64,13 @@ def test_patches_from_dicom_show_the_painted_nodule_at_the_centre(lidc_folder):
     np.testing.assert_allclose(patch.centroid_ras, [-expected_lps[0], -expected_lps[1], expected_lps[2]], atol=1e-6)
 
 
-def test_a_missing_slice_is_refused(lidc_folder):
+def test_a_missing_slice_is_refused(lidc_folder, ct_series_writer):
     cohort = lc.load_cohort(patient_ids=[PATIENT], progress=False)
     record = cohort.nodules[0]
     annotations = lc.load_annotations([record])
     scan = annotations[record.annotation_ids[0]].scan
     folder = lidc_folder / PATIENT / "study" / "series"
-    _write_series(folder, scan, lc.consensus_of([annotations[i] for i in record.annotation_ids]))
-    (folder / "0.dcm").unlink()
+    _write_series(ct_series_writer, folder, scan, lc.consensus_of([annotations[i] for i in record.annotation_ids]))
+    (folder / "0000.dcm").unlink()
     with pytest.raises(ValueError, match="contours would land on the wrong slices"):
         lidc_dicom.dicom_patches([record], annotations)
