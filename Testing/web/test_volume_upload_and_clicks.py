@@ -3,9 +3,7 @@ and a slice-view pixel to RAS through the view's own XY-to-RAS."""
 
 from __future__ import annotations
 
-import importlib.util
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,17 +21,6 @@ from cyclegan_explain_web.volume_upload import (  # noqa: E402
 from CycleGANExplainLib.volume_checks import NotCTError  # noqa: E402
 from CycleGANExplainLib.volume_io import LoadedVolume, UnreadableVolumeError, read_volume, write_volume  # noqa: E402
 
-CORE_TESTS = Path(__file__).resolve().parents[1] / "core" / "test_volume_io_and_checks.py"
-
-
-def _write_dicom_series(folder: Path, volume_hu: np.ndarray) -> None:
-    """The core suite's real DICOM CT series writer (one implementation, loaded by path)."""
-    spec = importlib.util.spec_from_file_location("core_volume_io_tests", CORE_TESTS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.write_dicom_series(folder, volume_hu)
-
-
 def _as_uploads(paths, names=None) -> list:
     """What trame hands the server for uploaded files: dicts with the name and the bytes."""
     names = names or [path.name for path in paths]
@@ -41,10 +28,10 @@ def _as_uploads(paths, names=None) -> list:
 
 
 @pytest.fixture
-def dicom_series(tmp_path, lung_volume):
+def dicom_series(tmp_path, lung_volume, ct_series_writer):
     volume, _ = lung_volume
     folder = tmp_path / "series"
-    _write_dicom_series(folder, volume[:8])
+    ct_series_writer(folder, volume[:8], 0.8, [2.0 * k for k in range(8)], (-150.0, -170.0), 2.0)
     return folder
 
 
