@@ -23,8 +23,9 @@ from CycleGANExplainLib.model_bundle import ModelBundle, load_bundle, sha256_of
 
 from .dataset import BENIGN, MALIGNANT, MANIFEST_FILE, PreparedDataset, load_prepared
 from .figures import choose_examples, explanation_figure
+from .losses import SSIM_DATA_RANGE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
 from .metrics import (
-    DECISION_THRESHOLD, SSIM_DATA_RANGE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, TABLE1_METRICS,
+    DECISION_THRESHOLD, TABLE1_METRICS,
     Estimate, bootstrap as bootstrap_estimates, classifier_metrics, flip_rates, l1_per_image, paired_t_test,
     roc_auc, ssim_per_image,
 )

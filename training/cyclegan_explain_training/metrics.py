@@ -13,7 +13,7 @@ from typing import Callable, Dict, Mapping
 
 import numpy as np
 
-from .losses import SSIM_DATA_RANGE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, structural_similarity  # noqa: F401
+from .losses import structural_similarity
 
 DECISION_THRESHOLD = 0.5
 THRESHOLDED_METRICS = (
