@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Sets up .venv and explains the documented nodules of the bundled synthetic chest CT.
-# Results (overlay NRRDs, PNG figures, summary.json) go to out/sample/.
+# Sets up .venv and runs the main job on the bundled synthetic chest CT:
+#   bash scripts/run-sample.sh          explains its documented nodules; results in out/sample/
+#                                       (overlay NRRDs, PNG figures, summary.json)
+#   bash scripts/run-sample.sh web      opens it in the web viewer (prints the address)
+# Further arguments pass through to `cyclegan-explain`, e.g. --device cuda.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 SAMPLE=CycleGANExplain/Resources/SampleData/SyntheticChestCT
+if [ "${1:-}" = "web" ]; then
+  shift
+  exec .venv/bin/cyclegan-explain web "$SAMPLE.nrrd" "$@"
+fi
 mapfile -t SEEDS < <(.venv/bin/python -c "
 import json
 for nodule in json.load(open('$SAMPLE.json'))['nodules']:
