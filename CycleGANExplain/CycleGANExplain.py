@@ -68,12 +68,21 @@ Place a seed on a nodule: a 45 mm axial patch around it is classified, transform
 malignant (G+) and towards benign (G-), and R = G+(x) - G-(x) is painted over the CT:
 red where the image would change to look more malignant, blue towards benign.
 Research use only; not a medical device.
-"""
+""" + bundleHelpText()
         self.parent.acknowledgementText = """
 Method: Katzmann A. et al., "Explaining clinical decision support systems in medical imaging
 using cycle-consistent activation maximization", Neurocomputing 2021.
 """
         slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def bundleHelpText() -> str:
+    """The shipped bundle's name, training data and performance, read from its metadata.json."""
+    try:
+        metadata = read_metadata(default_bundle_dir())
+    except Exception as error:  # noqa: BLE001 - the help text must not stop the module from loading
+        return f"\nModel bundle: unreadable ({error})."
+    return f"\nModel bundle: {metadata.display_name}. {metadata.summary}"
 
 
 def registerSampleData() -> None:

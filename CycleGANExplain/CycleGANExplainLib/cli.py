@@ -100,7 +100,7 @@ def _progress(done: int, total: int) -> None:
     print(f"\rexplained {done}/{total} seeds", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
-def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str) -> dict:
+def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str, bundle_summary: str) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = []
     digits = max(2, len(str(len(batch))))
@@ -128,6 +128,7 @@ def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str) -> dict
         "notice": RESEARCH_NOTICE,
         "bundle": batch.bundle_name,
         "trained": batch.trained,
+        "bundle_summary": bundle_summary,
         "device": batch.device,
         "seconds": batch.seconds,
         "warnings": batch.warnings,
@@ -158,13 +159,15 @@ def run_explain(args: argparse.Namespace) -> int:
                     progress=_progress if len(args.seeds) > 1 else None)
     for warning in batch.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    summary = _write_outputs(batch, args.out, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})")
+    summary = _write_outputs(batch, args.out, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
+                             bundle.metadata.summary)
     print(f"{RESEARCH_NOTICE} Bundle: {batch.bundle_name}{'' if batch.trained else ' (UNTRAINED: random weights)'}; "
           f"device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
     for number, seed in enumerate(summary["seeds"], start=1):
         p = seed["malignancy_probability"]
         print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={p['x']:.3f} "
               f"G-(x)={p['G_neg(x)']:.3f} G+(x)={p['G_pos(x)']:.3f} -> {seed['figure']}, {seed['overlay']}")
+    print(f"About the bundle: {bundle.metadata.summary}")
     print(f"Wrote {args.out / 'summary.json'}")
     return 0
 

@@ -62,6 +62,13 @@ class BundleMetadata:
         state = "trained" if self.trained else "UNTRAINED - random weights, explanations are meaningless"
         return f"{self.name} {self.version} ({state})"
 
+    @property
+    def summary(self) -> str:
+        """What the models were trained on and how well they did, in one sentence (for help texts)."""
+        if not self.trained:
+            return "Untrained placeholder: randomly initialised networks; its explanations are meaningless."
+        return str(self.raw.get("summary") or "Trained; see metadata.json for the training data and evaluation.")
+
     @classmethod
     def from_json(cls, raw: Dict[str, Any]) -> "BundleMetadata":
         try:

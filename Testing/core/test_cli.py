@@ -36,6 +36,7 @@ def test_explain_writes_overlay_figure_and_summary(ct_file, tiny_bundle, tmp_pat
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["device"] == "cpu" and summary["trained"] is False and len(summary["seeds"]) == 2
+    assert summary["bundle_summary"].startswith("Untrained placeholder")
     assert str(ct_file) not in json.dumps(summary)  # nothing that could name the patient's file
     for number, seed_text in enumerate(seeds, start=1):
         seed = [float(v) for v in seed_text.split(",")]

@@ -16,7 +16,7 @@ from CycleGANExplainLib.model_bundle import BundleIntegrityError, load_bundle, s
 from cyclegan_explain_training import figures
 from cyclegan_explain_training.dataset import PreparedDataset, load_prepared
 from cyclegan_explain_training.evaluate import evaluate
-from cyclegan_explain_training.export import export_untrained_bundle
+from cyclegan_explain_training.export import attach_evaluation, export_untrained_bundle
 from cyclegan_explain_training.metrics import TABLE1_METRICS
 
 RESAMPLES = 100
@@ -150,3 +150,31 @@ def test_an_unknown_split_is_refused(workspace, tmp_path):
     with pytest.raises(ValueError, match="Unknown split"):
         evaluate(workspace["bundle"], workspace["dataset"], tmp_path / "out", split="validation", bootstrap=10,
                  device="cpu")
+
+
+def test_attached_evaluation_is_recorded_and_the_bundle_re_signed(workspace, tmp_path):
+    bundle = shutil.copytree(workspace["bundle"], tmp_path / "bundle")
+    before = (bundle / "SHA256SUMS").read_text()
+    attach_evaluation(bundle, workspace["result"], report="training/results/x/evaluation.md")
+    metadata = load_bundle(bundle, "cpu").metadata  # checksums verified
+    recorded = metadata.raw["evaluation"]
+    auc = workspace["result"]["classifier"]["auc"]
+    assert recorded["classifier_auc"] == f"{auc['value']:.3f} [{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]"
+    assert recorded["n"] == 26 and recorded["report"].endswith("evaluation.md")
+    missed = [target["description"] for target in workspace["result"]["targets"] if not target["passed"]]
+    assert recorded["targets_missed"] == missed and missed  # an untrained bundle misses targets
+    assert metadata.raw["summary"].startswith("Trained on") and "n = 26" in metadata.raw["summary"]
+    assert metadata.summary.startswith("Untrained placeholder")  # never presented as trained
+    assert (bundle / "SHA256SUMS").read_text() != before
+
+
+def test_attaching_refuses_a_tampered_bundle_or_another_bundles_evaluation(workspace, tmp_path):
+    bundle = shutil.copytree(workspace["bundle"], tmp_path / "bundle")
+    other = dict(workspace["result"], bundle=dict(workspace["result"]["bundle"], version="9.9.9"))
+    with pytest.raises(ValueError, match="not of this bundle"):
+        attach_evaluation(bundle, other)
+    content = bytearray((bundle / "classifier.pt").read_bytes())
+    content[64] ^= 0xFF
+    (bundle / "classifier.pt").write_bytes(bytes(content))
+    with pytest.raises(BundleIntegrityError, match="classifier.pt"):
+        attach_evaluation(bundle, workspace["result"])

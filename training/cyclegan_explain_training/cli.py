@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=1000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--attach", action="store_true",
+                          help="record the headline figures in the bundle's metadata.json and re-sign SHA256SUMS")
     return parser
 
 
@@ -194,8 +196,14 @@ def _run(args: argparse.Namespace, command: str) -> None:
     elif args.command == "evaluate":
         from .evaluate import evaluate
 
-        evaluate(args.bundle, args.dataset, args.out, bootstrap=args.bootstrap, seed=args.seed, device=args.device)
+        result = evaluate(args.bundle, args.dataset, args.out, bootstrap=args.bootstrap, seed=args.seed,
+                          device=args.device)
         print(f"Evaluation written to {args.out}")
+        if args.attach:
+            from .export import attach_evaluation
+
+            attach_evaluation(args.bundle, result, report=str(args.out / "evaluation.md"))
+            print(f"Evaluation figures recorded in {args.bundle / 'metadata.json'}")
 
 
 if __name__ == "__main__":

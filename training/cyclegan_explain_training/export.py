@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
-from CycleGANExplainLib.model_bundle import METADATA_FILE, MODEL_FILES, load_bundle, write_checksums
+from CycleGANExplainLib.model_bundle import METADATA_FILE, MODEL_FILES, load_bundle, verify_checksums, write_checksums
 from CycleGANExplainLib.patch_sampling import PATCH_EXTENT_MM, PATCH_SIZE_PX
 
 from .networks import MalignancyClassifier, UNetGenerator
@@ -126,3 +126,69 @@ def export_untrained_bundle(
         metadata,
         overwrite=overwrite,
     )
+
+
+def _estimate_text(estimate: Dict[str, Any]) -> str:
+    if any(estimate.get(key) is None for key in ("value", "ci_low", "ci_high")):
+        return "n/a (undefined on this split)"
+    return "{:.3f} [{:.3f}, {:.3f}]".format(estimate["value"], estimate["ci_low"], estimate["ci_high"])
+
+
+def evaluation_summary(evaluation: Dict[str, Any]) -> Dict[str, Any]:
+    """The headline figures of an evaluate() result, as recorded in a bundle's metadata."""
+    mean = evaluation["domain_transfer"]["mean_malignancy"]
+    flips = evaluation["flip_rates"]
+    dataset = evaluation["dataset"]
+    return {
+        "split": dataset["split"],
+        "n": dataset["n"],
+        "dataset_manifest_sha256": dataset["manifest_sha256"],
+        "classifier_auc": _estimate_text(evaluation["classifier"]["auc"]),
+        "classifier_accuracy": _estimate_text(evaluation["classifier"]["accuracy"]),
+        "diameter_only_auc": _estimate_text(evaluation["diameter_baseline"]["auc"]),
+        "mean_malignancy": {name: _estimate_text(mean[name]) for name in ("x", "g_neg", "g_pos")},
+        "flipped_to_malignant_by_g_pos": _estimate_text(flips["flipped_to_malignant"]),
+        "flipped_to_benign_by_g_neg": _estimate_text(flips["flipped_to_benign"]),
+        "ssim_x_g_pos": _estimate_text(evaluation["similarity"]["ssim_x_g_pos"]),
+        "ssim_x_g_neg": _estimate_text(evaluation["similarity"]["ssim_x_g_neg"]),
+        "targets_missed": [target["description"] for target in evaluation["targets"] if not target["passed"]],
+    }
+
+
+def summary_sentence(metadata: Dict[str, Any], summary: Dict[str, Any]) -> str:
+    """One plain sentence for the module's help text and the command line: data and performance."""
+    data = metadata.get("training_data") or {}
+    source = (data.get("dataset") or {}).get("source") if isinstance(data, dict) else None
+    trained_on = {
+        "phantoms": "CT phantoms rendered from LIDC-IDRI readers' nodule contours (no patient images)",
+        "dicom": "LIDC-IDRI CT images",
+    }.get(source, "see metadata.json")
+    mean = summary["mean_malignancy"]
+    return (
+        f"Trained on {trained_on}. On the held-out {summary['split']} split (n = {summary['n']}): classifier "
+        f"AUC {summary['classifier_auc']} (nodule diameter alone: {summary['diameter_only_auc']}); mean "
+        f"malignancy output x {mean['x']}, G-(x) {mean['g_neg']}, G+(x) {mean['g_pos']}; "
+        f"SSIM(x, G+(x)) {summary['ssim_x_g_pos']}, SSIM(x, G-(x)) {summary['ssim_x_g_neg']}."
+    )
+
+
+def attach_evaluation(bundle_dir: Union[str, Path], evaluation: Dict[str, Any], report: Optional[str] = None) -> None:
+    """Record an evaluation's figures in the bundle's metadata.json and re-sign SHA256SUMS.
+
+    The bundle is verified first: a tampered bundle is never re-signed.
+    """
+    bundle_dir = Path(bundle_dir)
+    verify_checksums(bundle_dir)
+    metadata_path = bundle_dir / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    if evaluation["bundle"]["name"] != metadata["name"] or evaluation["bundle"]["version"] != metadata["version"]:
+        raise ValueError(f"The evaluation is of {evaluation['bundle']['name']} {evaluation['bundle']['version']}, "
+                         f"not of this bundle ({metadata['name']} {metadata['version']}).")
+    summary = evaluation_summary(evaluation)
+    if report:
+        summary["report"] = report
+    metadata["evaluation"] = summary
+    metadata["summary"] = summary_sentence(metadata, summary)
+    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    write_checksums(bundle_dir)
+    load_bundle(bundle_dir, "cpu")
