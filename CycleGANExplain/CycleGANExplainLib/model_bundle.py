@@ -31,7 +31,7 @@ MODEL_FILES = {
 }
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
-DEFAULT_BUNDLE_NAME = "untrained-random"
+DEFAULT_BUNDLE_NAME = "lidc-phantoms"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
