@@ -23,19 +23,25 @@ def draw_explanation_row(
     p_neg: float,
     p_pos: float,
     limit: Optional[float] = None,
+    label: Optional[str] = None,
+    fontsize: float = 9,
 ) -> float:
-    """Draw the four panels into four matplotlib axes; returns the relevance display limit used."""
+    """Draw the four panels into four matplotlib axes; returns the relevance display limit used.
+
+    ``limit`` fixes the symmetric colour range (one range for a whole figure); ``label`` names the
+    true class in the first panel's title.
+    """
     limit = symmetric_limit(relevance) if limit is None else limit
     to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
     panels = [
-        (to_grey(x), f"x\np(malignant) = {p_x:.2f}"),
+        (to_grey(x), f"x{f' ({label})' if label else ''}\np(malignant) = {p_x:.2f}"),
         (to_grey(g_neg), f"G\u207b(x), towards benign\np = {p_neg:.2f}"),
         (to_grey(g_pos), f"G\u207a(x), towards malignant\np = {p_pos:.2f}"),
         (blend_over_grey(to_grey(x), relevance_to_rgba(relevance, limit)), f"R = G\u207a(x) \u2212 G\u207b(x)\n\u00b1{limit:.2f}"),
     ]
     for axis, (image, title) in zip(axes, panels):
         axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        axis.set_title(title, fontsize=9)
+        axis.set_title(title, fontsize=fontsize)
         axis.set_xticks([])
         axis.set_yticks([])
     return limit

@@ -17,7 +17,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 
-from CycleGANExplainLib.overlay import blend_over_grey, colour_table, relevance_to_rgba, symmetric_limit
+from CycleGANExplainLib.explanation_figure import draw_explanation_row
+from CycleGANExplainLib.overlay import colour_table, symmetric_limit
 
 from .dataset import BENIGN, MALIGNANT
 from .metrics import DECISION_THRESHOLD
@@ -53,10 +54,6 @@ def choose_examples(
     return chosen
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    return (np.asarray(image, dtype=np.float64) + 1.0) / 2.0  # [-1, 1] -> [0, 1]
-
-
 def explanation_figure(
     path: Union[str, Path],
     x: np.ndarray,
@@ -80,21 +77,12 @@ def explanation_figure(
     width_inches = figure_size_inches(len(indices))[0]
     panels_right = (MARGIN_INCHES + COLUMNS * PANEL_INCHES) / width_inches
     grid = figure.add_gridspec(len(indices), COLUMNS, left=MARGIN_INCHES / width_inches, right=panels_right,
-                               top=0.92, bottom=0.02, wspace=0.08, hspace=0.35)
+                               top=0.92, bottom=0.02, wspace=0.08, hspace=0.45)
     for row, index in enumerate(indices):
-        class_name = "malignant" if labels[index] == MALIGNANT else "benign"
-        panels = (
-            (_grey(x[index]), f"x ({class_name}): p={p_x[index]:.2f}"),
-            (_grey(g_neg[index]), f"G\u2212(x): p={p_neg[index]:.2f}"),
-            (_grey(g_pos[index]), f"G+(x): p={p_pos[index]:.2f}"),
-            (blend_over_grey(_grey(x[index]), relevance_to_rgba(relevance[row], limit)), "R over x"),
-        )
-        for column, (image, panel_title) in enumerate(panels):
-            axes = figure.add_subplot(grid[row, column])
-            axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            axes.set_title(panel_title, fontsize=8)
-            axes.set_xticks([])
-            axes.set_yticks([])
+        axes = [figure.add_subplot(grid[row, column]) for column in range(COLUMNS)]
+        draw_explanation_row(axes, x[index], g_neg[index], g_pos[index], relevance[row], p_x[index], p_neg[index],
+                             p_pos[index], limit=limit,
+                             label="malignant" if labels[index] == MALIGNANT else "benign", fontsize=8)
     colourbar_axes = figure.add_axes([panels_right + 0.15 / width_inches, 0.2, 0.15 / width_inches, 0.6])
     colourbar = figure.colorbar(_relevance_mappable(limit), cax=colourbar_axes)
     colourbar.set_label("R (normalised units): red malignant, blue benign", fontsize=8)
