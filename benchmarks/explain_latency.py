@@ -65,7 +65,7 @@ def main() -> None:
         bundle_dir = args.bundle
         if bundle_dir is None:
             from cyclegan_explain_training.export import export_untrained_bundle
-            from cyclegan_explain_training.networks import PAPER_CLASSIFIER_WIDTH, PAPER_GENERATOR_WIDTH
+            from CycleGANExplainLib.networks import PAPER_CLASSIFIER_WIDTH, PAPER_GENERATOR_WIDTH
 
             bundle_dir = export_untrained_bundle(Path(scratch) / "paper-width", PAPER_CLASSIFIER_WIDTH,
                                                  PAPER_GENERATOR_WIDTH)

@@ -16,7 +16,7 @@ import time
 import torch
 
 from cyclegan_explain_training.config import TrainingConfig, with_overrides
-from cyclegan_explain_training.networks import PAPER_CLASSIFIER_WIDTH, PAPER_GENERATOR_WIDTH, MalignancyClassifier
+from CycleGANExplainLib.networks import PAPER_CLASSIFIER_WIDTH, PAPER_GENERATOR_WIDTH, MalignancyClassifier
 from cyclegan_explain_training.train_cyclegan import CycleGANAMTrainer, Distributed
 
 

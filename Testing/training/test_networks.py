@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cyclegan_explain_training.networks import PairedPatchDiscriminator, stage_widths
+from CycleGANExplainLib.networks import stage_widths
+from cyclegan_explain_training.networks import PairedPatchDiscriminator
 
 
 def test_two_patch_scales_with_two_logits_each():

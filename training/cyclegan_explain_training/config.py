@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
-
-from .networks import PAPER_CLASSIFIER_WIDTH, PAPER_GENERATOR_WIDTH
+from CycleGANExplainLib.networks import PAPER_CLASSIFIER_WIDTH, PAPER_GENERATOR_WIDTH
 
 
 @dataclass(frozen=True)

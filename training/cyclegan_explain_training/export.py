@@ -17,9 +17,8 @@ from torch import nn
 
 from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
 from CycleGANExplainLib.model_bundle import METADATA_FILE, MODEL_FILES, load_bundle, verify_checksums, write_checksums
+from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
 from CycleGANExplainLib.patch_sampling import PATCH_EXTENT_MM, PATCH_SIZE_PX
-
-from .networks import MalignancyClassifier, UNetGenerator
 
 RESEARCH_USE_NOTICE = (
     "Research use only. Not a medical device: not cleared or approved for diagnosis or any clinical "

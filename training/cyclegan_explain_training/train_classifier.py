@@ -20,12 +20,12 @@ from monai.utils import convert_to_tensor
 
 from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import resolve_device
+from CycleGANExplainLib.networks import MalignancyClassifier
 
 from .augment import classifier_augmentation
 from .checkpoint import save_checkpoint
 from .config import TrainingConfig
 from .dataset import MALIGNANT, PreparedDataset
-from .networks import MalignancyClassifier
 from .run_log import MetricsLog, Progress
 
 CLASSIFIER_CHECKPOINT = "classifier.pt"

@@ -31,12 +31,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from CycleGANExplainLib.model_bundle import resolve_device, sha256_of
+from CycleGANExplainLib.networks import UNetGenerator
 
 from .checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
 from .config import TrainingConfig
 from .dataset import BENIGN, MALIGNANT, PreparedDataset
 from .losses import DSSIM, LossWeights, discriminator_loss, generator_loss
-from .networks import PairedPatchDiscriminator, UNetGenerator
+from .networks import PairedPatchDiscriminator
 from .run_log import MetricsLog, Progress
 from .train_classifier import load_classifier, normalised_images
 
