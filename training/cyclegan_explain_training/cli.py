@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, sha256_of
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import load_config, with_overrides
 from .dataset import MANIFEST_FILE, load_prepared
 
@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     cyclegan.add_argument("--checkpoint-every", type=int)
     cyclegan.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     cyclegan.add_argument("--stop-at-step", type=int, help="checkpoint and stop here (for time-limited jobs)")
+
+    randomise = commands.add_parser(
+        "randomise-classifier",
+        help="a classifier checkpoint with freshly initialised weights (sanity check for the generators)")
+    randomise.add_argument("--classifier", required=True, type=Path, help="classifier.pt to copy all but the weights from")
+    randomise.add_argument("--out", required=True, type=Path, help="folder for the randomised classifier.pt")
+    randomise.add_argument("--seed", type=int, default=0)
 
     export = commands.add_parser("export", help="write the model bundle from both checkpoints")
     export.add_argument("--dataset", required=True, type=Path)
@@ -189,6 +196,12 @@ def _run(args: argparse.Namespace, command: str) -> None:
                               resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet,
                               command=command)
         print(f"CycleGAN-AM checkpoint: {path}")
+    elif args.command == "randomise-classifier":
+        from .train_classifier import CLASSIFIER_CHECKPOINT, randomised_classifier_checkpoint
+
+        randomised = randomised_classifier_checkpoint(load_checkpoint(args.classifier), args.seed, command)
+        path = save_checkpoint(randomised, args.out / CLASSIFIER_CHECKPOINT)
+        print(f"Randomised classifier: {path}")
     elif args.command == "export":
         folder = export_from_checkpoints(args.classifier, args.cyclegan, args.dataset, args.out, args.name,
                                          args.version, args.overwrite, command)

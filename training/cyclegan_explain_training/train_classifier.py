@@ -165,3 +165,18 @@ def load_classifier(checkpoint: dict) -> MalignancyClassifier:
     classifier = MalignancyClassifier(checkpoint["width"])
     classifier.load_state_dict(checkpoint["state_dict"])
     return classifier.eval()
+
+
+def randomised_classifier_checkpoint(checkpoint: dict, seed: int, command: Optional[str] = None) -> dict:
+    """The checkpoint with its weights replaced by a fresh initialisation (for sanity checks).
+
+    Everything else (width, HU window, dataset hash) is kept, so that a CycleGAN-AM trained
+    against it runs through the same commands as one trained against the real classifier: the
+    model-parameter randomisation test of Adebayo et al. (2018) applied to the generators.
+    """
+    load_classifier(checkpoint)  # refuses what is not a classifier checkpoint
+    torch.manual_seed(seed)
+    randomised = MalignancyClassifier(checkpoint["width"]).eval()
+    state_dict = {name: value.detach().cpu().clone() for name, value in randomised.state_dict().items()}
+    return {**checkpoint, "state_dict": state_dict, "randomised_from_seed": seed, "validation_auc": None,
+            "command": command}
