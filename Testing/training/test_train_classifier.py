@@ -76,6 +76,24 @@ def test_training_learns_disc_size_and_keeps_the_best_model(make_disc_dataset, t
     auc = float(compute_roc_auc(probabilities, torch.from_numpy(train.labels[held_out])))
     assert auc == pytest.approx(checkpoint["validation_auc"], abs=1e-9)
 
+    # randomise-classifier keeps everything but the weights, and so changes the decisions. (Its AUC
+    # is no test: on discs that differ only in size even random features rank by size.)
+    from cyclegan_explain_training.cli import main
+
+    assert main(["randomise-classifier", "--classifier", str(path), "--out", str(tmp_path / "random"), "--seed", "3"]) == 0
+    randomised = load_checkpoint(tmp_path / "random" / "classifier.pt")
+    assert (randomised["width"], randomised["hu_window"], randomised["patches_sha256"]) == (
+        checkpoint["width"], checkpoint["hu_window"], checkpoint["patches_sha256"])
+    assert randomised["randomised_from_seed"] == 3 and randomised["validation_auc"] is None
+    assert "randomise-classifier" in randomised["command"]
+    for name, value in randomised["state_dict"].items():
+        if value.is_floating_point() and "weight" in name and value.dim() > 1:
+            assert not torch.allclose(value, checkpoint["state_dict"][name])
+    random_probabilities = malignancy_probabilities(load_classifier(randomised), images, "cpu")
+    assert float((random_probabilities - probabilities).abs().max()) > 0.1
+    assert main(["randomise-classifier", "--classifier", str(tmp_path / "random" / "classifier_metrics.jsonl"),
+                 "--out", str(tmp_path / "again")]) == 2
+
 
 def test_paper_config_file_is_the_defaults_and_unknown_keys_are_named(tmp_path):
     from pathlib import Path
