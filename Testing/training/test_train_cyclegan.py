@@ -131,14 +131,48 @@ def test_exported_bundle_loads_explains_and_records_its_training(runs, lung_volu
     result = explain(volume, ijk_to_ras, [[0.0, 0.0, 0.0]], bundle)
     relevance = result[0].relevance
     assert relevance.shape == (64, 64) and np.isfinite(relevance).all()
-    # The bundle's generators are the trained ones: G+ of the checkpoint reproduces the bundle's G+.
+    # The bundle's generators are the trained ones with BatchNorm statistics recomputed on the
+    # real training patches: the checkpoint's G+ after that step reproduces the bundle's G+.
     state = load_checkpoint(runs["uninterrupted"])
-    from cyclegan_explain_training.train_cyclegan import load_generators
+    from cyclegan_explain_training.train_classifier import normalised_images
+    from cyclegan_explain_training.train_cyclegan import load_generators, recompute_batchnorm_statistics
 
     generator_pos, _ = load_generators(state)
+    training_images = normalised_images(runs["dataset"].subset("train"), bundle.metadata.hu_window)
+    recompute_batchnorm_statistics(generator_pos, training_images, batch_size=4)
     with torch.no_grad():
         expected = generator_pos(torch.from_numpy(result[0].x)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(result[0].g_pos, expected, atol=1e-5)
+    assert f"on the {len(training_images)} real training patches" in training["cyclegan"]["batchnorm_statistics"]
+
+
+def test_recomputed_batchnorm_statistics_match_the_batch_and_leave_the_weights():
+    from CycleGANExplainLib.networks import UNetGenerator
+    from cyclegan_explain_training.train_cyclegan import recompute_batchnorm_statistics
+
+    torch.manual_seed(0)
+    generator = UNetGenerator(width=4)
+    images = torch.rand(64, 1, 64, 64) * 2 - 1
+    weights = {name: value.clone() for name, value in generator.named_parameters()}
+    for module in generator.modules():  # statistics far from these images', as after training on fakes
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.fill_(3.0)
+            module.running_var.fill_(0.01)
+
+    def eval_minus_batch_mode() -> float:
+        with torch.no_grad():
+            in_eval = generator.eval()(images)
+            in_training = generator.train()(images)
+        generator.eval()
+        return float((in_eval - in_training).abs().max())
+
+    assert eval_minus_batch_mode() > 0.1
+    recompute_batchnorm_statistics(generator, images, batch_size=64)
+    # One batch of all images: the running statistics are that batch's (variance unbiased, 64/63).
+    assert eval_minus_batch_mode() < 0.02
+    assert not generator.training
+    for name, value in generator.named_parameters():
+        assert torch.equal(value, weights[name])
 
 
 def test_export_refuses_checkpoints_that_do_not_belong_together(runs, tmp_path):

@@ -113,11 +113,12 @@ def export_from_checkpoints(
     Refuses checkpoints that do not belong together (another classifier, dataset or HU window).
     """
     from .export import base_metadata, export_bundle
-    from .train_classifier import load_classifier
-    from .train_cyclegan import load_generators
+    from .train_classifier import load_classifier, normalised_images
+    from .train_cyclegan import load_generators, recompute_batchnorm_statistics
 
     classifier_state, cyclegan_state = load_checkpoint(classifier_path), load_checkpoint(cyclegan_path)
-    manifest = load_prepared(dataset_dir).manifest
+    dataset = load_prepared(dataset_dir)
+    manifest = dataset.manifest
     if cyclegan_state["classifier_sha256"] != sha256_of(classifier_path):
         raise ValueError(f"{cyclegan_path} was trained against another classifier than {classifier_path}.")
     for role, state in (("classifier", classifier_state), ("CycleGAN", cyclegan_state)):
@@ -151,7 +152,16 @@ def export_from_checkpoints(
         },
         "commands": [classifier_state["command"], *cyclegan_state["commands"], command],
     }
-    generator_pos, generator_neg = load_generators(cyclegan_state)
+    # The generators' BatchNorm statistics are recomputed on the real training patches: see
+    # recompute_batchnorm_statistics for why the ones accumulated during training do not fit.
+    training_images = normalised_images(dataset.subset("train"), classifier_state["hu_window"])
+    batch_size = cyclegan_state["config"]["cyclegan"]["batch_size"]
+    generators = [recompute_batchnorm_statistics(generator, training_images, batch_size)
+                  for generator in load_generators(cyclegan_state)]
+    metadata["training_data"]["cyclegan"]["batchnorm_statistics"] = (
+        f"recomputed at export on the {len(training_images)} real training patches "
+        f"(torch.optim.swa_utils.update_bn, batches of {batch_size})")
+    generator_pos, generator_neg = generators
     return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
                          overwrite=overwrite)
 

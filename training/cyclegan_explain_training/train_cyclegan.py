@@ -311,3 +311,20 @@ def load_generators(checkpoint: Dict[str, object]) -> Tuple[UNetGenerator, UNetG
         generator.load_state_dict(checkpoint[name])
         generators.append(generator.eval())
     return generators[0], generators[1]
+
+
+def recompute_batchnorm_statistics(generator: UNetGenerator, images: torch.Tensor, batch_size: int) -> UNetGenerator:
+    """Replace a generator's BatchNorm running statistics by their average over real ``images``.
+
+    During training each generator normalises two kinds of batch: real patches and the other
+    generator's fakes (the cycle). Its running statistics are a moving average over both, so in
+    eval mode, where it only ever sees real patches, it is normalised differently from how it was
+    trained: on the shipped run G-(x) reached a malignancy output of 0.11 with batch statistics
+    but 0.28 with the running ones. Recomputing them on real training patches (precise BN,
+    torch.optim.swa_utils.update_bn: a cumulative average, weights untouched) removes that gap.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+    update_bn(batches, generator)
+    return generator.eval()
