@@ -25,5 +25,5 @@ STEPS=()
 $TRAIN train-cyclegan --dataset "$DATA" --classifier "$RUNS/classifier/classifier.pt" --config "$CONFIG" \
   --out "$RUNS/cyclegan" "${RESUME[@]}" "${STEPS[@]}"
 $TRAIN export --dataset "$DATA" --classifier "$RUNS/classifier/classifier.pt" --cyclegan "$RUNS/cyclegan/cyclegan.pt" \
-  --out "$BUNDLE" --name lidc-phantoms --version 0.1.0 --overwrite
+  --out "$BUNDLE" --name lidc-phantoms --version 0.2.0 --overwrite
 $TRAIN evaluate --bundle "$BUNDLE" --dataset "$DATA" --out "$RESULTS" --attach
