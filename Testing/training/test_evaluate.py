@@ -100,6 +100,13 @@ def test_numbers_match_an_independent_pass_over_the_test_split(workspace):
     baseline = result["diameter_baseline"]["auc"]
     assert baseline["value"] == pytest.approx(roc_auc_score(data.labels, data.diameters_mm))
     assert baseline["ci_low"] <= baseline["value"] <= baseline["ci_high"]
+    mask_area = data.masks.reshape(len(data), -1).sum(axis=1)
+    assert result["diameter_baseline"]["mask_area_auc"]["value"] == pytest.approx(roc_auc_score(data.labels, mask_area))
+    # The size measure of x: the discs' soft tissue within 15 mm, independently computed here.
+    rows, columns = np.mgrid[:64, :64]
+    region = np.hypot(rows - 31.5, columns - 31.5) * PIXEL_MM <= 15.0
+    area_x = ((data.images_hu >= -400)[:, region]).sum(axis=1) * PIXEL_MM**2
+    assert result["changes"]["soft_tissue_area_mm2_x"]["value"] == pytest.approx(float(area_x.mean()), rel=1e-6)
 
 
 def test_targets_are_checked_with_their_margins(workspace):
@@ -119,7 +126,8 @@ def test_markdown_has_the_tables(workspace):
     markdown = (workspace["out"] / "evaluation.md").read_text()
     assert "UNTRAINED" in markdown
     for row in ("| Accuracy |", "| MCC |", "| AUC |", "| Diameter-only AUC |", "| G+(x) |", "| G\u2212(x) |",
-                "| SSIM(x, G+(x)) |", "| L1(x, G\u2212(x)) |", "Flipped to malignant by G+"):
+                "| SSIM(x, G+(x)) |", "| L1(x, G\u2212(x)) |", "Flipped to malignant by G+",
+                "| Soft-tissue area near the centre (mm²) |", "| Nodule-area-in-patch (mask) AUC |"):
         assert row in markdown, row
     assert "0.809 [0.757, 0.860]" in markdown  # the paper's accuracy beside ours
     assert "miss by" in markdown

@@ -193,3 +193,27 @@ def test_ssim_is_the_one_the_training_losses_optimise():
         pair = [torch.from_numpy(stack[index : index + 1, None]) for stack in (images, changed)]
         expected = 1.0 - 2.0 * float(dssim(*pair))
         assert ssim_per_image(images[index : index + 1], changed[index : index + 1])[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_soft_tissue_area_measures_a_disc_and_ignores_what_lies_beyond_the_region():
+    from cyclegan_explain_training.metrics import mean_inside_masks, soft_tissue_area_mm2
+
+    pixel_mm = 45.0 / 64
+    rows, columns = np.mgrid[:64, :64]
+    distance_mm = np.hypot(rows - 31.5, columns - 31.5) * pixel_mm
+    images = np.full((3, 64, 64), -850.0, dtype=np.float32)
+    images[0][distance_mm <= 5.0] = 30.0  # a 10 mm nodule
+    images[1][distance_mm <= 10.0] = 30.0  # twice the diameter: four times the area
+    images[2][distance_mm > 20.0] = 30.0  # tissue only beyond the 15 mm region
+    area = soft_tissue_area_mm2(images, pixel_mm)
+    assert area[0] == pytest.approx(np.pi * 5.0**2, rel=0.05)
+    assert area[1] / area[0] == pytest.approx(4.0, rel=0.05)
+    assert area[2] == 0.0
+
+    masks = np.zeros((3, 64, 64), dtype=np.uint8)
+    masks[0][distance_mm <= 5.0] = 1
+    masks[1][:, :32] = 1
+    images[1][:, :32] = 100.0
+    means = mean_inside_masks(images, masks)
+    assert means[0] == pytest.approx(30.0) and means[1] == pytest.approx(100.0)
+    assert np.isnan(means[2])  # empty mask

@@ -18,7 +18,7 @@ from typing import Any, Dict, Tuple, Union
 import numpy as np
 
 from CycleGANExplainLib.explanation import run_networks
-from CycleGANExplainLib.intensity import normalise_hu
+from CycleGANExplainLib.intensity import denormalise_to_hu, normalise_hu
 from CycleGANExplainLib.model_bundle import ModelBundle, load_bundle, sha256_of
 
 from .dataset import BENIGN, MALIGNANT, MANIFEST_FILE, PreparedDataset, load_prepared
@@ -26,8 +26,9 @@ from .figures import choose_examples, explanation_figure
 from .losses import SSIM_DATA_RANGE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
 from .metrics import (
     DECISION_THRESHOLD, TABLE1_METRICS,
-    Estimate, bootstrap as bootstrap_estimates, classifier_metrics, flip_rates, l1_per_image, paired_t_test,
-    roc_auc, ssim_per_image,
+    NODULE_REGION_RADIUS_MM, SOFT_TISSUE_HU,
+    Estimate, bootstrap as bootstrap_estimates, classifier_metrics, flip_rates, l1_per_image, mean_inside_masks,
+    paired_t_test, roc_auc, soft_tissue_area_mm2, ssim_per_image,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,18 +131,30 @@ def evaluate(
         "l1_x_g_pos": l1_per_image(x, outputs["g_pos"]),
         "l1_x_g_neg": l1_per_image(x, outputs["g_neg"]),
     }
+    # Size or density? What each image shows near the nodule (see metrics.soft_tissue_area_mm2).
+    pixel_mm = metadata.patch_extent_mm / metadata.patch_size_px
+    images_hu = {"x": data.images_hu, "g_neg": denormalise_to_hu(outputs["g_neg"], metadata.hu_window),
+                 "g_pos": denormalise_to_hu(outputs["g_pos"], metadata.hu_window)}
+    for name, image in images_hu.items():
+        per_image[f"soft_tissue_area_mm2_{name}"] = soft_tissue_area_mm2(image, pixel_mm)
+        per_image[f"mean_hu_in_mask_{name}"] = mean_inside_masks(np.clip(image, *metadata.hu_window), data.masks)
+    mask_area = data.masks.reshape(len(data), -1).sum(axis=1).astype(float)
 
     def statistics(indices: np.ndarray) -> Dict[str, float]:
         values = {f"classifier/{name}": value for name, value in classifier_metrics(labels[indices], p_x[indices]).items()}
         diameter_auc = roc_auc(labels[indices], data.diameters_mm[indices])
         values["diameter_baseline/auc"] = diameter_auc
         values["diameter_baseline/classifier_minus_diameter_auc"] = values["classifier/auc"] - diameter_auc
+        # The size the classifier can see: the nodule's area in this patch (differs from the
+        # diameter on size-normalised phantoms, where the diameter is the original nodule's).
+        values["diameter_baseline/mask_area_auc"] = roc_auc(labels[indices], mask_area[indices])
         for name, probabilities in (("x", p_x), ("g_neg", p_neg), ("g_pos", p_pos)):
             values[f"mean_malignancy/{name}"] = float(np.mean(probabilities[indices]))
         for name, value in flip_rates(p_x[indices], p_pos[indices], p_neg[indices]).items():
             values[f"flip_rates/{name}"] = value
         for name, per_sample in per_image.items():
-            values[f"similarity/{name}"] = float(np.mean(per_sample[indices]))
+            section = "similarity" if name.startswith(("ssim", "l1")) else "changes"
+            values[f"{section}/{name}"] = float(np.nanmean(per_sample[indices]))
         return values
 
     logger.info("Bootstrapping %d resamples.", bootstrap)
@@ -208,6 +221,9 @@ def _assemble(estimates: Dict[str, Estimate], bundle: ModelBundle, data: Prepare
         "domain_transfer": {"mean_malignancy": sections["mean_malignancy"], "t_tests": t_tests},
         "flip_rates": sections["flip_rates"],
         "similarity": sections["similarity"],
+        "changes": {**sections["changes"], "definition": (
+            f"soft-tissue area: pixels >= {SOFT_TISSUE_HU:g} HU within {NODULE_REGION_RADIUS_MM:g} mm of the patch "
+            "centre; mean HU in mask: inside the nodule's consensus mask of x, clipped to the HU window")},
         "targets": [target.check(sections[target.key[0]][target.key[1]]["value"]) for target in TARGETS],
         "files": {"json": JSON_FILE, "markdown": MARKDOWN_FILE, "figure": FIGURE_FILE},
     }
@@ -267,6 +283,7 @@ def render_markdown(result: Dict[str, Any]) -> str:
     lines += [
         f"| Diameter-only AUC | {_with_ci(baseline['auc'])} | not reported |",
         f"| Classifier AUC \u2212 diameter AUC | {_with_ci(baseline['classifier_minus_diameter_auc'])} | |",
+        f"| Nodule-area-in-patch (mask) AUC | {_with_ci(baseline['mask_area_auc'])} | |",
         "",
         settings["paper_auc_note"],
         "",
@@ -311,6 +328,20 @@ def render_markdown(result: Dict[str, Any]) -> str:
     for name, label in (("ssim_x_g_pos", "SSIM(x, G+(x))"), ("ssim_x_g_neg", "SSIM(x, G\u2212(x))"),
                         ("l1_x_g_pos", "L1(x, G+(x))"), ("l1_x_g_neg", "L1(x, G\u2212(x))")):
         lines.append(f"| {label} | {_with_ci(similarity[name])} |")
+    changes = result["changes"]
+    lines += [
+        "",
+        "## What the generators change: size or density",
+        "",
+        f"Definitions: {changes['definition']}.",
+        "",
+        "| Measure | x | G\u2212(x) | G+(x) |",
+        "|---|---|---|---|",
+        "| Soft-tissue area near the centre (mm²) | "
+        + " | ".join(_with_ci(changes[f"soft_tissue_area_mm2_{name}"]) for name in ("x", "g_neg", "g_pos")) + " |",
+        "| Mean HU inside the nodule's mask | "
+        + " | ".join(_with_ci(changes[f"mean_hu_in_mask_{name}"]) for name in ("x", "g_neg", "g_pos")) + " |",
+    ]
     lines += ["", "## Targets for the shipped bundle", "", "| Target | Value | Result |", "|---|---|---|"]
     for target in result["targets"]:
         verdict = "undefined: not met" if target["margin"] is None else (

@@ -185,3 +185,32 @@ def bootstrap(
         low, high = np.percentile(defined, [tail, 100.0 - tail]) if len(defined) else (np.nan, np.nan)
         estimates[name] = Estimate(float(point[name]), float(low), float(high), int(resamples - len(defined)))
     return estimates
+
+
+# What the generators change: a nodule's size or its density. Soft tissue is what the HU window
+# maps above -400 HU (phantom nodules are filled at about 30 HU, parenchyma near -850 HU).
+SOFT_TISSUE_HU = -400.0
+NODULE_REGION_RADIUS_MM = 15.0  # around the patch centre: the nodule and its margin, few vessels
+
+
+def soft_tissue_area_mm2(images_hu: np.ndarray, pixel_mm: float, radius_mm: float = NODULE_REGION_RADIUS_MM,
+                         threshold_hu: float = SOFT_TISSUE_HU) -> np.ndarray:
+    """Per image [N, H, W]: the area (mm²) of soft tissue within ``radius_mm`` of the centre.
+
+    A generator that makes a nodule look malignant by growing it raises this area; one that
+    changes its margin or texture barely moves it.
+    """
+    size = images_hu.shape[-1]
+    rows, columns = np.mgrid[:size, :size]
+    centre = (size - 1) / 2.0
+    region = np.hypot(rows - centre, columns - centre) * pixel_mm <= radius_mm
+    return (images_hu >= threshold_hu)[:, region].sum(axis=1) * pixel_mm**2
+
+
+def mean_inside_masks(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per image: the mean value inside its mask (NaN for an empty mask)."""
+    inside = masks.astype(bool)
+    counts = inside.sum(axis=(1, 2))
+    sums = np.where(inside, images, 0.0).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
