@@ -26,6 +26,8 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from CycleGANExplainLib import mrml_explain, mrml_overlay
+from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
+from CycleGANExplainLib.explanation import colour_legend
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleMetadata, default_bundle_dir, read_metadata
 
 MODULE_DIR = Path(__file__).resolve().parent
@@ -35,6 +37,12 @@ SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
 SAMPLE_NODULE_ID = "N2"
 # Probabilities saturate near 0 and 1, where their order is within float32 rounding.
 PROBABILITY_TOLERANCE = 1e-3
+# The self-test's baseline must concentrate its relevance on the sample nodule: the nodule's disk
+# (its documented diameter, around the seed) holds at least this many times the share of the
+# relevance mass (sum of |R|) that its share of the patch's area would get from a uniform map.
+# Measured with the shipped bundle on N2: integrated gradients 2.5, CycleGAN-AM itself 0.5.
+BASELINE_SELF_TEST_METHOD = "integrated-gradients"
+BASELINE_MINIMUM_ENRICHMENT = 2.0
 # Moving the seed re-explains once the point has rested this long (debounce).
 REEXPLAIN_DELAY_MS = 300
 
@@ -69,7 +77,9 @@ Explains a lung-nodule malignancy classifier with cycle-consistent activation ma
 Place a seed on a nodule: a 45 mm axial patch around it is classified, transformed towards
 malignant (G+) and towards benign (G-), and R = G+(x) - G-(x) is painted over the CT:
 red where the image would change to look more malignant, blue towards benign.
-Research use only; not a medical device.
+"Method" shows a baseline attribution map (saliency, integrated gradients, SHAP, occlusion,
+Grad-CAM, LRP) of the same classifier instead, with the same colours; saliency and Grad-CAM
+are unsigned (red is magnitude only). Research use only; not a medical device.
 """ + bundleHelpText()
         self.parent.acknowledgementText = """
 Method: Katzmann A. et al., "Explaining clinical decision support systems in medical imaging
@@ -85,6 +95,23 @@ def bundleHelpText() -> str:
     except Exception as error:  # noqa: BLE001 - the help text must not stop the module from loading
         return f"\nModel bundle: unreadable ({error})."
     return f"\nModel bundle: {metadata.display_name}. {metadata.summary}"
+
+
+def methodLegendHtml(method: str) -> str:
+    """The overlay legend for ``method``: names the method, and says when red is magnitude only."""
+    info = METHODS[method]
+    red = '<span style="color:#b2182b"><b>Red</b></span>'
+    blue = '<span style="color:#2166ac"><b>Blue</b></span>'
+    if not info.signed:
+        meaning = (f"{red}: relevance <b>magnitude</b>. This map is unsigned: it cannot show benign-indicating "
+                   "evidence, so the absence of blue does not mean there is none.")
+    elif method == CYCLEGAN_AM:
+        meaning = (f"{red}: malignancy-indicating (the image would change there to look more malignant). "
+                   f"{blue}: benign-indicating.")
+    else:
+        meaning = f"{red}: evidence for malignant. {blue}: evidence for benign."
+    return (f"<b>{info.label}</b> ({info.library}). {meaning} Near zero is transparent. "
+            "The colour range is symmetric, scaled to this explanation.")
 
 
 def registerSampleData() -> None:
@@ -113,6 +140,7 @@ class CycleGANExplainParameterNode:
     inputVolume - the CT to explain (read only).
     seedNode - point list whose first point is the patch centre.
     device - torch device choice; the device actually used is shown with the result.
+    method - attribution method whose map is shown (attribution_methods.METHODS key).
     neighbourSlices - also explain this many axial slices above and below the seed.
     autoUpdate - re-explain when the seed is placed or moved.
     showOverlay, overlayOpacity - how the relevance overlay is shown in the slice views.
@@ -122,6 +150,7 @@ class CycleGANExplainParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     seedNode: vtkMRMLMarkupsFiducialNode
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
     neighbourSlices: Annotated[int, WithinRange(0, 10)] = 0
     autoUpdate: bool = True
     showOverlay: bool = True
@@ -144,6 +173,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._observedSeedNode = None
         self._torchReady = False
         self._explainTimer = None
+        self._methodShownOrTried = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -199,10 +229,19 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
+        self._methodShownOrTried = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._labelMethodItems()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self.onParameterNodeModified()
+
+    def _labelMethodItems(self) -> None:
+        """Show labels, not keys: the GUI binding fills the combo box with the Choice keys, in order."""
+        for index, method in enumerate(METHODS.values()):
+            self.ui.methodComboBox.setItemText(index, method.label)
+            self.ui.methodComboBox.setItemData(index, f"{method.library}; {colour_legend(method.key)}",
+                                               qt.Qt.ToolTipRole)
 
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         parameters = self._parameterNode
@@ -213,6 +252,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters and parameters.overlayVolume:
             self.logic.showOverlay(parameters.overlayVolume, parameters.inputVolume, parameters.overlayOpacity,
                                    parameters.showOverlay)
+        self._reexplainIfMethodChanged(parameters)
 
     def _observeSeedNode(self, seedNode) -> None:
         if seedNode is self._observedSeedNode:
@@ -228,6 +268,17 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                           slicer.vtkMRMLMarkupsNode.PointModifiedEvent):
                 self.addObserver(seedNode, event, self.onSeedMoved)
 
+    def _reexplainIfMethodChanged(self, parameters) -> None:
+        """Choosing another method re-explains the shown map (into the same overlay node), once per
+        choice: a failed attempt is not retried on every later parameter change."""
+        if not (parameters and parameters.overlayVolume and self.logic.hasSeed(parameters.seedNode)):
+            return
+        if self._methodShownOrTried is None:
+            self._methodShownOrTried = mrml_overlay.overlay_method(parameters.overlayVolume)
+        if parameters.method != self._methodShownOrTried:
+            self._methodShownOrTried = parameters.method
+            self._explainTimer.start()
+
     def onSeedMoved(self, caller=None, event=None) -> None:
         """Restart the single-shot timer: dragging re-explains once, when the point rests."""
         if self._parameterNode and self._parameterNode.autoUpdate and self.logic.hasSeed(caller):
@@ -236,11 +287,12 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExplain(self) -> None:
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not explain the seed point.", waitCursor=True):
-            if not self.ensureTorch():
+            self._methodShownOrTried = parameters.method
+            if not self.ensureTorch() or not self.ensureMethodPackages(parameters.method):
                 return
             seedRAS = self.logic.seedPosition(parameters.seedNode)
             result = self.logic.explain(parameters.inputVolume, seedRAS, parameters.device,
-                                        parameters.neighbourSlices, self.showProgress)
+                                        parameters.neighbourSlices, self.showProgress, method=parameters.method)
             parameters.overlayVolume = result.overlay_node
             self.logic.showOverlay(result.overlay_node, parameters.inputVolume, parameters.overlayOpacity,
                                    parameters.showOverlay, jumpToRAS=seedRAS)
@@ -260,6 +312,9 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceUsedLabel.text = (
             f"{result.batch.device}, {result.batch.seconds:.2f} s for {len(result.batch)} patch(es)"
         )
+        method = METHODS[result.batch.method]
+        self.ui.methodUsedLabel.text = f"{method.label} ({method.library})"
+        self.ui.legendLabel.text = methodLegendHtml(method.key)
         self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
         for warning in result.batch.warnings:
             logging.warning(warning)
@@ -289,6 +344,36 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if torchLogic.installTorch(askConfirmation=False) is None:
                 raise RuntimeError("PyTorch was not installed; see the Python console for the reason.")
         self._torchReady = True
+        return True
+
+    def ensureMethodPackages(self, method: str) -> bool:
+        """Make the method's packages importable, installing them with pip after one confirmation.
+
+        At use time, never at import: CycleGAN-AM needs nothing beyond torch. On refusal the
+        method goes back to CycleGAN-AM (re-explaining a shown map with it) and a message says why.
+        """
+        missing = missing_packages(method)
+        if not missing:
+            return True
+        label = METHODS[method].label
+        if not slicer.util.confirmOkCancelDisplay(
+            f"The {label} map needs the Python package(s) {', '.join(missing)}, which are not installed.\n\n"
+            "Install them now with pip? Slicer is busy for a minute or so meanwhile.",
+            windowTitle=f"Install packages for {label}",
+        ):
+            self._parameterNode.method = DEFAULT_METHOD
+            slicer.util.infoDisplay(
+                f"{label} was not computed because {', '.join(missing)} is not installed. The method is back "
+                f"to {METHODS[DEFAULT_METHOD].label}; choose {label} again to install it.",
+                windowTitle="Method not available",
+            )
+            return False
+        self.showProgress(f"Installing {', '.join(missing)}...")
+        slicer.util.pip_install(" ".join(missing))
+        importlib.invalidate_caches()
+        stillMissing = missing_packages(method)
+        if stillMissing:
+            raise RuntimeError(f"Could not install {', '.join(stillMissing)}; see the Python console for pip's output.")
         return True
 
     def onLoadSample(self) -> None:
@@ -361,13 +446,17 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         device: str = "auto",
         neighbourSlices: int = 0,
         statusCallback: Optional[Callable[[str], None]] = None,
+        method: str = DEFAULT_METHOD,
     ) -> "mrml_explain.VolumeExplanation":
-        """Explain at ``seedRAS`` (RAS mm); returns (explanation batch, overlay node, seed's index).
+        """Explain at ``seedRAS`` (RAS mm) with ``method`` (attribution_methods.METHODS key); returns
+        (explanation batch, overlay node, seed's index).
 
-        The overlay volume node is created once and updated on every call; the input is never modified.
+        The overlay volume node is created once and updated on every call, whatever the method; the
+        input is never modified. A baseline whose packages are missing raises MissingDependencyError.
         """
         return mrml_explain.explain_volume_node(
-            slicer.mrmlScene, volumeNode, seedRAS, self.bundleDir, device, neighbourSlices, statusCallback
+            slicer.mrmlScene, volumeNode, seedRAS, self.bundleDir, device, neighbourSlices, statusCallback,
+            method=method,
         )
 
     @staticmethod
@@ -393,6 +482,8 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_ExplainSampleNodule()
+        self.setUp()
+        self.test_BaselineOnSampleNodule()
 
     def test_ExplainSampleNodule(self) -> None:
         import SampleData
@@ -404,6 +495,55 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Explaining the nodule")
         self.checkExplanation(volumeNode, seedNode)
         self.delayDisplay("Test passed")
+
+    def test_BaselineOnSampleNodule(self) -> None:
+        import SampleData
+
+        if missing_packages(BASELINE_SELF_TEST_METHOD):
+            self.delayDisplay(f"Skipped the baseline check: {', '.join(missing_packages(BASELINE_SELF_TEST_METHOD))} "
+                              "not installed (choose the method in the module to install it).")
+            return
+        volumeNode = SampleData.downloadSample(SAMPLE_NAME)
+        self.delayDisplay(f"Explaining the nodule with {METHODS[BASELINE_SELF_TEST_METHOD].label}")
+        self.checkBaselineExplanation(volumeNode)
+        self.delayDisplay("Test passed")
+
+    def checkBaselineExplanation(self, volumeNode, method: str = BASELINE_SELF_TEST_METHOD,
+                                 noduleId: str = SAMPLE_NODULE_ID) -> float:
+        """A baseline's map of a documented sample nodule is concentrated on the nodule; returns the
+        enrichment (share of |R| inside the nodule's disk over the disk's share of the patch area).
+        The map replaces CycleGAN-AM's in the same overlay node."""
+        logic = CycleGANExplainLogic()
+        metadata = logic.bundleMetadata()
+        seedRAS = sampleNoduleRAS(noduleId)
+        ours = logic.explain(volumeNode, seedRAS, device="cpu")
+        nodeCount = slicer.mrmlScene.GetNumberOfNodes()
+        result = logic.explain(volumeNode, seedRAS, device="cpu", method=method)
+        self.assertEqual(result.overlay_node.GetID(), ours.overlay_node.GetID())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
+        self.assertEqual(mrml_overlay.overlay_method(result.overlay_node), method)
+        self.assertEqual(result.batch.method, method)
+
+        relevance = slicer.util.arrayFromVolume(result.overlay_node)[result.central_index]
+        np.testing.assert_allclose(relevance, result.batch[result.central_index].relevance)
+        self.assertTrue(np.all(np.isfinite(relevance)))
+        self.assertGreater(float(np.abs(relevance).sum()), 0.0)
+        self.assertFalse(np.allclose(relevance, ours.batch[ours.central_index].relevance))
+        # The probabilities come from the same networks whatever the method.
+        self.assertAlmostEqual(result.batch[0].p_x, ours.batch[0].p_x, places=5)
+
+        diameterMM = next(n["diameter_mm"] for n in sampleDescription()["nodules"] if n["id"] == noduleId)
+        pixelMM = metadata.patch_extent_mm / metadata.patch_size_px
+        centre = (metadata.patch_size_px - 1) / 2.0
+        rows, columns = np.indices(relevance.shape)
+        distanceMM = np.hypot(rows - centre, columns - centre) * pixelMM
+        nodule = distanceMM <= diameterMM / 2.0
+        massInside = float(np.abs(relevance)[nodule].sum() / np.abs(relevance).sum())
+        enrichment = massInside / float(nodule.mean())
+        self.assertGreaterEqual(enrichment, BASELINE_MINIMUM_ENRICHMENT,
+                                f"{method}: {massInside:.0%} of the relevance lies on nodule {noduleId}, "
+                                f"which covers {nodule.mean():.0%} of the patch")
+        return enrichment
 
     def checkExplanation(self, volumeNode, seedNode, neighbourSlices: int = 1, documentedNodule: bool = True):
         """The self-test's checks (also run by the pytest suite on a bare MRML scene).

@@ -1,9 +1,10 @@
 """`cyclegan-explain`: explain nodules of a CT from the command line.
 
-    cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda]
+    cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda] [--method KEY]
     cyclegan-explain web [CT] [--port N] [--host 127.0.0.1] [--device auto|cpu|cuda]
 
-For each seed it writes R = G+(x) - G-(x) as NRRD placed in the CT's patient space (load it over
+For each seed it writes the relevance map (by default CycleGAN-AM's R = G+(x) - G-(x); ``--method``
+picks a baseline attribution method instead) as NRRD placed in the CT's patient space (load it over
 the CT in Slicer), a PNG figure and, for all seeds, summary.json. Research use only.
 """
 
@@ -19,10 +20,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import __version__
-from .explanation import ExplanationBatch, explain
-from .explanation_figure import save_explanation_figure
+from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
+from .explanation import ExplanationBatch, display_limit, explain, require_method
+from .explanation_figure import RELEVANCE_TITLE, save_explanation_figure
 from .model_bundle import DEVICE_CHOICES, BundleError, default_bundle_dir, load_bundle
-from .overlay import symmetric_limit
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
 from .volume_checks import NotCTError, check_ct_intensities
 from .volume_io import UnreadableVolumeError, read_volume, write_volume
@@ -43,6 +44,17 @@ def parse_seed(text: str) -> List[float]:
     return values
 
 
+def method_help() -> str:
+    """--method's help: every method with its label and library."""
+    listed = "; ".join(
+        f"{key}: {method.library if method.library.startswith(method.label) else f'{method.label} ({method.library})'}"
+        for key, method in METHODS.items()
+    )
+    unsigned = ", ".join(method.label for method in METHODS.values() if not method.signed)
+    return (f"how the relevance map is computed (default: {DEFAULT_METHOD}). {listed}. Baselines need "
+            f"pip install 'cyclegan-explain[baselines]'. Unsigned maps, shown in red only: {unsigned}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclegan-explain",
@@ -55,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         help="explain one or more seed points of a CT volume",
         description="Cut a 64x64 axial patch (45 mm) around each seed, run the classifier and the generators "
-        "G+ (towards malignant) and G- (towards benign), and write R = G+(x) - G-(x). "
+        "G+ (towards malignant) and G- (towards benign), and write R = G+(x) - G-(x), or the map of the "
+        "baseline attribution method named by --method. "
         "Write negative coordinates as --seed=-12.5,30,-100. " + RESEARCH_NOTICE,
     )
     explain_parser.add_argument("volume", type=Path, help="CT volume: NRRD, NIfTI, MHA file or a DICOM series folder")
@@ -68,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
     explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
     explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
+    explain_parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="METHOD",
+                                help=method_help().replace("%", "%%"))
     web_parser = commands.add_parser(
         "web",
         help="open a CT in the web viewer and explain the points clicked in it",
@@ -102,14 +117,20 @@ def _progress(done: int, total: int) -> None:
 
 def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str, bundle_summary: str) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
+    cyclegan_am = batch.method == CYCLEGAN_AM
+    relevance_title = RELEVANCE_TITLE if cyclegan_am else batch.method_label + ("" if batch.signed else " (unsigned)")
+    units = ("normalised intensity ([-1, 1] over the bundle's HU window)" if cyclegan_am
+             else "attribution of the malignancy log-odds (the method's own scale)")
     seeds = []
     digits = max(2, len(str(len(batch))))
     for number, item in enumerate(batch.explanations, start=1):
         stem = f"seed{number:0{digits}d}"
+        limit = display_limit(item.relevance, batch.method)
         overlay_path = write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, out_dir / f"overlay_{stem}.nrrd")
         figure_path = save_explanation_figure(
             out_dir / f"explanation_{stem}.png", item.x, item.g_neg, item.g_pos, item.relevance,
             item.p_x, item.p_neg, item.p_pos, heading=f"{heading}, seed {number}",
+            relevance_title=relevance_title, signed=batch.signed, limit=limit,
         )
         seeds.append({
             "seed_ras_mm": [round(float(v), 3) for v in item.seed_ras],
@@ -117,8 +138,8 @@ def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str, bundle_
             "relevance": {
                 "min": float(item.relevance.min()),
                 "max": float(item.relevance.max()),
-                "display_limit": symmetric_limit(item.relevance),
-                "units": "normalised intensity ([-1, 1] over the bundle's HU window)",
+                "display_limit": limit,
+                "units": units,
             },
             "outside_fraction": item.outside_fraction,
             "overlay": overlay_path.name,
@@ -129,10 +150,11 @@ def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str, bundle_
         "bundle": batch.bundle_name,
         "trained": batch.trained,
         "bundle_summary": bundle_summary,
+        "method": {"key": batch.method, "label": batch.method_label, "signed": batch.signed},
         "device": batch.device,
         "seconds": batch.seconds,
         "warnings": batch.warnings,
-        "colours": "red = malignancy-indicating (R > 0), blue = benign-indicating (R < 0)",
+        "colours": batch.colour_legend,
         "seeds": seeds,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -140,6 +162,7 @@ def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str, bundle_
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    require_method(args.method)  # a missing package is reported before the volume is read
     loaded = read_volume(args.volume, args.series)
     validate_volume_geometry(loaded.volume_kji, loaded.ijk_to_ras)
     check_ct_intensities(loaded.volume_kji)
@@ -156,13 +179,14 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"Read {loaded.description}: {loaded.volume_kji.shape[::-1]} voxels (I, J, K).", file=sys.stderr)
     bundle = load_bundle(args.bundle if args.bundle else default_bundle_dir(), args.device)
     batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
-                    progress=_progress if len(args.seeds) > 1 else None)
+                    progress=_progress if len(args.seeds) > 1 else None, method=args.method)
     for warning in batch.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     summary = _write_outputs(batch, args.out, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
                              bundle.metadata.summary)
     print(f"{RESEARCH_NOTICE} Bundle: {batch.bundle_name}{'' if batch.trained else ' (UNTRAINED: random weights)'}; "
-          f"device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
+          f"method {batch.method_label}; device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
+    print(f"Colours: {batch.colour_legend}.")
     for number, seed in enumerate(summary["seeds"], start=1):
         p = seed["malignancy_probability"]
         print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={p['x']:.3f} "
@@ -187,7 +211,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_web(args)
     try:
         return run_explain(args)
-    except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError) as error:
+    except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError,
+            MissingDependencyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -1,7 +1,10 @@
-"""One call from (volume, geometry, seeds) to CycleGAN-AM explanations.
+"""One call from (volume, geometry, seeds) to explanations: CycleGAN-AM or a baseline attribution method.
 
-R = G+(x) - G-(x) in normalised intensity units (DESIGN.md, contract 4): positive (red) where the
-image would have to change to look more malignant, negative (blue) towards benign.
+CycleGAN-AM's R = G+(x) - G-(x) is in normalised intensity units (DESIGN.md, contract 4): positive
+(red) where the image would have to change to look more malignant, negative (blue) towards benign.
+A baseline (``attribution_methods``) attributes the malignancy log-odds with the same sign
+convention; unsigned baselines (saliency, Grad-CAM) are >= 0 and show only red, as magnitude.
+The generators always run, so the probabilities of x, G+(x) and G-(x) come with every method.
 """
 
 from __future__ import annotations
@@ -13,7 +16,17 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 import numpy as np
 
+from .attribution_methods import (
+    CYCLEGAN_AM,
+    DEFAULT_METHOD,
+    AttributionMethod,
+    MissingDependencyError,
+    attribute,
+    method_info,
+    missing_packages,
+)
 from .intensity import normalise_hu
+from .overlay import MINIMUM_LIMIT, symmetric_limit
 from .model_bundle import ModelBundle, load_bundle
 from .patch_sampling import extract_patch
 
@@ -22,6 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 logger = logging.getLogger(__name__)
 
+# A baseline's maps are on its own scale (LRP's are ~100 times smaller than CycleGAN-AM's), so the
+# normalised-intensity floor overlay.MINIMUM_LIMIT would hide them; only a positive range is needed.
+BASELINE_MINIMUM_LIMIT = float(np.finfo(np.float32).tiny)
 # A seed whose patch is mostly outside the volume explains little; callers are warned.
 OUTSIDE_WARNING_FRACTION = 0.25
 
@@ -53,6 +69,21 @@ class ExplanationBatch:
     bundle_name: str
     trained: bool
     warnings: List[str] = field(default_factory=list)
+    method: str = DEFAULT_METHOD
+    """Key of the attribution method that produced ``relevance`` (attribution_methods.METHODS)."""
+
+    @property
+    def method_label(self) -> str:
+        return method_info(self.method).label
+
+    @property
+    def signed(self) -> bool:
+        """False for maps that are >= 0 by construction: red shows magnitude, and there is no blue."""
+        return method_info(self.method).signed
+
+    @property
+    def colour_legend(self) -> str:
+        return colour_legend(self.method)
 
     def __len__(self) -> int:
         return len(self.explanations)
@@ -71,6 +102,33 @@ def _is_cuda_failure(error: BaseException) -> bool:
 
 
 ProgressCallback = Callable[[int, int], None]
+
+
+def colour_legend(method: str) -> str:
+    """What the overlay's colours mean for ``method``'s maps (summaries, legends, figures)."""
+    if method_info(method).signed:
+        return "red = malignancy-indicating (R > 0), blue = benign-indicating (R < 0)"
+    # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
+    return ("unsigned map (magnitude only): red = relevant to the malignancy score in either direction; "
+            "this method cannot show benign-indicating evidence, so there is never blue")
+
+
+def display_limit(relevance: np.ndarray, method: str) -> float:
+    """Half-width of the symmetric colour range for ``method``'s map (overlay, figure, summary)."""
+    return symmetric_limit(relevance, minimum=MINIMUM_LIMIT if method == CYCLEGAN_AM else BASELINE_MINIMUM_LIMIT)
+
+
+def require_method(method: str) -> AttributionMethod:
+    """The method's description, once its packages are importable.
+
+    Raises ValueError (listing the known keys) for an unknown method and MissingDependencyError
+    (naming the pip command) when the method's packages are missing.
+    """
+    info = method_info(method)
+    missing = missing_packages(method)
+    if missing:
+        raise MissingDependencyError(missing)
+    return info
 
 
 def run_networks(
@@ -108,6 +166,18 @@ def run_networks(
     return {name: np.concatenate(values) for name, values in outputs.items()}
 
 
+def _run_method(
+    bundle: ModelBundle, x: np.ndarray, method: str, batch_size: int, progress: Optional[ProgressCallback]
+) -> dict:
+    """run_networks' outputs plus "relevance": G+(x) - G-(x) for CycleGAN-AM, else the baseline's map."""
+    outputs = run_networks(bundle, x, batch_size, progress)
+    if method == CYCLEGAN_AM:
+        outputs["relevance"] = outputs["g_pos"] - outputs["g_neg"]
+    else:
+        outputs["relevance"] = np.asarray(attribute(method, bundle, x, batch_size), dtype=np.float32)
+    return outputs
+
+
 def explain(
     volume_kji: np.ndarray,
     ijk_to_ras: np.ndarray,
@@ -115,15 +185,19 @@ def explain(
     bundle: ModelBundle,
     batch_size: int = 32,
     progress: Optional[ProgressCallback] = None,
+    method: str = DEFAULT_METHOD,
 ) -> ExplanationBatch:
-    """Cut a patch around each seed and explain the classifier's decision on it.
+    """Cut a patch around each seed and explain the classifier's decision on it with ``method``.
 
     All seeds run through the networks together (in batches of ``batch_size``). A CUDA failure,
     out of memory included, falls back to CPU once and says so in ``warnings``.
 
-    Raises the sampler's errors (seed outside the volume, not a 3D volume) before any inference.
+    Raises, before any inference: ValueError for an unknown method, MissingDependencyError when
+    the method's packages are missing, and the sampler's errors (seed outside the volume, not a
+    3D volume).
     """
     started = time.perf_counter()
+    require_method(method)
     seeds = np.atleast_2d(np.asarray(seeds_ras, dtype=float))
     if seeds.shape[1] != 3 or len(seeds) == 0:
         raise ValueError("Seeds must be a non-empty list of (R, A, S) points.")
@@ -141,7 +215,7 @@ def explain(
                 "(filled with air); the explanation may be unreliable."
             )
     try:
-        outputs = run_networks(bundle, x, batch_size, progress)
+        outputs = _run_method(bundle, x, method, batch_size, progress)
     except Exception as error:  # noqa: BLE001 - only CUDA failures are handled, others re-raised
         if not _is_cuda_failure(error):
             raise
@@ -149,7 +223,7 @@ def explain(
         logger.warning(message)
         warnings.append(message)
         bundle = load_bundle(bundle.directory, "cpu")
-        outputs = run_networks(bundle, x, batch_size, progress)
+        outputs = _run_method(bundle, x, method, batch_size, progress)
     explanations = [
         Explanation(
             seed_ras=seed,
@@ -159,7 +233,7 @@ def explain(
             x=x[index],
             g_pos=outputs["g_pos"][index],
             g_neg=outputs["g_neg"][index],
-            relevance=outputs["g_pos"][index] - outputs["g_neg"][index],
+            relevance=outputs["relevance"][index],
             p_x=float(outputs["p_x"][index]),
             p_pos=float(outputs["p_pos"][index]),
             p_neg=float(outputs["p_neg"][index]),
@@ -175,4 +249,5 @@ def explain(
         bundle_name=f"{metadata.name} {metadata.version}",
         trained=metadata.trained,
         warnings=warnings,
+        method=method,
     )

@@ -12,6 +12,8 @@ import numpy as np
 
 from .overlay import BENIGN_RGB, MALIGNANT_RGB, blend_over_grey, relevance_to_rgba, symmetric_limit
 
+RELEVANCE_TITLE = "R = G\u207a(x) \u2212 G\u207b(x)"
+
 
 def draw_explanation_row(
     axes: Sequence["object"],
@@ -25,11 +27,12 @@ def draw_explanation_row(
     limit: Optional[float] = None,
     label: Optional[str] = None,
     fontsize: float = 9,
+    relevance_title: str = RELEVANCE_TITLE,
 ) -> float:
     """Draw the four panels into four matplotlib axes; returns the relevance display limit used.
 
     ``limit`` fixes the symmetric colour range (one range for a whole figure); ``label`` names the
-    true class in the first panel's title.
+    true class in the first panel's title; ``relevance_title`` names the map (the method).
     """
     limit = symmetric_limit(relevance) if limit is None else limit
     to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
@@ -37,7 +40,7 @@ def draw_explanation_row(
         (to_grey(x), f"x{f' ({label})' if label else ''}\np(malignant) = {p_x:.2f}"),
         (to_grey(g_neg), f"G\u207b(x), towards benign\np = {p_neg:.2f}"),
         (to_grey(g_pos), f"G\u207a(x), towards malignant\np = {p_pos:.2f}"),
-        (blend_over_grey(to_grey(x), relevance_to_rgba(relevance, limit)), f"R = G\u207a(x) \u2212 G\u207b(x)\n\u00b1{limit:.2f}"),
+        (blend_over_grey(to_grey(x), relevance_to_rgba(relevance, limit)), f"{relevance_title}\n\u00b1{limit:.2g}"),
     ]
     for axis, (image, title) in zip(axes, panels):
         axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -57,8 +60,16 @@ def save_explanation_figure(
     p_neg: float,
     p_pos: float,
     heading: str,
+    relevance_title: str = RELEVANCE_TITLE,
+    signed: bool = True,
+    limit: Optional[float] = None,
 ) -> Path:
-    """Write the four-panel figure with a colour legend and the research-use notice."""
+    """Write the four-panel figure with a colour legend and the research-use notice.
+
+    ``limit`` fixes the colour range (default: overlay.symmetric_limit of the map). An unsigned map
+    (``signed=False``: saliency, Grad-CAM) gets a one-entry legend saying that red is magnitude only,
+    so that the absence of blue is not read as the absence of benign evidence.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,13 +77,19 @@ def save_explanation_figure(
     from matplotlib.patches import Patch as LegendPatch
 
     figure, axes = plt.subplots(1, 4, figsize=(10, 3.3), dpi=100)
-    draw_explanation_row(axes, x, g_neg, g_pos, relevance, p_x, p_neg, p_pos)
+    draw_explanation_row(axes, x, g_neg, g_pos, relevance, p_x, p_neg, p_pos, limit=limit,
+                         relevance_title=relevance_title)
     figure.suptitle(heading, fontsize=10)
-    figure.legend(
-        handles=[
+    if signed:
+        handles = [
             LegendPatch(color=MALIGNANT_RGB, label="red: malignancy-indicating (R > 0)"),
             LegendPatch(color=BENIGN_RGB, label="blue: benign-indicating (R < 0)"),
-        ],
+        ]
+    else:
+        handles = [LegendPatch(color=MALIGNANT_RGB, label="red: relevance magnitude (unsigned map: no benign/malignant "
+                                                          "direction, never blue)")]
+    figure.legend(
+        handles=handles,
         loc="lower center",
         ncol=2,
         fontsize=8,

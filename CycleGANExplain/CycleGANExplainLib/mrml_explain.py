@@ -12,7 +12,8 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from .explanation import ExplanationBatch, explain
+from .attribution_methods import DEFAULT_METHOD
+from .explanation import ExplanationBatch, explain, require_method
 from .model_bundle import load_bundle
 from .mrml_overlay import update_overlay_node
 from .patch_sampling import SeedOutsideVolumeError, is_seed_inside
@@ -96,20 +97,25 @@ def explain_volume_node(
     device: str = "auto",
     neighbour_slices: int = 0,
     status: Optional[StatusCallback] = None,
+    method: str = DEFAULT_METHOD,
 ) -> VolumeExplanation:
-    """Explain the classifier's decision at ``seed_ras`` and show R as the scene's overlay node.
+    """Explain the classifier's decision at ``seed_ras`` with ``method`` and show the map as the
+    scene's overlay node (the same node whatever the method).
 
-    Raises NoInputVolumeError, SeedOutsideVolumeError, volume_checks.NotCTError and the bundle's
-    errors (BundleIntegrityError when a model file fails its checksum) with specific messages.
+    Raises NoInputVolumeError, SeedOutsideVolumeError, volume_checks.NotCTError, the bundle's
+    errors (BundleIntegrityError when a model file fails its checksum), ValueError for an unknown
+    method and attribution_methods.MissingDependencyError, with specific messages, before any
+    inference.
     """
     report = status or (lambda message: None)
+    require_method(method)
     voxels, ijk_to_ras = volume_array_and_geometry(volume_node)
     seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
     check_ct_intensities(voxels)
     report("Verifying and loading the model bundle (the first time takes a few seconds)...")
     bundle = load_bundle(bundle_dir, device)
     report(f"Explaining {len(seeds)} patch(es) on {bundle.device}...")
-    batch = explain(voxels, ijk_to_ras, seeds, bundle)
-    report("Updating the overlay...")
-    overlay_node = update_overlay_node(scene, batch.explanations, source_volume=volume_node)
+    batch = explain(voxels, ijk_to_ras, seeds, bundle, method=method)
+    report(f"Updating the overlay ({batch.method_label})...")
+    overlay_node = update_overlay_node(scene, batch.explanations, source_volume=volume_node, method=method)
     return VolumeExplanation(batch, overlay_node, central_index)

@@ -11,20 +11,20 @@ updates them instead of adding new ones, and closing the scene simply removes th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 
-from .overlay import COLOUR_TABLE_NAME, colour_table, symmetric_limit
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .explanation import Explanation
+from .attribution_methods import DEFAULT_METHOD, method_info
+from .explanation import Explanation, display_limit
+from .overlay import COLOUR_TABLE_NAME, colour_table
 
 ROLE_ATTRIBUTE = "CycleGANExplain.Role"
 OVERLAY_ROLE = "RelevanceOverlay"
 COLOUR_ROLE = "RelevanceColours"
 SOURCE_VOLUME_ATTRIBUTE = "CycleGANExplain.SourceVolumeID"
 LIMIT_ATTRIBUTE = "CycleGANExplain.SymmetricLimit"
+METHOD_ATTRIBUTE = "CycleGANExplain.Method"
 OVERLAY_NODE_NAME = "CycleGANExplain relevance"
 
 
@@ -79,23 +79,27 @@ def stacked_patch_to_ras(explanations: Sequence["Explanation"]) -> np.ndarray:
     return matrix
 
 
-def update_overlay_node(scene, explanations: Sequence["Explanation"], source_volume=None):
+def update_overlay_node(scene, explanations: Sequence["Explanation"], source_volume=None,
+                        method: str = DEFAULT_METHOD):
     """Write the relevance of ``explanations`` into the (single) overlay node and return it.
 
     The node is a vtkMRMLScalarVolumeNode of shape [len(explanations), rows, columns] whose
     geometry is ``stacked_patch_to_ras``; its display uses the relevance colour table with the
-    symmetric window [-limit, +limit] (``overlay.symmetric_limit`` over all slices).
+    symmetric window [-limit, +limit] (``explanation.display_limit`` over all slices). Its name
+    and METHOD_ATTRIBUTE say which attribution method produced the map.
     """
     import slicer
 
     relevance = np.stack([np.asarray(explanation.relevance, dtype=np.float32) for explanation in explanations])
-    limit = symmetric_limit(relevance)
+    limit = display_limit(relevance, method)
     node = find_role_node(scene, OVERLAY_ROLE)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", OVERLAY_NODE_NAME)
         node.SetAttribute(ROLE_ATTRIBUTE, OVERLAY_ROLE)
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(stacked_patch_to_ras(explanations)))
     slicer.util.updateVolumeFromArray(node, relevance)
+    node.SetName(f"{OVERLAY_NODE_NAME}: {method_info(method).label}")
+    node.SetAttribute(METHOD_ATTRIBUTE, method)
     node.SetAttribute(LIMIT_ATTRIBUTE, repr(limit))
     node.SetAttribute(SOURCE_VOLUME_ATTRIBUTE, source_volume.GetID() if source_volume is not None else "")
     display = node.GetDisplayNode()
@@ -113,6 +117,11 @@ def update_overlay_node(scene, explanations: Sequence["Explanation"], source_vol
 def overlay_limit(overlay_node) -> float:
     """The symmetric display limit stored on the overlay node by update_overlay_node."""
     return float(overlay_node.GetAttribute(LIMIT_ATTRIBUTE))
+
+
+def overlay_method(overlay_node) -> str:
+    """The key of the attribution method whose map the overlay node holds."""
+    return overlay_node.GetAttribute(METHOD_ATTRIBUTE) or DEFAULT_METHOD
 
 
 def slice_composite_nodes(scene) -> List:

@@ -22,12 +22,15 @@ OPAQUE_ABOVE = 0.5
 MINIMUM_LIMIT = 0.05
 
 
-def symmetric_limit(relevance: np.ndarray, percentile: float = 99.5) -> float:
-    """Half-width of the symmetric display range [-limit, +limit] for a relevance map."""
+def symmetric_limit(relevance: np.ndarray, percentile: float = 99.5, minimum: float = MINIMUM_LIMIT) -> float:
+    """Half-width of the symmetric display range [-limit, +limit] for a relevance map.
+
+    ``minimum`` (positive) is the smallest range; the default suits maps in normalised intensity units.
+    """
     magnitude = np.abs(np.asarray(relevance, dtype=np.float64))
     if magnitude.size == 0:
-        return MINIMUM_LIMIT
-    return float(max(np.percentile(magnitude, percentile), MINIMUM_LIMIT))
+        return minimum
+    return float(max(np.percentile(magnitude, percentile), minimum))
 
 
 def colour_table(levels: int = COLOUR_TABLE_LEVELS) -> np.ndarray:
