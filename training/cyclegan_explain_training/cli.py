@@ -6,6 +6,7 @@
     cyclegan-explain-train export --dataset data/lidc --classifier runs/classifier/classifier.pt \\
         --cyclegan runs/gan/cyclegan.pt --out CycleGANExplain/Resources/Models/lidc-cyclegan-am
     cyclegan-explain-train evaluate --bundle <bundle> --dataset data/lidc --out runs/evaluation
+    cyclegan-explain-train compare-methods --bundle <bundle> --dataset data/lidc --out training/results
 
 Settings come from the paper's defaults, then ``--config FILE.json``, then the flags.
 prepare and evaluate are imported only when their subcommand runs.
@@ -91,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--attach", action="store_true",
                           help="record the headline figures in the bundle's metadata.json and re-sign SHA256SUMS")
+
+    compare = commands.add_parser(
+        "compare-methods", help="CycleGAN-AM beside the attribution baselines on the test split (issue 6)")
+    compare.add_argument("--bundle", required=True, type=Path)
+    compare.add_argument("--dataset", required=True, type=Path, help="prepared dataset with nodule masks")
+    compare.add_argument("--out", required=True, type=Path, help="folder for baselines.md, .json and .png")
+    compare.add_argument("--limit", type=int, help="compare this many test patches, drawn at random (seeded)")
+    compare.add_argument("--methods", nargs="+", help="method keys (default: all; cyclegan-am is always needed)")
+    compare.add_argument("--sanity-bundle", type=Path,
+                         help="bundle whose generators were trained against a randomised classifier")
+    compare.add_argument("--bootstrap", type=int, default=1000)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--device", default="cpu", help="where the maps are computed and timed (default cpu)")
     return parser
 
 
@@ -227,6 +241,14 @@ def _run(args: argparse.Namespace, command: str) -> None:
 
             attach_evaluation(args.bundle, result, report=str(args.out / "evaluation.md"))
             print(f"Evaluation figures recorded in {args.bundle / 'metadata.json'}")
+    elif args.command == "compare-methods":
+        from .comparison_report import MARKDOWN_FILE, write_report
+        from .method_comparison import compare_methods
+
+        comparison = compare_methods(args.bundle, args.dataset, methods=args.methods, limit=args.limit,
+                                     sanity_bundle_dir=args.sanity_bundle, seed=args.seed, device=args.device)
+        write_report(comparison, args.out, resamples=args.bootstrap, seed=args.seed, command=command)
+        print(f"Method comparison written to {args.out / MARKDOWN_FILE}")
 
 
 if __name__ == "__main__":
