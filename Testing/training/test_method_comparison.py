@@ -213,3 +213,13 @@ def test_compare_methods_needs_cyclegan_am_and_known_methods(tmp_path, tiny_bund
     assert "include it in --methods" in capsys.readouterr().err
     assert main([*common, "cyclegan-am", "no-such-method"]) == 2
     assert "Unknown attribution method 'no-such-method'" in capsys.readouterr().err
+
+
+def test_compare_methods_names_a_missing_package(tmp_path, tiny_bundle, disc_folder, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zennit", None)  # None in sys.modules: not importable
+    assert main(["compare-methods", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out",
+                 str(tmp_path / "out"), "--limit", "2", "--methods", "cyclegan-am", "lrp"]) == 2
+    error = capsys.readouterr().err
+    assert "zennit" in error and "pip install" in error

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from CycleGANExplainLib.attribution_methods import MissingDependencyError
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, sha256_of
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -192,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = " ".join([PROGRAM, *(shlex.quote(arg) for arg in argv)])
     try:
         _run(args, command)
-    except (FileNotFoundError, FileExistsError, ValueError, BundleError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, BundleError, MissingDependencyError) as error:
         print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
