@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="cut nodule patches into a prepared dataset")
     prepare.add_argument("--out", required=True, type=Path)
-    prepare.add_argument("--source", choices=("phantoms", "dicom"), default="phantoms")
+    prepare.add_argument("--source", choices=("phantoms", "dicom", "voi"), default="phantoms",
+                         help="phantoms from the readers' contours, real DICOM through pylidc, or real nodule "
+                              "sub-volumes (voi, with --voi-dir)")
+    prepare.add_argument("--voi-dir", type=Path,
+                         help="folder of nodule sub-volumes laid out like lidc-voi (split.csv, data/VOIs, metadata CSV)")
+    prepare.add_argument("--exclude-patients-of", type=Path,
+                         help="a split.csv whose test patients are left out (phantom pre-training for a real model)")
     prepare.add_argument("--size-normalised", action="store_true")
     prepare.add_argument("--max-slice-thickness", type=float, help="mm; thicker series are left out")
     prepare.add_argument("--split-seed", type=int, default=0)
@@ -181,6 +187,17 @@ def export_from_checkpoints(
                          overwrite=overwrite)
 
 
+def _test_patients(split_csv: Optional[Path]) -> Optional[list]:
+    if split_csv is None:
+        return None
+    from .lidc_voi import read_split
+
+    split = read_split(split_csv.parent) if split_csv.name == "split.csv" else None
+    if split is None:
+        raise ValueError(f"--exclude-patients-of expects a file named split.csv, got {split_csv}.")
+    return sorted(patient for patient, name in split.items() if name == "test")
+
+
 def _config(args: argparse.Namespace, section: str, extra: Dict[str, Any]):
     overrides = {"width": args.width, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                  "seed": args.seed, **extra}
@@ -206,7 +223,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
 
         folder = prepare(args.out, source=args.source, size_normalised=args.size_normalised,
                          max_slice_thickness=args.max_slice_thickness, split_seed=args.split_seed,
-                         limit=args.limit, cache_dir=args.cache_dir, progress=not args.quiet)
+                         limit=args.limit, cache_dir=args.cache_dir, progress=not args.quiet,
+                         voi_dir=args.voi_dir, exclude_patients=_test_patients(args.exclude_patients_of))
         print(f"Prepared dataset: {folder}")
     elif args.command == "train-classifier":
         from .train_classifier import train_classifier

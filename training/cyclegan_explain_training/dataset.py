@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
@@ -20,6 +20,12 @@ PATCHES_FILE = "patches.npz"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "test")
 BENIGN, MALIGNANT = 0, 1
+# Each sample is one view of a nodule. "centre" is the axial plane through the nodule's centre
+# (one per nodule: what evaluation reports); "off-centre" planes through other slices of the
+# nodule and "seed-shifted" centres moved 2 mm in-plane add training variety and measure
+# robustness to an imprecise click. Datasets without views hold centre patches only.
+CENTRE, OFF_CENTRE, SEED_SHIFTED = "centre", "off-centre", "seed-shifted"
+VIEWS = (CENTRE, OFF_CENTRE, SEED_SHIFTED)
 
 
 @dataclass
@@ -34,14 +40,32 @@ class PreparedDataset:
     diameters_mm: np.ndarray  # float32 [N], consensus diameter before any size normalisation
     splits: np.ndarray  # str [N], "train" or "test" (patient-level)
     manifest: Dict[str, Any] = field(default_factory=dict)
+    valid: Optional[np.ndarray] = None  # uint8 [N, 64, 64], 1 where the pixel holds real image data
+    views: Optional[np.ndarray] = None  # str [N], one of VIEWS
+
+    def __post_init__(self) -> None:
+        # Phantoms and whole-scan patches are real image everywhere and centre views only.
+        if self.valid is None:
+            self.valid = np.ones(self.images_hu.shape, dtype=np.uint8)
+        if self.views is None:
+            self.views = np.full(len(self.labels), CENTRE)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, split: str) -> "PreparedDataset":
+    def subset(self, split: str, view: Optional[str] = None) -> "PreparedDataset":
+        """The samples of one split, and of one view when ``view`` is given."""
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
+        if view is not None and view not in VIEWS:
+            raise ValueError(f"Unknown view {view!r}; expected one of {VIEWS}")
         keep = self.splits == split
+        if view is not None:
+            keep &= self.views == view
+        return self.select(keep)
+
+    def select(self, keep: np.ndarray) -> "PreparedDataset":
+        """The samples where the boolean array ``keep`` is True (or at the given indices)."""
         return PreparedDataset(
             images_hu=self.images_hu[keep],
             masks=self.masks[keep],
@@ -51,6 +75,8 @@ class PreparedDataset:
             diameters_mm=self.diameters_mm[keep],
             splits=self.splits[keep],
             manifest=self.manifest,
+            valid=self.valid[keep],
+            views=self.views[keep],
         )
 
     def save(self, out_dir: Union[str, Path]) -> Path:
@@ -66,6 +92,8 @@ class PreparedDataset:
             nodule_ids=self.nodule_ids.astype(str),
             diameters_mm=self.diameters_mm.astype(np.float32),
             splits=self.splits.astype(str),
+            valid=self.valid.astype(np.uint8),
+            views=self.views.astype(str),
         )
         manifest = dict(self.manifest)
         manifest["patches_sha256"] = sha256_of(out_dir / PATCHES_FILE)
@@ -77,13 +105,16 @@ class PreparedDataset:
 
 def counts(dataset: PreparedDataset) -> Dict[str, Dict[str, int]]:
     result = {}
+    centre = dataset.views == CENTRE
     for split in ("all", *SPLITS):
-        keep = np.ones(len(dataset), bool) if split == "all" else dataset.splits == split
+        in_split = np.ones(len(dataset), bool) if split == "all" else dataset.splits == split
+        keep = centre & in_split
         result[split] = {
             "nodules": int(keep.sum()),
             "benign": int((dataset.labels[keep] == BENIGN).sum()),
             "malignant": int((dataset.labels[keep] == MALIGNANT).sum()),
             "patients": int(len(np.unique(dataset.patient_ids[keep]))),
+            "samples_all_views": int(in_split.sum()),
         }
     return result
 
@@ -107,4 +138,6 @@ def load_prepared(folder: Union[str, Path]) -> PreparedDataset:
             diameters_mm=arrays["diameters_mm"],
             splits=arrays["splits"],
             manifest=manifest,
+            valid=arrays["valid"] if "valid" in arrays else None,
+            views=arrays["views"] if "views" in arrays else None,
         )

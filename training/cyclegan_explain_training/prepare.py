@@ -2,6 +2,7 @@
 
     prepare(out_dir, source="phantoms")   # rendered from the readers' contours (no images needed)
     prepare(out_dir, source="dicom")      # cut from the real LIDC-IDRI DICOM files (pylidc config)
+    prepare(out_dir, source="voi", voi_dir=DIR)   # real nodule sub-volumes with split.csv (lidc_voi)
 
 The manifest records the cohort rule, our counts beside the paper's 772 (348 / 424), the split
 seed, source and options, and a diameter-only baseline AUC on the test split: in LIDC the label
@@ -31,7 +32,7 @@ from .lidc_cohort import (
 )
 from .lidc_phantoms import DEFAULT_NORMALISED_DIAMETER_MM, render_phantoms
 
-SOURCES = ("phantoms", "dicom")
+SOURCES = ("phantoms", "dicom", "voi")
 TEST_FRACTION = 0.3
 LIMIT_PATIENT_CHUNK = 10
 
@@ -46,6 +47,8 @@ def prepare(
     cache_dir: Union[str, Path, None] = None,
     progress: bool = True,
     render_seed: int = 0,
+    voi_dir: Union[str, Path, None] = None,
+    exclude_patients: Optional[Sequence[str]] = None,
 ) -> Path:
     """Write a prepared dataset (patches.npz, manifest.json) to ``out_dir`` and return it.
 
@@ -55,6 +58,12 @@ def prepare(
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; expected one of {SOURCES}.")
+    if source == "voi":
+        if voi_dir is None:
+            raise ValueError("The voi source needs the folder of nodule sub-volumes (--voi-dir).")
+        if size_normalised or max_slice_thickness is not None:
+            raise ValueError("--size-normalised and --max-slice-thickness do not apply to the voi source.")
+        return prepare_voi(out_dir, voi_dir, limit=limit, seed=split_seed, progress=progress)
     if size_normalised and source == "dicom":
         raise ValueError("size_normalised applies to rendered phantoms only, not to real images.")
     started = time.perf_counter()
@@ -64,6 +73,10 @@ def prepare(
         cohort = load_cohort(max_slice_thickness, cache_dir, progress=progress)
         splits = split_by_patient(cohort.nodules, TEST_FRACTION, split_seed)
         records = list(cohort.nodules)
+    if exclude_patients:
+        # e.g. the real test split's patients, whose nodules no phantom pre-training may see
+        excluded = set(exclude_patients)
+        records = [record for record in records if record.patient_id not in excluded]
     annotations = load_annotations(records)
     bar = (lambda done, total: report_progress(done, total, f"preparing {source}")) if progress else None
     if source == "phantoms":
@@ -88,6 +101,7 @@ def prepare(
             "max_slice_thickness_mm": max_slice_thickness,
             "limit": limit,
             "render_seed": render_seed if source == "phantoms" else None,
+            "excluded_patients": len(set(exclude_patients)) if exclude_patients else 0,
         },
         "patch": {"size_px": 64, "extent_mm": 45.0, "centre": "readers' 50 % consensus centroid", "units": "HU"},
         "diameter_mm": "median over readers of pylidc Annotation.diameter (greatest axial diameter), before any size normalisation",
@@ -111,6 +125,64 @@ def prepare(
         diameters_mm=diameters,
         splits=split_of,
         manifest=manifest,
+    )
+    manifest["seconds"] = round(time.perf_counter() - started, 1)
+    return dataset.save(out_dir)
+
+
+def prepare_voi(out_dir: Union[str, Path], voi_dir: Union[str, Path], limit: Optional[int] = None,
+                seed: int = 0, progress: bool = True) -> Path:
+    """Write a prepared dataset of real nodules from a folder of VOIs (``lidc_voi``).
+
+    The split is the folder's split.csv, by patient; ``limit`` keeps the first nodules of each
+    (split, label) group in file order, about 30 % test and half malignant (for quick runs).
+    """
+    from .lidc_voi import OFF_CENTRE_SLICES, SEED_SHIFT_MM, read_nodules, voi_views
+
+    started = time.perf_counter()
+    voi_dir = Path(voi_dir)
+    nodules, left_out = read_nodules(voi_dir)
+    if limit:
+        nodules = _stratified_first(nodules, {n.nodule_id: n.split for n in nodules}, limit)
+    bar = (lambda done, total: report_progress(done, total, "cutting VOI patches")) if progress else None
+    views = voi_views(voi_dir, nodules, seed=seed, progress=bar)
+    centre = [v for v in views if v.view == "centre"]
+    split_of = np.array([v.nodule.split for v in centre])
+    labels = np.array([v.nodule.label for v in centre])
+    diameters = np.array([v.nodule.diameter_mm for v in centre])
+    manifest = {
+        "format": "cyclegan-explain prepared dataset v2 (views, valid)",
+        "source": "voi",
+        "voi_dir_name": voi_dir.resolve().name,
+        "split": {"level": "patient", "from": "split.csv of the VOI folder"},
+        "label": "Diagnosis_value of the metadata (1: at least two readers rated malignancy > 3)",
+        "left_out": left_out,
+        "options": {"limit": limit, "seed": seed, "seed_shift_mm": SEED_SHIFT_MM,
+                    "off_centre_slices_per_training_nodule": OFF_CENTRE_SLICES},
+        "patch": {"size_px": 64, "extent_mm": 45.0, "centre": "metadata coordX/Y/Z (mask centroid where > 5 mm off)",
+                  "units": "HU", "outside_voi": "-1000 HU, marked 0 in valid"},
+        "diameter_mm": "the metadata's diameter_mm",
+        "diameter_only_auc": {
+            "test": _auc_or_none(diameters[split_of == "test"], labels[split_of == "test"]),
+            "all": _auc_or_none(diameters, labels),
+            "note": "AUC of diameter_mm as the malignancy score, centre views",
+        },
+        "empty_mask_patches": int(sum(not v.mask.any() for v in centre)),
+        "median_valid_fraction": float(np.median([v.valid.mean() for v in centre])),
+        "python": platform.python_version(),
+        "seconds": None,
+    }
+    dataset = PreparedDataset(
+        images_hu=np.stack([v.image_hu for v in views]).astype(np.float32),
+        masks=np.stack([v.mask for v in views]).astype(np.uint8),
+        labels=np.array([v.nodule.label for v in views], dtype=np.int64),
+        patient_ids=np.array([v.nodule.patient_id for v in views]),
+        nodule_ids=np.array([v.nodule.nodule_id for v in views]),
+        diameters_mm=np.array([v.nodule.diameter_mm for v in views], dtype=np.float32),
+        splits=np.array([v.nodule.split for v in views]),
+        manifest=manifest,
+        valid=np.stack([v.valid for v in views]).astype(np.uint8),
+        views=np.array([v.view for v in views]),
     )
     manifest["seconds"] = round(time.perf_counter() - started, 1)
     return dataset.save(out_dir)
@@ -150,7 +222,7 @@ def _limited_selection(
             return cohort, splits, chosen
 
 
-def _stratified_first(nodules: Sequence[NoduleRecord], splits: Dict[str, str], limit: int) -> List[NoduleRecord]:
+def _stratified_first(nodules: Sequence, splits: Dict[str, str], limit: int) -> List:
     """The first nodules of each (split, label) group, in proportion: about 30 % test, half malignant."""
     quotas = {}
     test_count = max(int(round(TEST_FRACTION * limit)), 2)

@@ -1,9 +1,12 @@
 """Train the malignancy classifier (paper Sec. 3.2): weighted cross entropy, early stopping.
 
 The training split's patients are divided (seeded, stratified by each patient's majority label)
-into a fitting part and a validation part; the test split is never touched here. The model with
-the best validation AUC is kept. Patches are normalised with the HU window that the bundle's
-metadata will carry, so training and inference see the same numbers.
+into a fitting part and a validation part; the test split is never touched here. Every view of
+a fitting nodule is trained on, each step with a new surround where the patch holds no image
+(``context_fill.random_context``). Validation scores the centre views of the validation patients
+under every evaluation fill and keeps the model whose worst-fill AUC is best, so the choice
+favours a classifier that ignores the surround. Patches are normalised with the HU window that
+the bundle's metadata will carry, so training and inference see the same numbers.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from CycleGANExplainLib.networks import MalignancyClassifier
 from .augment import classifier_augmentation
 from .checkpoint import save_checkpoint
 from .config import TrainingConfig
-from .dataset import MALIGNANT, PreparedDataset
+from .context_fill import EVALUATION_FILLS, fill_outside, random_context
+from .dataset import CENTRE, MALIGNANT, PreparedDataset
 from .run_log import MetricsLog, Progress
 
 CLASSIFIER_CHECKPOINT = "classifier.pt"
@@ -35,6 +39,19 @@ CLASSIFIER_METRICS = "classifier_metrics.jsonl"
 def normalised_images(dataset: PreparedDataset, hu_window: Sequence[float]) -> torch.Tensor:
     """The dataset's patches as a float32 tensor [N, 1, H, W] in [-1, 1]."""
     return torch.from_numpy(normalise_hu(dataset.images_hu, hu_window))[:, None]
+
+
+def images_in_context(dataset: PreparedDataset, hu_window: Sequence[float], fill: str, seed: int = 0) -> torch.Tensor:
+    """The dataset's patches with one fixed surround (``context_fill.fill_outside``), normalised."""
+    filled = fill_outside(dataset.images_hu, dataset.valid, fill, seed)
+    return torch.from_numpy(normalise_hu(filled, hu_window))[:, None]
+
+
+def images_in_random_context(dataset: PreparedDataset, indices: np.ndarray, hu_window: Sequence[float],
+                             rng: np.random.Generator) -> torch.Tensor:
+    """The patches at ``indices``, each with a freshly drawn surround, normalised [B, 1, H, W]."""
+    filled = random_context(dataset.images_hu[indices], dataset.valid[indices], dataset.masks[indices], rng)
+    return torch.from_numpy(normalise_hu(filled, hu_window))[:, None]
 
 
 def patient_validation_mask(patient_ids: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -96,16 +113,18 @@ def train_classifier(
 
     train = dataset.subset("train")
     validation = patient_validation_mask(train.patient_ids, train.labels, settings.validation_fraction, settings.seed)
-    images = normalised_images(train, config.hu_window)
-    labels = torch.from_numpy(train.labels.astype(np.int64))
-    fit_images, fit_labels = images[~validation], labels[~validation]
-    validation_images, validation_labels = images[validation], labels[validation]
-    weights = class_weights(fit_labels.numpy()).to(device)
+    fit = train.select(~validation)
+    held_out = train.select(validation & (train.views == CENTRE))
+    validation_sets = {fill: images_in_context(held_out, config.hu_window, fill) for fill in EVALUATION_FILLS}
+    validation_labels = torch.from_numpy(held_out.labels.astype(np.int64))
+    fit_labels = torch.from_numpy(fit.labels.astype(np.int64))
+    weights = class_weights(fit.labels).to(device)
 
-    classifier = MalignancyClassifier(settings.width, images.shape[-1], settings.dropout).to(device)
+    classifier = MalignancyClassifier(settings.width, fit.images_hu.shape[-1], settings.dropout).to(device)
     optimiser = torch.optim.Adam(classifier.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     transform = classifier_augmentation(settings.seed)
     order = torch.Generator().manual_seed(settings.seed)
+    context_rng = np.random.default_rng(settings.seed)
     log = MetricsLog(out_dir / CLASSIFIER_METRICS)
     checkpoint_path = out_dir / CLASSIFIER_CHECKPOINT
     best_auc, best_epoch = -1.0, -1
@@ -113,21 +132,24 @@ def train_classifier(
     for epoch in range(settings.max_epochs):
         epoch_started = time.perf_counter()
         classifier.train()
-        permutation = torch.randperm(len(fit_images), generator=order)
+        permutation = torch.randperm(len(fit), generator=order)
         losses = []
         for start in range(0, len(permutation), settings.batch_size):
             batch = permutation[start : start + settings.batch_size]
             if len(batch) < 2:  # BatchNorm cannot train on a single sample
                 continue
-            inputs = _augmented(fit_images[batch], transform).to(device)
+            images = images_in_random_context(fit, batch.numpy(), config.hu_window, context_rng)
+            inputs = _augmented(images, transform).to(device)
             loss = F.cross_entropy(classifier(inputs), fit_labels[batch].to(device), weight=weights)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             losses.append(float(loss.detach()))
-        probabilities = malignancy_probabilities(classifier, validation_images, device)
-        auc = float(compute_roc_auc(probabilities, validation_labels))
+        aucs = {fill: float(compute_roc_auc(malignancy_probabilities(classifier, images, device), validation_labels))
+                for fill, images in validation_sets.items()}
+        auc = min(aucs.values())  # the worst surround decides
         log.write({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_auc": auc,
+                   **{f"validation_auc_{fill}": value for fill, value in aucs.items()},
                    "seconds": time.perf_counter() - epoch_started})
         bar.update(1, loss=float(np.mean(losses)), val_auc=auc)
         if auc > best_auc:
@@ -141,9 +163,14 @@ def train_classifier(
                 "config": config.to_dict(),
                 "epoch": epoch,
                 "validation_auc": auc,
+                "validation_auc_by_fill": aucs,
+                "validation_selection": "worst AUC over the fills " + ", ".join(EVALUATION_FILLS)
+                                        + " on the validation patients' centre views",
                 "class_weights": weights.cpu().tolist(),
-                "counts": {"fit": int(len(fit_images)), "validation": int(len(validation_images)),
-                           "validation_patients": int(len(np.unique(train.patient_ids[validation])))},
+                "counts": {"fit_samples": int(len(fit)), "fit_nodules": int(len(np.unique(fit.nodule_ids))),
+                           "validation": int(len(held_out)),
+                           "validation_patients": int(len(np.unique(held_out.patient_ids)))},
+                "validation_patients": sorted(np.unique(held_out.patient_ids).tolist()),
                 "patches_sha256": dataset.manifest.get("patches_sha256"),
                 "seed": settings.seed,
                 "command": command,

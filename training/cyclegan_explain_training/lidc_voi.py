@@ -1,0 +1,164 @@
+"""Real LIDC-IDRI nodules from a folder of nodule sub-volumes (VOIs), cut into the patch contract.
+
+The folder is laid out as the ML4PM course data (see training/README.md, "Real CT"):
+
+    DIR/split.csv                                    patient_id,split (train | test), by patient
+    DIR/data/MetadatabyNoduleMaxVoting.csv           one row per nodule: centre (coordX/Y/Z, LPS mm
+                                                     in the VOI's frame), diameter_mm, Diagnosis_value
+    DIR/data/VOIs/image/<patient>_R_<nodule>.nii.gz  CT sub-volume in HU
+    DIR/data/VOIs/nodule_mask/<same name>            consensus nodule mask on the same grid
+
+Every patch is cut by the core's ``extract_patch`` (the one sampler). Per nodule this gives the
+centre view (the plane through the nodule's centre: what evaluation reports), a view with the
+seed moved 2 mm in a random in-plane direction (an imprecise click), and for training nodules
+planes through up to ``OFF_CENTRE_SLICES`` other slices of the nodule. Each view keeps its mask
+patch and a ``valid`` patch marking where the VOI had image data.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from CycleGANExplainLib.patch_sampling import extract_patch
+from CycleGANExplainLib.volume_io import ijk_to_ras_of
+
+from .dataset import CENTRE, OFF_CENTRE, SEED_SHIFTED
+
+METADATA_CSV = Path("data") / "MetadatabyNoduleMaxVoting.csv"
+SPLIT_CSV = Path("split.csv")
+IMAGE_DIR = Path("data") / "VOIs" / "image"
+MASK_DIR = Path("data") / "VOIs" / "nodule_mask"
+SEED_SHIFT_MM = 2.0
+OFF_CENTRE_SLICES = 4
+# The metadata centre agrees with the mask centroid to < 1 mm for 99 % of nodules; where it is
+# further off than this (one nodule lies 33 mm off, outside its VOI) the centroid is used.
+MAX_CENTRE_OFFSET_MM = 5.0
+
+
+@dataclass(frozen=True)
+class VoiNodule:
+    patient_id: str
+    nodule_id: str  # "<patient>_R_<nodule>", the VOI file's stem
+    label: int  # Diagnosis_value: 1 malignant, 0 benign
+    diameter_mm: float
+    centre_lps: Tuple[float, float, float]
+    split: str
+
+
+@dataclass
+class NoduleView:
+    nodule: VoiNodule
+    view: str
+    image_hu: np.ndarray
+    mask: np.ndarray
+    valid: np.ndarray
+    seed_ras: np.ndarray
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (is --voi-dir a folder laid out like lidc-voi?)")
+    return path
+
+
+def read_split(voi_dir: Path) -> Dict[str, str]:
+    """patient_id -> "train" | "test" from split.csv, refusing any other split name."""
+    with open(_require(voi_dir / SPLIT_CSV, "split file"), newline="") as handle:
+        split = {row["patient_id"]: row["split"] for row in csv.DictReader(handle)}
+    unknown = sorted(set(split.values()) - {"train", "test"})
+    if unknown:
+        raise ValueError(f"{voi_dir / SPLIT_CSV} names unknown split(s) {unknown}; expected train or test.")
+    return split
+
+
+def read_nodules(voi_dir: Path) -> Tuple[List[VoiNodule], List[str]]:
+    """The nodules that have an image, a mask and a split, and the stems left out (with why)."""
+    voi_dir = Path(voi_dir)
+    split = read_split(voi_dir)
+    nodules, left_out = [], []
+    with open(_require(voi_dir / METADATA_CSV, "nodule metadata"), newline="") as handle:
+        for row in csv.DictReader(handle):
+            stem = f"{row['patient_id']}_R_{int(row['nodule_id'])}"
+            if not (voi_dir / IMAGE_DIR / f"{stem}.nii.gz").is_file() or not (voi_dir / MASK_DIR / f"{stem}.nii.gz").is_file():
+                left_out.append(f"{stem}: no image or mask file")
+                continue
+            if row["patient_id"] not in split:
+                left_out.append(f"{stem}: patient not in split.csv")
+                continue
+            nodules.append(VoiNodule(
+                patient_id=row["patient_id"], nodule_id=stem, label=int(row["Diagnosis_value"]),
+                diameter_mm=float(row["diameter_mm"]),
+                centre_lps=(float(row["coordX"]), float(row["coordY"]), float(row["coordZ"])),
+                split=split[row["patient_id"]]))
+    return nodules, left_out
+
+
+def _lps_to_ras(point: Sequence[float]) -> np.ndarray:
+    return np.array([-point[0], -point[1], point[2]], dtype=float)
+
+
+def _cut(volume: np.ndarray, mask: np.ndarray, ones: np.ndarray, ijk_to_ras: np.ndarray,
+         seed_ras: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image = extract_patch(volume, ijk_to_ras, seed_ras).pixels
+    mask_patch = extract_patch(mask, ijk_to_ras, seed_ras).pixels >= 0.5
+    # Outside the volume the sampler gives -1000: an all-ones volume marks where data was.
+    valid = extract_patch(ones, ijk_to_ras, seed_ras).pixels > 0.5
+    return image, mask_patch.astype(np.uint8), valid.astype(np.uint8)
+
+
+def nodule_views(voi_dir: Path, nodule: VoiNodule, rng: np.random.Generator) -> List[NoduleView]:
+    """The views of one nodule (centre, seed-shifted and, for training nodules, off-centre)."""
+    image = sitk.ReadImage(str(voi_dir / IMAGE_DIR / f"{nodule.nodule_id}.nii.gz"))
+    mask_image = sitk.ReadImage(str(voi_dir / MASK_DIR / f"{nodule.nodule_id}.nii.gz"))
+    volume = sitk.GetArrayFromImage(image).astype(np.float32)
+    mask = (sitk.GetArrayFromImage(mask_image) > 0).astype(np.float32)
+    if mask.shape != volume.shape:
+        raise ValueError(f"{nodule.nodule_id}: mask shape {mask.shape} differs from image shape {volume.shape}.")
+    ones = np.ones_like(volume)
+    ijk_to_ras = ijk_to_ras_of(image)
+
+    centre = _lps_to_ras(nodule.centre_lps)
+    if mask.any():
+        centroid_kji = np.argwhere(mask > 0).mean(axis=0)
+        centroid = (ijk_to_ras @ np.array([*centroid_kji[::-1], 1.0]))[:3]
+        if np.linalg.norm(centroid - centre) > MAX_CENTRE_OFFSET_MM:
+            centre = centroid
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    seeds = [(CENTRE, centre),
+             (SEED_SHIFTED, centre + SEED_SHIFT_MM * np.array([np.cos(angle), np.sin(angle), 0.0]))]
+    if nodule.split == "train":
+        seeds += [(OFF_CENTRE, seed) for seed in _off_centre_seeds(mask, ijk_to_ras, centre)]
+    views = []
+    for view, seed in seeds:
+        patch, mask_patch, valid = _cut(volume, mask, ones, ijk_to_ras, seed)
+        views.append(NoduleView(nodule, view, patch, mask_patch, valid, seed))
+    return views
+
+
+def _off_centre_seeds(mask: np.ndarray, ijk_to_ras: np.ndarray, centre: np.ndarray) -> List[np.ndarray]:
+    """Seeds on other slices that cut the nodule: the centre moved along S onto each slice whose
+    mask is not empty, at most OFF_CENTRE_SLICES of them spread evenly."""
+    slice_z = np.array([(ijk_to_ras @ np.array([0.0, 0.0, k, 1.0]))[2] for k in range(mask.shape[0])])
+    nodule_slices = [k for k in range(mask.shape[0]) if mask[k].any() and abs(slice_z[k] - centre[2]) > 0.25]
+    if len(nodule_slices) > OFF_CENTRE_SLICES:
+        chosen = np.linspace(0, len(nodule_slices) - 1, OFF_CENTRE_SLICES).round().astype(int)
+        nodule_slices = [nodule_slices[i] for i in chosen]
+    return [np.array([centre[0], centre[1], slice_z[k]]) for k in nodule_slices]
+
+
+def voi_views(voi_dir: Path, nodules: Sequence[VoiNodule], seed: int = 0,
+              progress: Optional[Callable[[int, int], None]] = None) -> List[NoduleView]:
+    """Every view of every nodule, in nodule order; seeded (the seed-shift directions)."""
+    rng = np.random.default_rng(seed)
+    views: List[NoduleView] = []
+    for done, nodule in enumerate(nodules, start=1):
+        views.extend(nodule_views(Path(voi_dir), nodule, rng))
+        if progress is not None:
+            progress(done, len(nodules))
+    return views
