@@ -5,11 +5,12 @@ the work is done by CycleGANExplainLib. Research use only; not a medical device.
 """
 
 # No `from __future__ import annotations` here: parameterNodeWrapper reads the annotations.
+import html
 import importlib.util
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, List, Optional, Union
 
 import numpy as np
 import qt
@@ -28,7 +29,15 @@ from slicer.util import VTKObservationMixin
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explanation import colour_legend
-from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleMetadata, default_bundle_dir, read_metadata
+from CycleGANExplainLib.model_bundle import (
+    DEVICE_CHOICES,
+    BundleMetadata,
+    default_bundle_dir,
+    read_metadata,
+    resolve_bundle,
+    shipped_bundles,
+)
+from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
 
 MODULE_DIR = Path(__file__).resolve().parent
 SAMPLE_NAME = "SyntheticChestCT"
@@ -72,15 +81,7 @@ class CycleGANExplain(ScriptedLoadableModule):
         self.parent.categories = ["Explainability"]
         self.parent.dependencies = []  # PyTorch (extension) is checked when first explaining
         self.parent.contributors = ["CycleGANExplain contributors"]
-        self.parent.helpText = """
-Explains a lung-nodule malignancy classifier with cycle-consistent activation maximisation.
-Place a seed on a nodule: a 45 mm axial patch around it is classified, transformed towards
-malignant (G+) and towards benign (G-), and R = G+(x) - G-(x) is painted over the CT:
-red where the image would change to look more malignant, blue towards benign.
-"Method" shows a baseline attribution map (saliency, integrated gradients, SHAP, occlusion,
-Grad-CAM, LRP) of the same classifier instead, with the same colours; saliency and Grad-CAM
-are unsigned (red is magnitude only). Research use only; not a medical device.
-""" + bundleHelpText()
+        self.parent.helpText = moduleHelpText()
         self.parent.acknowledgementText = """
 Method: Katzmann A. et al., "Explaining clinical decision support systems in medical imaging
 using cycle-consistent activation maximization", Neurocomputing 2021.
@@ -88,13 +89,44 @@ using cycle-consistent activation maximization", Neurocomputing 2021.
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-def bundleHelpText() -> str:
-    """The shipped bundle's name, training data and performance, read from its metadata.json."""
-    try:
-        metadata = read_metadata(default_bundle_dir())
-    except Exception as error:  # noqa: BLE001 - the help text must not stop the module from loading
-        return f"\nModel bundle: unreadable ({error})."
-    return f"\nModel bundle: {metadata.display_name}. {metadata.summary}"
+def shippedBundleNames() -> List[str]:
+    """The Bundle choices: the shipped bundles' names (the default's alone when none is installed,
+    so that loading a bundle names the missing folder)."""
+    return [path.name for path in shipped_bundles()] or [default_bundle_dir().name]
+
+
+def bundleDescription(metadata: BundleMetadata) -> str:
+    """A bundle's training data and headline evaluation, from its metadata.json."""
+    return f"Trained on {metadata.trained_on}. Evaluation: {metadata.headline_evaluation}."
+
+
+def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
+    """The module's help: what it does, research use, every shipped bundle (from its metadata.json,
+    read now) and the LIDC-IDRI attribution (CycleGANExplainLib.notices). ``modelsDir``: where the
+    bundles are (default: Resources/Models)."""
+    default = default_bundle_dir(modelsDir)
+    bundles = []
+    for path in shipped_bundles(modelsDir):
+        try:
+            metadata = read_metadata(path)
+            text = f"<b>{html.escape(metadata.display_name)}</b>: {html.escape(bundleDescription(metadata))}"
+        except Exception as error:  # noqa: BLE001 - the help text must not stop the module from loading
+            text = f"<b>{html.escape(path.name)}</b>: unreadable ({html.escape(str(error))})"
+        bundles.append(f"<li>{text}{' (default)' if path == default else ''}</li>")
+    citations = "".join(f"<li>{html.escape(citation)}</li>" for citation in LIDC_IDRI_CITATIONS)
+    return (
+        "<p>Explains a lung-nodule malignancy classifier with cycle-consistent activation maximisation. "
+        "Place a seed on a nodule: a 45 mm axial patch around it is classified, transformed towards "
+        "malignant (G+) and towards benign (G-), and R = G+(x) - G-(x) is painted over the CT: red where "
+        "the image would change to look more malignant, blue towards benign. \"Method\" shows a baseline "
+        "attribution map (saliency, integrated gradients, SHAP, occlusion, Grad-CAM, LRP) of the same "
+        "classifier instead, with the same colours; saliency and Grad-CAM are unsigned (red is magnitude only).</p>"
+        f"<p><b>{html.escape(RESEARCH_NOTICE)}</b> Not cleared or approved for diagnosis or any clinical decision.</p>"
+        "<p>Model bundles (\"Bundle\" chooses one). What each was trained on and its figures on its held-out "
+        "test split are read from the bundle's metadata.json:</p>"
+        f"<ul>{''.join(bundles) or '<li>none installed</li>'}</ul>"
+        f"<p>{html.escape(LIDC_IDRI_LICENCE)} Please cite:</p><ul>{citations}</ul>"
+    )
 
 
 def methodLegendHtml(method: str) -> str:
@@ -141,6 +173,7 @@ class CycleGANExplainParameterNode:
     seedNode - point list whose first point is the patch centre.
     device - torch device choice; the device actually used is shown with the result.
     method - attribution method whose map is shown (attribution_methods.METHODS key).
+    bundle - name of the shipped model bundle that explains.
     neighbourSlices - also explain this many axial slices above and below the seed.
     autoUpdate - re-explain when the seed is placed or moved.
     showOverlay, overlayOpacity - how the relevance overlay is shown in the slice views.
@@ -151,6 +184,7 @@ class CycleGANExplainParameterNode:
     seedNode: vtkMRMLMarkupsFiducialNode
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
     method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
+    bundle: Annotated[str, Choice(shippedBundleNames())] = default_bundle_dir().name
     neighbourSlices: Annotated[int, WithinRange(0, 10)] = 0
     autoUpdate: bool = True
     showOverlay: bool = True
@@ -173,7 +207,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._observedSeedNode = None
         self._torchReady = False
         self._explainTimer = None
-        self._methodShownOrTried = None
+        self._choiceShownOrTried = None
+        self._bundleShown = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -183,7 +218,6 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = CycleGANExplainLogic()
-        self.ui.bundleLabel.text = self.logic.bundleMetadata().display_name
         self.ui.seedPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
 
         self._explainTimer = qt.QTimer()
@@ -223,16 +257,20 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = firstVolumeNode
         if not self._parameterNode.seedNode:
             self._parameterNode.seedNode = self.logic.createSeedNode()
+        if self._parameterNode.bundle not in shippedBundleNames():  # a scene saved with a bundle not installed
+            self._parameterNode.bundle = default_bundle_dir().name
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
-        self._methodShownOrTried = None
+        self._choiceShownOrTried = None
+        self._bundleShown = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self._labelMethodItems()
+            self._describeBundleItems()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self.onParameterNodeModified()
 
@@ -243,16 +281,38 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.methodComboBox.setItemData(index, f"{method.library}; {colour_legend(method.key)}",
                                                qt.Qt.ToolTipRole)
 
+    def _describeBundleItems(self) -> None:
+        """Each bundle's training data and evaluation as its tooltip (the binding lists the names in order)."""
+        for index, name in enumerate(shippedBundleNames()):
+            try:
+                tooltip = bundleDescription(self.logic.bundleMetadata(name))
+            except Exception as error:  # noqa: BLE001 - a broken bundle must not break the panel
+                tooltip = f"Unreadable: {error}"
+            self.ui.bundleComboBox.setItemData(index, tooltip, qt.Qt.ToolTipRole)
+
+    def _showBundle(self, bundle: Optional[str]) -> None:
+        """The Model section describes the chosen bundle (read once per choice, not on every change)."""
+        if bundle == self._bundleShown:
+            return
+        self._bundleShown = bundle
+        try:
+            metadata = self.logic.bundleMetadata(bundle)
+            self.ui.bundleLabel.text = f"{metadata.display_name}. {bundleDescription(metadata)}"
+        except Exception as error:  # noqa: BLE001 - shown; explaining reports it again
+            self.ui.bundleLabel.text = f"{bundle}: unreadable ({error})"
+
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         parameters = self._parameterNode
         seedNode = parameters.seedNode if parameters else None
         self._observeSeedNode(seedNode)
         self.ui.seedPlaceWidget.setCurrentNode(seedNode)
         self.ui.explainButton.enabled = bool(parameters and parameters.inputVolume and seedNode)
+        if parameters:
+            self._showBundle(parameters.bundle)
         if parameters and parameters.overlayVolume:
             self.logic.showOverlay(parameters.overlayVolume, parameters.inputVolume, parameters.overlayOpacity,
                                    parameters.showOverlay)
-        self._reexplainIfMethodChanged(parameters)
+        self._reexplainIfChoiceChanged(parameters)
 
     def _observeSeedNode(self, seedNode) -> None:
         if seedNode is self._observedSeedNode:
@@ -268,15 +328,16 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                           slicer.vtkMRMLMarkupsNode.PointModifiedEvent):
                 self.addObserver(seedNode, event, self.onSeedMoved)
 
-    def _reexplainIfMethodChanged(self, parameters) -> None:
-        """Choosing another method re-explains the shown map (into the same overlay node), once per
-        choice: a failed attempt is not retried on every later parameter change."""
+    def _reexplainIfChoiceChanged(self, parameters) -> None:
+        """Choosing another method or bundle re-explains the shown map (into the same overlay node),
+        once per choice: a failed attempt is not retried on every later parameter change."""
         if not (parameters and parameters.overlayVolume and self.logic.hasSeed(parameters.seedNode)):
             return
-        if self._methodShownOrTried is None:
-            self._methodShownOrTried = mrml_overlay.overlay_method(parameters.overlayVolume)
-        if parameters.method != self._methodShownOrTried:
-            self._methodShownOrTried = parameters.method
+        if self._choiceShownOrTried is None:
+            # The overlay records its method; its bundle is the one saved beside it in the parameter node.
+            self._choiceShownOrTried = (mrml_overlay.overlay_method(parameters.overlayVolume), parameters.bundle)
+        if (parameters.method, parameters.bundle) != self._choiceShownOrTried:
+            self._choiceShownOrTried = (parameters.method, parameters.bundle)
             self._explainTimer.start()
 
     def onSeedMoved(self, caller=None, event=None) -> None:
@@ -287,12 +348,13 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExplain(self) -> None:
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Could not explain the seed point.", waitCursor=True):
-            self._methodShownOrTried = parameters.method
+            self._choiceShownOrTried = (parameters.method, parameters.bundle)
             if not self.ensureTorch() or not self.ensureMethodPackages(parameters.method):
                 return
             seedRAS = self.logic.seedPosition(parameters.seedNode)
             result = self.logic.explain(parameters.inputVolume, seedRAS, parameters.device,
-                                        parameters.neighbourSlices, self.showProgress, method=parameters.method)
+                                        parameters.neighbourSlices, self.showProgress, method=parameters.method,
+                                        bundle=parameters.bundle)
             parameters.overlayVolume = result.overlay_node
             self.logic.showOverlay(result.overlay_node, parameters.inputVolume, parameters.overlayOpacity,
                                    parameters.showOverlay, jumpToRAS=seedRAS)
@@ -313,7 +375,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"{result.batch.device}, {result.batch.seconds:.2f} s for {len(result.batch)} patch(es)"
         )
         method = METHODS[result.batch.method]
-        self.ui.methodUsedLabel.text = f"{method.label} ({method.library})"
+        self.ui.methodUsedLabel.text = f"{method.label} ({method.library}); bundle {result.batch.bundle_name}"
         self.ui.legendLabel.text = methodLegendHtml(method.key)
         self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
         for warning in result.batch.warnings:
@@ -400,15 +462,21 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
     Free of Qt and of slicer.util's GUI functions, so it also runs on a bare slicer-core scene.
     """
 
-    def __init__(self, bundleDir: Optional[Path] = None) -> None:
+    def __init__(self, bundleDir: Union[str, Path, None] = None) -> None:
+        """``bundleDir``: the bundle used when ``explain`` is given none: a shipped bundle's name or a
+        bundle folder (default: the default shipped bundle)."""
         ScriptedLoadableModuleLogic.__init__(self)
-        self.bundleDir = Path(bundleDir) if bundleDir is not None else default_bundle_dir()
+        self.bundleDir = resolve_bundle(bundleDir)
 
     def getParameterNode(self):
         return CycleGANExplainParameterNode(super().getParameterNode())
 
-    def bundleMetadata(self) -> BundleMetadata:
-        return read_metadata(self.bundleDir)
+    def bundleDirFor(self, bundle: Union[str, Path, None] = None) -> Path:
+        """The folder of ``bundle`` (a shipped bundle's name or a folder); None: this logic's bundle."""
+        return self.bundleDir if bundle is None else resolve_bundle(bundle)
+
+    def bundleMetadata(self, bundle: Union[str, Path, None] = None) -> BundleMetadata:
+        return read_metadata(self.bundleDirFor(bundle))
 
     def createSeedNode(self):
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CycleGANExplain seed")
@@ -447,16 +515,19 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         neighbourSlices: int = 0,
         statusCallback: Optional[Callable[[str], None]] = None,
         method: str = DEFAULT_METHOD,
+        bundle: Union[str, Path, None] = None,
     ) -> "mrml_explain.VolumeExplanation":
-        """Explain at ``seedRAS`` (RAS mm) with ``method`` (attribution_methods.METHODS key); returns
+        """Explain at ``seedRAS`` (RAS mm) with ``method`` (attribution_methods.METHODS key) and the
+        model ``bundle`` (a shipped bundle's name or a folder; None: this logic's bundle); returns
         (explanation batch, overlay node, seed's index).
 
-        The overlay volume node is created once and updated on every call, whatever the method; the
-        input is never modified. A baseline whose packages are missing raises MissingDependencyError.
+        The overlay volume node is created once and updated on every call, whatever the method or
+        bundle; the input is never modified. A baseline whose packages are missing raises
+        MissingDependencyError; an unknown bundle raises BundleError naming the shipped ones.
         """
         return mrml_explain.explain_volume_node(
-            slicer.mrmlScene, volumeNode, seedRAS, self.bundleDir, device, neighbourSlices, statusCallback,
-            method=method,
+            slicer.mrmlScene, volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
+            statusCallback, method=method,
         )
 
     @staticmethod

@@ -1,11 +1,14 @@
 """`cyclegan-explain`: explain nodules of a CT from the command line.
 
     cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda] [--method KEY]
-    cyclegan-explain web [CT] [--port N] [--host 127.0.0.1] [--device auto|cpu|cuda]
+                             [--bundle NAME|PATH]
+    cyclegan-explain web [CT] [--port N] [--host 127.0.0.1] [--device auto|cpu|cuda] [--bundle NAME|PATH]
+    cyclegan-explain bundles
 
 For each seed it writes the relevance map (by default CycleGAN-AM's R = G+(x) - G-(x); ``--method``
 picks a baseline attribution method instead) as NRRD placed in the CT's patient space (load it over
-the CT in Slicer), a PNG figure and, for all seeds, summary.json. Research use only.
+the CT in Slicer), a PNG figure and, for all seeds, summary.json. ``bundles`` lists the shipped
+model bundles with their training data and evaluation. Research use only.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from . import __version__
 from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
 from .explanation import ExplanationBatch, display_limit, explain, require_method
 from .explanation_figure import RELEVANCE_TITLE, save_explanation_figure
-from .model_bundle import DEVICE_CHOICES, BundleError, default_bundle_dir, load_bundle
+from .model_bundle import (DEVICE_CHOICES, BundleError, default_bundle_dir, load_bundle, read_metadata,
+                           resolve_bundle, shipped_bundles)
+from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
 from .volume_checks import NotCTError, check_ct_intensities
 from .volume_io import UnreadableVolumeError, read_volume, write_volume
 
-RESEARCH_NOTICE = "Research use only. Not a medical device."
 EXIT_BAD_INPUT = 2
+DEFAULT_MARKER = "(default)"
 
 
 def parse_seed(text: str) -> List[float]:
@@ -55,11 +60,20 @@ def method_help() -> str:
             f"pip install 'cyclegan-explain[baselines]'. Unsigned maps, shown in red only: {unsigned}")
 
 
+def bundle_help() -> str:
+    """--bundle's help: the shipped bundles by name, and which one is the default."""
+    names = ", ".join(path.name for path in shipped_bundles()) or "none installed"
+    return (f"model bundle: a shipped bundle's name ({names}) or a bundle folder's path "
+            f"(default: {default_bundle_dir().name}; 'cyclegan-explain bundles' describes them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclegan-explain",
         description="Explain a lung-nodule malignancy classifier with CycleGAN activation maximisation. "
         + RESEARCH_NOTICE,
+        epilog=data_attribution_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the citations one per line
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain_parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     explain_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
-    explain_parser.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
+    explain_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
     explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
     explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
     explain_parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="METHOD",
@@ -95,8 +109,36 @@ def build_parser() -> argparse.ArgumentParser:
     web_parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: a free port)")
     web_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     web_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
-    web_parser.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the shipped one)")
+    web_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
+    commands.add_parser(
+        "bundles",
+        help="list the shipped model bundles: training data and evaluation",
+        description="Each shipped model bundle's name, version, training data and headline test-split "
+        "evaluation, read from its metadata.json; the default is marked. " + RESEARCH_NOTICE,
+    )
     return parser
+
+
+def run_bundles() -> int:
+    """Print each shipped bundle (from its metadata.json), then the data attribution."""
+    default = default_bundle_dir()
+    bundles = shipped_bundles()
+    if not bundles:
+        print("No model bundle is installed.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for path in bundles:
+        try:
+            metadata = read_metadata(path)
+        except BundleError as error:
+            print(f"{path.name}: unreadable ({error})")
+            continue
+        marker = f" {DEFAULT_MARKER}" if path == default else ""
+        print(f"{path.name}{marker}: {metadata.display_name}")
+        print(f"  trained on: {metadata.trained_on}")
+        print(f"  evaluation: {metadata.headline_evaluation}")
+    print(RESEARCH_NOTICE)
+    print(data_attribution_text())
+    return 0
 
 
 def run_web(args: argparse.Namespace) -> int:
@@ -107,7 +149,12 @@ def run_web(args: argparse.Namespace) -> int:
         print(f"error: the web viewer needs trame-slicer ({error}); install it with: "
               "pip install 'cyclegan-explain[web]'", file=sys.stderr)
         return EXIT_BAD_INPUT
-    serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=args.bundle)
+    try:
+        bundle_dir = resolve_bundle(args.bundle)
+    except BundleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=bundle_dir)
     return 0
 
 
@@ -177,7 +224,7 @@ def run_explain(args: argparse.Namespace) -> int:
             )
         )
     print(f"Read {loaded.description}: {loaded.volume_kji.shape[::-1]} voxels (I, J, K).", file=sys.stderr)
-    bundle = load_bundle(args.bundle if args.bundle else default_bundle_dir(), args.device)
+    bundle = load_bundle(resolve_bundle(args.bundle), args.device)
     batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
                     progress=_progress if len(args.seeds) > 1 else None, method=args.method)
     for warning in batch.warnings:
@@ -209,6 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "web":
         return run_web(args)
+    if args.command == "bundles":
+        return run_bundles()
     try:
         return run_explain(args)
     except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError,

@@ -31,8 +31,16 @@ MODEL_FILES = {
 }
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
-DEFAULT_BUNDLE_NAME = "lidc-phantoms"
+# The bundles shipped with the module, one folder each, and the one used when none is chosen.
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+DEFAULT_BUNDLE_NAME = "lidc-voi"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# metadata.json's training_data.dataset.source, in words (for help texts and the bundle listing).
+TRAINING_DATA_SOURCES = {
+    "voi": "real LIDC-IDRI chest CT: nodule sub-volumes of the training patients of a fixed patient-level split",
+    "dicom": "real LIDC-IDRI chest CT images",
+    "phantoms": "CT phantoms rendered from LIDC-IDRI readers' nodule contours (no patient images)",
+}
 
 
 class BundleError(RuntimeError):
@@ -68,6 +76,34 @@ class BundleMetadata:
         if not self.trained:
             return "Untrained placeholder: randomly initialised networks; its explanations are meaningless."
         return str(self.raw.get("summary") or "Trained; see metadata.json for the training data and evaluation.")
+
+    @property
+    def trained_on(self) -> str:
+        """The training data in words, from training_data.dataset.source."""
+        if not self.trained:
+            return "nothing (random weights)"
+        data = self.raw.get("training_data")
+        source = ((data.get("dataset") or {}) if isinstance(data, dict) else {}).get("source")
+        return TRAINING_DATA_SOURCES.get(source, f"data source {source!r} (see metadata.json)")
+
+    @property
+    def headline_evaluation(self) -> str:
+        """The classifier's test AUC beside the diameter-only baseline, and the targets missed."""
+        evaluation = self.raw.get("evaluation")
+        if not isinstance(evaluation, dict):  # None before `evaluate --attach`; a sentence for untrained bundles
+            return str(evaluation) if evaluation else "not evaluated"
+        heading = f"{evaluation.get('split', '?')} split, n = {evaluation.get('n', '?')}"
+        if evaluation.get("condition"):
+            heading += f" ({evaluation['condition']})"
+        figures = [f"classifier AUC {evaluation.get('classifier_auc', 'not recorded')}"]
+        by_condition = evaluation.get("classifier_auc_by_condition") or {}
+        if len(by_condition) > 1:  # real CT: under each fill beyond the VOI and with the seed moved
+            figures.append("by condition: " + ", ".join(f"{label} {auc}" for label, auc in by_condition.items()))
+        figures.append(f"nodule diameter alone {evaluation.get('diameter_only_auc', 'not recorded')}")
+        if evaluation.get("two_feature_auc"):
+            figures.append(f"mask area and mean HU alone {evaluation['two_feature_auc']}")
+        missed = evaluation.get("targets_missed") or []
+        return f"{heading}: {'; '.join(figures)}; targets missed: {', '.join(missed) if missed else 'none'}"
 
     @classmethod
     def from_json(cls, raw: Dict[str, Any]) -> "BundleMetadata":
@@ -145,9 +181,48 @@ def read_metadata(bundle_dir: Union[str, Path]) -> BundleMetadata:
     return BundleMetadata.from_json(raw)
 
 
-def default_bundle_dir() -> Path:
-    """The bundle shipped with the module: ``CycleGANExplain/Resources/Models/<name>``."""
-    return Path(__file__).resolve().parent.parent / "Resources" / "Models" / DEFAULT_BUNDLE_NAME
+def shipped_bundles(models_dir: Union[str, Path, None] = None) -> List[Path]:
+    """The bundle folders (each holding metadata.json) under ``models_dir``, by name.
+
+    ``models_dir`` defaults to the module's Resources/Models; tests pass their own.
+    """
+    root = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.iterdir() if (path / METADATA_FILE).is_file())
+
+
+def default_bundle_dir(models_dir: Union[str, Path, None] = None) -> Path:
+    """The ``DEFAULT_BUNDLE_NAME`` bundle when it is shipped, otherwise the first shipped bundle.
+
+    The fallback keeps every front-end working while the default bundle is not (yet) installed.
+    With no bundle at all, the default's path is returned and loading it names the missing folder.
+    """
+    root = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
+    bundles = shipped_bundles(root)
+    names = [path.name for path in bundles]
+    if DEFAULT_BUNDLE_NAME in names:
+        return root / DEFAULT_BUNDLE_NAME
+    return bundles[0] if bundles else root / DEFAULT_BUNDLE_NAME
+
+
+def resolve_bundle(name_or_path: Union[str, Path, None] = None, models_dir: Union[str, Path, None] = None) -> Path:
+    """A shipped bundle's folder from its name, or a bundle folder's path; None gives the default.
+
+    A shipped name wins over a folder of the same name in the working directory.
+    """
+    if name_or_path is None or str(name_or_path) == "":
+        return default_bundle_dir(models_dir)
+    bundles = shipped_bundles(models_dir)
+    for path in bundles:
+        if path.name == str(name_or_path):
+            return path
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir():
+        return candidate
+    available = ", ".join(path.name for path in bundles) or "none"
+    raise BundleError(f"No model bundle named {str(name_or_path)!r} and no such folder. "
+                      f"Shipped bundles: {available}; or give the path of a bundle folder.")
 
 
 def resolve_device(requested: str = "auto") -> Tuple[str, Optional[str]]:

@@ -92,11 +92,15 @@ class GeneratorEncoder(nn.Module):
 class UNetGenerator(nn.Module):
     """U-Net of depth 3 (stages 0-3), three convolutions per stage, nearest-neighbour upsampling.
 
-    Output is tanh-bounded to the normalised intensity range [-1, 1] of its input.
+    As in the paper, the output is an image, tanh-bounded to the normalised range [-1, 1].
+    With ``residual=True`` the network instead predicts a change that is added to its input and
+    clipped to [-1, 1]: the identity costs nothing, so what it paints is only what the classifier
+    needs changed (the real-CT bundle uses this; training/README.md's deviation table says why).
     """
 
-    def __init__(self, width: int = PAPER_GENERATOR_WIDTH):
+    def __init__(self, width: int = PAPER_GENERATOR_WIDTH, residual: bool = False):
         super().__init__()
+        self.residual = residual
         widths = stage_widths(width)
         self.encoder = GeneratorEncoder(widths)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
@@ -111,10 +115,15 @@ class UNetGenerator(nn.Module):
                 )
             )
         self.output = nn.Conv2d(widths[0], 1, kernel_size=1)
+        if residual:  # start as the identity: no change until the losses ask for one
+            nn.init.zeros_(self.output.weight)
+            nn.init.zeros_(self.output.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = self.encoder(x)
         y = skips[3]
         for block, skip in zip(self.decoder, (skips[2], skips[1], skips[0])):
             y = block(torch.cat([self.upsample(y), skip], dim=1))
+        if self.residual:
+            return torch.clamp(x + torch.tanh(self.output(y)), -1.0, 1.0)
         return torch.tanh(self.output(y))

@@ -6,13 +6,16 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CycleGANExplainLib.cli import main
+from CycleGANExplainLib.cli import DEFAULT_MARKER, main
+from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, resolve_bundle, shipped_bundles
+from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, RESEARCH_NOTICE, data_attribution_text
 from CycleGANExplainLib.patch_sampling import patch_to_ras_matrix
 from CycleGANExplainLib.volume_io import ijk_to_ras_of, write_volume
 
@@ -103,3 +106,60 @@ def test_malformed_seed_is_an_argument_error(ct_file):
     )
     assert result.returncode == 2
     assert "seed must be R,A,S in millimetres" in result.stderr
+
+
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "CycleGANExplain" / "Resources" / "SampleData"
+
+
+def test_shipped_bundle_chosen_by_name_explains_the_sample_ct(tmp_path, capsys):
+    nodule = next(n for n in json.loads((SAMPLE_DIR / "SyntheticChestCT.json").read_text())["nodules"]
+                  if n["id"] == "N2")
+    seed = ",".join(str(value) for value in nodule["centre_ras_mm"])
+    out = tmp_path / "out"
+    code = main(["explain", str(SAMPLE_DIR / "SyntheticChestCT.nrrd"), f"--seed={seed}", "--out", str(out),
+                 "--bundle", "lidc-phantoms", "--device", "cpu"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    metadata = read_metadata(resolve_bundle("lidc-phantoms"))
+    assert summary["bundle"] == f"lidc-phantoms {metadata.version}" and summary["trained"] is True
+    assert summary["bundle_summary"] == metadata.summary
+    assert f"Bundle: lidc-phantoms {metadata.version};" in capsys.readouterr().out
+    # What a trained bundle promises on the sample's documented nodules (the module's self-test too),
+    # within float32 rounding of saturated probabilities.
+    p = summary["seeds"][0]["malignancy_probability"]
+    assert p["G_neg(x)"] <= p["x"] + 1e-3 and p["x"] <= p["G_pos(x)"] + 1e-3
+
+
+def test_unknown_bundle_exits_2_naming_the_shipped_bundles(ct_file, tmp_path, capsys):
+    code = main(["explain", str(ct_file), "--seed=0,0,0", "--out", str(tmp_path / "o"), "--bundle", "lidc-real"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "No model bundle named 'lidc-real'" in error
+    assert f"Shipped bundles: {', '.join(path.name for path in shipped_bundles())};" in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_bundles_lists_each_shipped_bundle_and_marks_the_default(capsys):
+    assert main(["bundles"]) == 0
+    printed = capsys.readouterr().out
+    for bundle_dir in shipped_bundles():
+        metadata = read_metadata(bundle_dir)
+        marker = f" {DEFAULT_MARKER}" if bundle_dir == default_bundle_dir() else ""
+        assert f"{bundle_dir.name}{marker}: {metadata.display_name}\n" in printed
+        assert f"  trained on: {metadata.trained_on}\n  evaluation: {metadata.headline_evaluation}\n" in printed
+    assert printed.count(DEFAULT_MARKER) == 1
+    assert RESEARCH_NOTICE in printed
+    assert data_attribution_text() in printed
+
+
+def test_help_lists_the_bundles_and_attributes_lidc_idri():
+    help_text = subprocess.run([sys.executable, "-m", "CycleGANExplainLib.cli", "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "bundles" in help_text
+    for citation in LIDC_IDRI_CITATIONS:
+        assert citation in help_text
+    explain_help = " ".join(subprocess.run([sys.executable, "-m", "CycleGANExplainLib.cli", "explain", "--help"],
+                                           capture_output=True, text=True, check=True).stdout.split())
+    for bundle_dir in shipped_bundles():
+        assert bundle_dir.name in explain_help
+    assert f"(default: {default_bundle_dir().name};" in explain_help

@@ -58,7 +58,7 @@ def test_ui_parameter_bindings_match_the_parameter_node(module):
 
 def cmake_listed_files() -> set:
     text = (MODULE_DIR / "CMakeLists.txt").read_text()
-    variables = dict(re.findall(r"set\((MODULE_NAME|MODEL_BUNDLE_NAME) (\S+)\)", text))
+    variables = dict(re.findall(r"set\((MODULE_NAME) (\S+)\)", text))
     for name, value in variables.items():
         text = text.replace("${" + name + "}", value)
     listed = set()
@@ -68,14 +68,15 @@ def cmake_listed_files() -> set:
 
 
 def test_every_script_and_resource_is_listed_in_cmake():
-    from CycleGANExplainLib.model_bundle import default_bundle_dir
+    from CycleGANExplainLib.model_bundle import shipped_bundles
 
     resources = MODULE_DIR / "Resources"
     shipped = {"CycleGANExplain.py"}
     shipped |= {str(path.relative_to(MODULE_DIR)) for path in (MODULE_DIR / "CycleGANExplainLib").glob("*.py")}
     for folder in ("Icons", "UI", "SampleData"):
         shipped |= {str(path.relative_to(MODULE_DIR)) for path in (resources / folder).iterdir() if path.is_file()}
-    shipped |= {str(path.relative_to(MODULE_DIR)) for path in default_bundle_dir().iterdir() if path.is_file()}
+    for bundle_dir in shipped_bundles():
+        shipped |= {str(path.relative_to(MODULE_DIR)) for path in bundle_dir.iterdir() if path.is_file()}
     listed = cmake_listed_files()
     assert not shipped - listed, f"not listed in CycleGANExplain/CMakeLists.txt: {sorted(shipped - listed)}"
     assert not {path for path in listed if not (MODULE_DIR / path).is_file()}, "CMake lists files that do not exist"
@@ -89,3 +90,43 @@ def test_sample_checksum_registered_with_sampledata_matches_the_file(module):
     recorded = module.sampleDescription()["file_sha256"]
     actual = hashlib.sha256((module.SAMPLE_DIR / f"{module.SAMPLE_NAME}.nrrd").read_bytes()).hexdigest()
     assert recorded == actual
+
+
+def test_help_says_research_use_describes_every_bundle_from_its_metadata_and_attributes_lidc_idri(module):
+    import html
+
+    from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, shipped_bundles
+    from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
+
+    help_text = html.unescape(module.moduleHelpText())
+    assert RESEARCH_NOTICE in help_text and "not a medical device" in help_text.lower()
+    for bundle_dir in shipped_bundles():
+        metadata = read_metadata(bundle_dir)
+        default = " (default)" if bundle_dir == default_bundle_dir() else ""
+        assert f"{metadata.display_name}</b>: {module.bundleDescription(metadata)}{default}</li>" in help_text
+        assert metadata.trained_on in help_text and metadata.headline_evaluation in help_text
+    assert help_text.count("(default)") == 1
+    assert LIDC_IDRI_LICENCE in help_text and "CC BY 3.0" in help_text
+    for citation in LIDC_IDRI_CITATIONS:
+        assert citation in help_text
+    assert "https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX" in help_text
+
+
+def test_help_describes_a_real_ct_bundle_from_its_metadata(module, tiny_bundle, tmp_path):
+    """The training data and figures are read from metadata.json, not written into the module."""
+    import json
+    import shutil
+
+    models = tmp_path / "Models"
+    bundle_dir = Path(shutil.copytree(tiny_bundle, models / "lidc-voi"))
+    raw = json.loads((bundle_dir / "metadata.json").read_text())
+    raw.update(name="lidc-voi", trained=True, training_data={"dataset": {"source": "voi"}},
+               evaluation={"split": "test", "n": 267, "classifier_auc": "0.777 [0.7, 0.8]",
+                           "diameter_only_auc": "0.701 [0.6, 0.8]", "targets_missed": []})
+    (bundle_dir / "metadata.json").write_text(json.dumps(raw))
+    shutil.copytree(tiny_bundle, models / "lidc-phantoms")
+    help_text = module.moduleHelpText(models)
+    assert ("<b>lidc-voi 0.0.0 (trained)</b>: Trained on real LIDC-IDRI chest CT" in help_text
+            and "classifier AUC 0.777 [0.7, 0.8]; nodule diameter alone 0.701 [0.6, 0.8]; "
+                "targets missed: none. (default)</li>" in help_text)
+    assert "Trained on nothing (random weights)" in help_text  # the other bundle, untrained

@@ -15,7 +15,7 @@ from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import BundleIntegrityError, load_bundle, sha256_of
 from cyclegan_explain_training import figures
 from cyclegan_explain_training.dataset import PreparedDataset, load_prepared
-from cyclegan_explain_training.evaluate import evaluate
+from cyclegan_explain_training.evaluate import TARGETS, evaluate
 from cyclegan_explain_training.export import attach_evaluation, export_untrained_bundle
 from cyclegan_explain_training.metrics import TABLE1_METRICS
 
@@ -78,9 +78,14 @@ def test_json_records_what_was_evaluated(workspace):
     assert dataset["patches_sha256"] == load_prepared(workspace["dataset"]).manifest["patches_sha256"]
     assert result["settings"]["seed"] == 3
     assert result["settings"]["bootstrap_resamples"] == RESAMPLES
-    assert set(result["classifier"]) == set(TABLE1_METRICS)
-    assert result["classifier"]["accuracy"]["paper"] == {"value": 0.809, "ci_low": 0.757, "ci_high": 0.860}
-    assert result["domain_transfer"]["mean_malignancy"]["g_pos"]["paper"]["value"] == 0.820
+    # A phantom-like dataset (image everywhere, centre views only) collapses to one condition.
+    assert [condition["key"] for condition in result["conditions"]] == ["centre"]
+    assert len(result["conditions_left_out"]) == 2
+    assert set(result["classifier"]["centre"]) == set(TABLE1_METRICS)
+    assert result["paper"]["classifier"]["accuracy"] == {"value": 0.809, "ci_low": 0.757, "ci_high": 0.860}
+    assert result["paper"]["mean_malignancy"]["g_pos"]["value"] == 0.820
+    assert result["reference_models"]["temperature"]["fitted"] is False  # no classifier config in the metadata
+    assert "validation_fraction" in result["reference_models"]["temperature"]["reason"]
 
 
 def test_numbers_match_an_independent_pass_over_the_test_split(workspace):
@@ -89,53 +94,61 @@ def test_numbers_match_an_independent_pass_over_the_test_split(workspace):
     bundle = load_bundle(workspace["bundle"], "cpu")
     outputs = run_networks(bundle, normalise_hu(data.images_hu, bundle.metadata.hu_window))
     accuracy = np.mean((outputs["p_x"] >= 0.5) == (data.labels == 1))
-    assert result["classifier"]["accuracy"]["value"] == pytest.approx(accuracy)
-    transfer = result["domain_transfer"]
+    assert result["classifier"]["centre"]["accuracy"]["value"] == pytest.approx(accuracy)
+    generators = result["generators"]["main"]["centre"]
     for name, key in (("x", "p_x"), ("g_pos", "p_pos"), ("g_neg", "p_neg")):
-        entry = transfer["mean_malignancy"][name]
+        entry = generators["domain_transfer"][name]
         assert entry["value"] == pytest.approx(float(np.mean(outputs[key])), abs=1e-6)
-    t_test = transfer["t_tests"]["g_pos_vs_x"]
+    t_test = generators["t_tests"]["g_pos_vs_x"]
     assert t_test["df"] == 25
     assert t_test["mean_difference"] == pytest.approx(float(np.mean(outputs["p_pos"] - outputs["p_x"])), abs=1e-6)
-    baseline = result["diameter_baseline"]["auc"]
+    baseline = result["baselines"]["centre"]["diameter_auc"]
     assert baseline["value"] == pytest.approx(roc_auc_score(data.labels, data.diameters_mm))
     assert baseline["ci_low"] <= baseline["value"] <= baseline["ci_high"]
-    mask_area = data.masks.reshape(len(data), -1).sum(axis=1)
-    assert result["diameter_baseline"]["mask_area_auc"]["value"] == pytest.approx(roc_auc_score(data.labels, mask_area))
+    # Every pixel is image here: the visible area is the same for all and tells nothing.
+    assert result["baselines"]["centre"]["visible_area_auc"]["value"] == 0.5
+    flips = generators["flip_rates"]["flipped_to_benign"]["value"]
+    malignant_x = outputs["p_x"] >= 0.5
+    assert flips == pytest.approx(np.mean(outputs["p_neg"][malignant_x] < 0.5) if malignant_x.any() else None)
     # The size measure of x: the discs' soft tissue within 15 mm, independently computed here.
     rows, columns = np.mgrid[:64, :64]
     region = np.hypot(rows - 31.5, columns - 31.5) * PIXEL_MM <= 15.0
     area_x = ((data.images_hu >= -400)[:, region]).sum(axis=1) * PIXEL_MM**2
-    assert result["changes"]["soft_tissue_area_mm2_x"]["value"] == pytest.approx(float(area_x.mean()), rel=1e-6)
+    changes = generators["changes"]
+    assert changes["soft_tissue_area_mm2_x"]["value"] == pytest.approx(float(area_x.mean()), rel=1e-6)
 
 
 def test_targets_are_checked_with_their_margins(workspace):
     targets = {target["name"]: target for target in workspace["result"]["targets"]}
-    assert set(targets) == {"g_pos", "g_neg", "flipped_to_malignant", "flipped_to_benign", "ssim_x_g_pos",
-                            "ssim_x_g_neg"}
-    g_pos = targets["g_pos"]
-    assert g_pos["value"] == pytest.approx(workspace["result"]["domain_transfer"]["mean_malignancy"]["g_pos"]["value"])
+    assert set(targets) == {target.name for target in TARGETS} and len(targets) == 10
+    g_pos = targets["generators.main.domain_transfer.g_pos"]
+    generators = workspace["result"]["generators"]["main"]["centre"]
+    assert g_pos["value"] == pytest.approx(generators["domain_transfer"]["g_pos"]["value"])
     assert g_pos["margin"] == pytest.approx(g_pos["value"] - 0.85)
     assert g_pos["passed"] == (g_pos["margin"] >= 0)
-    assert targets["g_neg"]["margin"] == pytest.approx(0.15 - targets["g_neg"]["value"])
-    # Random generators do not reproduce their input: the SSIM target must be missed.
-    assert targets["ssim_x_g_pos"]["passed"] is False
+    assert g_pos["verdict"] == ("MET" if g_pos["passed"] else "MISSED")
+    g_neg = targets["generators.main.domain_transfer.g_neg"]
+    assert g_neg["margin"] == pytest.approx(0.15 - g_neg["value"])
+    # Random generators do not reproduce their input: the SSIM targets must be missed.
+    for name in ("ssim_x_g_pos", "skimage_ssim_x_g_pos"):
+        assert targets[f"generators.main.similarity.{name}"]["verdict"] == "MISSED"
 
 
 def test_markdown_has_the_tables(workspace):
     markdown = (workspace["out"] / "evaluation.md").read_text()
     assert "UNTRAINED" in markdown
-    for row in ("| Accuracy |", "| MCC |", "| AUC |", "| Diameter-only AUC |", "| G+(x) |", "| G\u2212(x) |",
-                "| SSIM(x, G+(x)) |", "| L1(x, G\u2212(x)) |", "Flipped to malignant by G+",
-                "| Soft-tissue area near the centre (mm²) |", "| Nodule-area-in-patch (mask) AUC |"):
+    for row in ("| Accuracy |", "| MCC |", "| AUC |", "| Diameter-only AUC |", "| Mean output on G+(x) |",
+                "| Mean output on G\u2212(x) |", "| SSIM(x, G+(x)), project |", "| L1(x, G\u2212(x)) |",
+                "Flipped to malignant by G+", "| Soft-tissue area near the centre (mm²), x |",
+                "| Two-feature AUC (log mask area, mean HU in mask) |", "| Figure | centre view | Paper |"):
         assert row in markdown, row
     assert "0.809 [0.757, 0.860]" in markdown  # the paper's accuracy beside ours
-    assert "miss by" in markdown
+    assert "MISSED by" in markdown and "Not fitted:" in markdown
 
 
 def test_figure_is_written_at_its_size(workspace):
     image = imread(workspace["out"] / "explanations.png")
-    rows = 2 * 3  # three benign and three malignant examples
+    rows = 2 * 4  # four benign and four malignant examples
     width_inches, height_inches = figures.figure_size_inches(rows)
     assert image.shape[:2] == (round(height_inches * figures.DPI), round(width_inches * figures.DPI))
     # The relevance column is coloured with the module's table: it is not grey.
@@ -166,7 +179,7 @@ def test_attached_evaluation_is_recorded_and_the_bundle_re_signed(workspace, tmp
     attach_evaluation(bundle, workspace["result"], report="training/results/x/evaluation.md")
     metadata = load_bundle(bundle, "cpu").metadata  # checksums verified
     recorded = metadata.raw["evaluation"]
-    auc = workspace["result"]["classifier"]["auc"]
+    auc = workspace["result"]["classifier"]["centre"]["auc"]
     assert recorded["classifier_auc"] == f"{auc['value']:.3f} [{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]"
     assert recorded["n"] == 26 and recorded["report"].endswith("evaluation.md")
     missed = [target["description"] for target in workspace["result"]["targets"] if not target["passed"]]

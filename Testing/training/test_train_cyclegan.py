@@ -134,16 +134,18 @@ def test_exported_bundle_loads_explains_and_records_its_training(runs, lung_volu
     # The bundle's generators are the trained ones with BatchNorm statistics recomputed on the
     # real training patches: the checkpoint's G+ after that step reproduces the bundle's G+.
     state = load_checkpoint(runs["uninterrupted"])
-    from cyclegan_explain_training.train_classifier import normalised_images
-    from cyclegan_explain_training.train_cyclegan import load_generators, recompute_batchnorm_statistics
+    from cyclegan_explain_training.train_cyclegan import (
+        batchnorm_patches, load_generators, recompute_batchnorm_statistics, split_like_classifier)
 
     generator_pos, _ = load_generators(state)
-    training_images = normalised_images(runs["dataset"].subset("train"), bundle.metadata.hu_window)
+    fit, _ = split_like_classifier(runs["dataset"], load_checkpoint(runs["classifier"]))
+    training_images = batchnorm_patches(fit, bundle.metadata.hu_window)
     recompute_batchnorm_statistics(generator_pos, training_images, batch_size=4)
     with torch.no_grad():
         expected = generator_pos(torch.from_numpy(result[0].x)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(result[0].g_pos, expected, atol=1e-5)
     assert f"on the {len(training_images)} real training patches" in training["cyclegan"]["batchnorm_statistics"]
+    assert len(training_images) < len(runs["dataset"].subset("train"))  # the validation patients are left out
 
 
 def test_recomputed_batchnorm_statistics_match_the_batch_and_leave_the_weights():

@@ -11,6 +11,7 @@ tests skip locally and FAIL when the environment variable CI is set.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,7 +28,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata
+from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, shipped_bundles
+from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_JSON = REPO_ROOT / "CycleGANExplain" / "Resources" / "SampleData" / "SyntheticChestCT.json"
@@ -91,10 +93,10 @@ class ViewerServer:
 
     URL_PATTERN = re.compile(r"http://127\.0\.0\.1:\d+/")
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, *extra_args: str) -> None:
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "CycleGANExplainLib.cli", "web", "--port", "0", "--device", "cpu"],
+            [sys.executable, "-m", "CycleGANExplainLib.cli", "web", "--port", "0", "--device", "cpu", *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=REPO_ROOT,
         )
         lines: "queue.Queue[str]" = queue.Queue()
@@ -123,10 +125,10 @@ class ViewerServer:
         self.log.close()
 
 
-@pytest.fixture
-def page(browser_context, tmp_path):
+@contextlib.contextmanager
+def viewer_page(browser_context, log_path: Path, *server_args: str):
     """A fresh server (one session's state) and the page showing it, ready for clicks."""
-    server = ViewerServer(tmp_path / "server.log")
+    server = ViewerServer(log_path, *server_args)
     page = browser_context.new_page()
     try:
         page.goto(server.url)
@@ -137,6 +139,12 @@ def page(browser_context, tmp_path):
     finally:
         page.close()
         server.stop()
+
+
+@pytest.fixture
+def page(browser_context, tmp_path):
+    with viewer_page(browser_context, tmp_path / "server.log") as page:
+        yield page
 
 
 def axial_view_image(page, timeout_s: float = 30.0) -> np.ndarray:
@@ -221,6 +229,8 @@ def test_click_on_nodule_shows_overlay_and_probabilities(page, tmp_path):
     assert metadata.display_name in page.locator("#bundle-name").inner_text()
     assert page.locator("#untrained-warning").is_visible() == (not metadata.trained)
     assert "Research use only" in page.locator("#research-notice").inner_text()
+    attribution = " ".join(page.locator("#data-attribution").inner_text().split())
+    assert LIDC_IDRI_LICENCE in attribution and all(citation in attribution for citation in LIDC_IDRI_CITATIONS)
     assert page.locator("#device-used").inner_text().startswith("Device: cpu")
 
     wait_for_overlay(page, centre, shown=True)
@@ -269,3 +279,46 @@ def test_bad_input_shows_message_and_session_goes_on(page, tmp_path):
     page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
     np.testing.assert_allclose(seed_ras(page), nodule_centre("N2"), atol=2.0)
     assert page.locator("#error-message").count() == 0
+
+
+def probabilities(page) -> dict:
+    return {key: float(page.locator(f"#probability-{key}").inner_text()) for key in ("p-x", "p-pos", "p-neg")}
+
+
+def test_bundle_chooser_lists_the_shipped_bundles_with_the_default_selected(page):
+    default = read_metadata(default_bundle_dir())
+    assert default.display_name in page.locator("#bundle-select").inner_text()
+    page.locator("#bundle-select").click()
+    listed = page.locator(".v-overlay .v-list-item")
+    listed.first.wait_for(state="visible", timeout=10_000)
+    assert listed.all_inner_texts() == [read_metadata(path).display_name for path in shipped_bundles()]
+    page.keyboard.press("Escape")
+
+
+def test_choosing_another_bundle_explains_the_seed_again_with_it(browser_context, tmp_path, tiny_bundle):
+    """Started on a bundle folder (the untrained tiny one), then a shipped bundle chosen in the page:
+    the same seed is explained again with the chosen bundle's networks."""
+    with viewer_page(browser_context, tmp_path / "server.log", "--bundle", str(tiny_bundle)) as page:
+        tiny = read_metadata(tiny_bundle)
+        assert tiny.display_name in page.locator("#bundle-name").inner_text()
+        assert page.locator("#untrained-warning").is_visible()
+
+        page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+        page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+        seed_before, with_tiny = seed_ras(page), probabilities(page)
+
+        shipped = read_metadata(shipped_bundles()[0])
+        page.locator("#bundle-select").click()
+        page.locator(".v-overlay .v-list-item", has_text=shipped.display_name).click()
+        page.wait_for_function(
+            f"document.querySelector('#bundle-name')?.innerText.includes({json.dumps(shipped.display_name)})",
+            timeout=30_000)
+        explained_again = f"Explained the seed with {shipped.name} {shipped.version}."
+        page.wait_for_function(f"document.querySelector('#status-text')?.innerText.includes({json.dumps(explained_again)})",
+                               timeout=EXPLAIN_TIMEOUT_MS)
+        np.testing.assert_allclose(seed_ras(page), seed_before)  # the same seed
+        assert probabilities(page) != with_tiny
+        assert page.locator("#untrained-warning").count() == (0 if shipped.trained else 1)
+        assert shipped.trained_on in page.locator("#bundle-summary").inner_text()
+        height, width = axial_view_image(page).shape[:2]
+        wait_for_overlay(page, (width // 2, height // 2), shown=True)

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--attach", action="store_true",
                           help="record the headline figures in the bundle's metadata.json and re-sign SHA256SUMS")
+    evaluate.add_argument("--extra-bundle", action="append", type=Path, default=[], metavar="PATH",
+                          help="a bundle with the same classifier.pt and generators from another training seed; its "
+                               "generator figures are reported beside the bundle's (repeatable)")
+
+    from .method_comparison import DEFAULT_FILL, EVALUATION_FILLS  # here: this block's only module-level needs
 
     compare = commands.add_parser(
         "compare-methods", help="CycleGAN-AM beside the attribution baselines on the test split (issue 6)")
@@ -112,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--bootstrap", type=int, default=1000)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--device", default="cpu", help="where the maps are computed and timed (default cpu)")
+    compare.add_argument("--fill", choices=EVALUATION_FILLS, default=DEFAULT_FILL,
+                         help="surround put beyond each nodule's sub-volume (default lung: the closest to a real CT)")
     return parser
 
 
@@ -134,8 +141,8 @@ def export_from_checkpoints(
     Refuses checkpoints that do not belong together (another classifier, dataset or HU window).
     """
     from .export import base_metadata, export_bundle
-    from .train_classifier import load_classifier, normalised_images
-    from .train_cyclegan import load_generators, recompute_batchnorm_statistics
+    from .train_classifier import load_classifier
+    from .train_cyclegan import batchnorm_patches, load_generators, recompute_batchnorm_statistics, split_like_classifier
 
     classifier_state, cyclegan_state = load_checkpoint(classifier_path), load_checkpoint(cyclegan_path)
     dataset = load_prepared(dataset_dir)
@@ -148,8 +155,10 @@ def export_from_checkpoints(
     if list(cyclegan_state["hu_window"]) != list(classifier_state["hu_window"]):
         raise ValueError("The classifier and CycleGAN checkpoints use different HU windows.")
 
+    residual = bool(cyclegan_state.get("residual_generators", False))
     metadata = base_metadata(name, version, trained=True, classifier_width=classifier_state["width"],
-                             generator_width=cyclegan_state["width"], hu_window=classifier_state["hu_window"])
+                             generator_width=cyclegan_state["width"], hu_window=classifier_state["hu_window"],
+                             residual_generators=residual)
     metadata["training_data"] = {
         "dataset": {**_scalar_items(manifest), "counts": manifest.get("counts"),
                     "manifest_sha256": sha256_of(Path(dataset_dir) / MANIFEST_FILE)},
@@ -159,6 +168,8 @@ def export_from_checkpoints(
             "epochs_run": classifier_state["epochs_run"],
             "best_epoch": classifier_state["epoch"],
             "validation_auc": classifier_state["validation_auc"],
+            "validation_auc_by_fill": classifier_state.get("validation_auc_by_fill"),
+            "validation_selection": classifier_state.get("validation_selection"),
             "class_weights": classifier_state["class_weights"],
             "counts": classifier_state["counts"],
             "wall_time_seconds": classifier_state["seconds"],
@@ -168,6 +179,11 @@ def export_from_checkpoints(
             "seed": cyclegan_state["seed"],
             "width": cyclegan_state["width"],
             "steps": cyclegan_state["step"],
+            "exported_step": (cyclegan_state.get("best") or {}).get("step", cyclegan_state["step"]),
+            "exported_generators": ("best validation score (generator_validation), step "
+                                    f"{cyclegan_state['best']['step']} of {cyclegan_state['step']}"
+                                    if cyclegan_state.get("best") else "the last step's"),
+            "validation": (cyclegan_state.get("best") or {}).get("validation"),
             "wall_time_seconds": cyclegan_state["seconds"],
             "config": cyclegan_state["config"]["cyclegan"],
         },
@@ -175,13 +191,14 @@ def export_from_checkpoints(
     }
     # The generators' BatchNorm statistics are recomputed on the real training patches: see
     # recompute_batchnorm_statistics for why the ones accumulated during training do not fit.
-    training_images = normalised_images(dataset.subset("train"), classifier_state["hu_window"])
+    fit, _ = split_like_classifier(dataset, classifier_state)
+    training_images = batchnorm_patches(fit, classifier_state["hu_window"])
     batch_size = cyclegan_state["config"]["cyclegan"]["batch_size"]
     generators = [recompute_batchnorm_statistics(generator, training_images, batch_size)
                   for generator in load_generators(cyclegan_state)]
     metadata["training_data"]["cyclegan"]["batchnorm_statistics"] = (
-        f"recomputed at export on the {len(training_images)} real training patches "
-        f"(torch.optim.swa_utils.update_bn, batches of {batch_size})")
+        f"recomputed at export on the {len(training_images)} real training patches of the fitting patients, "
+        f"with random surrounds as in training (torch.optim.swa_utils.update_bn, batches of {batch_size})")
     generator_pos, generator_neg = generators
     return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
                          overwrite=overwrite)
@@ -253,7 +270,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
         from .evaluate import evaluate
 
         result = evaluate(args.bundle, args.dataset, args.out, bootstrap=args.bootstrap, seed=args.seed,
-                          device=args.device)
+                          device=args.device, extra_bundles=args.extra_bundle)
         print(f"Evaluation written to {args.out}")
         if args.attach:
             from .export import attach_evaluation
@@ -265,7 +282,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
         from .method_comparison import compare_methods
 
         comparison = compare_methods(args.bundle, args.dataset, methods=args.methods, limit=args.limit,
-                                     sanity_bundle_dir=args.sanity_bundle, seed=args.seed, device=args.device)
+                                     sanity_bundle_dir=args.sanity_bundle, seed=args.seed, device=args.device,
+                                     fill=args.fill)
         write_report(comparison, args.out, resamples=args.bootstrap, seed=args.seed, command=command)
         print(f"Method comparison written to {args.out / MARKDOWN_FILE}")
 

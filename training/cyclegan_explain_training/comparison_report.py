@@ -1,10 +1,11 @@
 """The method comparison's report: baselines.json, baselines.md and baselines.png (issue 6, item 3).
 
-Means come with percentile bootstrap 95 % CIs (metrics.bootstrap: every method and measure on the
-same resamples, so they stay paired) and every baseline is compared with CycleGAN-AM patch by patch
-(two-sided Wilcoxon signed-rank test, scipy). The figure follows the paper's Fig. 6: the original
-patch, then CycleGAN-AM and the baselines, benign and malignant rows, drawn with the module's own
-colour table and blending (CycleGANExplainLib.overlay), each map on its own symmetric range.
+Means come with percentile bootstrap 95 % CIs (metrics.bootstrap: every method and measure of a
+group on the same resamples, so they stay paired), overall and per predicted class; every other row
+is compared with CycleGAN-AM patch by patch (two-sided Wilcoxon signed-rank test, scipy). Rows run
+CycleGAN-AM first, the baselines, then the model-free controls. The figure follows the paper's Fig. 6:
+the original patch, then CycleGAN-AM and the baselines, benign and malignant rows, drawn with the
+module's own colour table and blending (CycleGANExplainLib.overlay), each map on its own symmetric range.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from matplotlib.patches import Patch as LegendPatch
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, method_info
 from CycleGANExplainLib.overlay import BENIGN_RGB, MALIGNANT_RGB, blend_over_grey, relevance_to_rgba, symmetric_limit
 
-from .attribution_metrics import DEFINITIONS, PERTURBATION_STEPS
+from .attribution_metrics import DEFINITIONS, GROUPS, MASK_DILATIONS_MM, SCORE_CONVENTION
 from .dataset import MALIGNANT
 from .evaluate import _json_safe, _number, _with_ci
 from .figures import choose_examples
@@ -38,93 +39,118 @@ PANEL_INCHES = 2.0
 # Lenis et al. 2020 (counterfactual impact analysis): on a Titan RTX GPU, mammograms of 576 x 448 px.
 SPEED_ANCHOR = {"their single-pass attribution network": 75.0, "Grad-CAM": 50.0, "saliency": 31.0}
 
-# (key, label, how to read it)
-MEASURES = (
-    ("relevance_mass_accuracy", "Relevance mass accuracy", "higher = more relevance on the nodule"),
-    ("relevance_rank_accuracy", "Relevance rank accuracy", "higher = the top pixels are on the nodule"),
-    ("pointing_game", "Pointing game (hit rate)", "higher = the peak is on the nodule"),
-    ("deletion_auc", "Deletion AUC", "lower = deleting the top pixels destroys the decision sooner"),
-    ("insertion_auc", "Insertion AUC", "higher = inserting the top pixels restores the decision sooner"),
-    ("sparseness_gini", "Sparseness (Gini)", "higher = more concentrated"),
-    ("complexity_entropy", "Complexity (entropy, nats)", "lower = more concentrated"),
-)
-RANDOMISATION = ("randomisation_spearman", "Randomisation test: Spearman(|map| trained, |map| randomised)",
-                 "lower = depends more on what the classifier learned")
+GROUP_LABELS = {"all": "all", "predicted_malignant": "pred. malignant", "predicted_benign": "pred. benign"}
+REFERENCE_LABELS = {"air": "air", "lung": "lung", "blurred": "blurred x"}
+LOCALISATION_COLUMNS = tuple(
+    (f"{name}_{distance:g}mm", f"{label} {distance:g} mm")
+    for name, label in (("relevance_mass", "Mass"), ("pointing_game", "Pointing"), ("relevance_rank", "Rank"))
+    for distance in MASK_DILATIONS_MM) + (("surround_share", "Share on fill"),)
+CONCENTRATION_COLUMNS = (("sparseness_gini", "Sparseness (Gini) \u2191"),
+                         ("complexity_entropy", "Complexity (entropy, nats) \u2193"))
+RANDOMISATION_KEY = "randomisation_spearman"
 
 
-def paired_wilcoxon(baseline: np.ndarray, ours: np.ndarray) -> Dict[str, Any]:
-    """Two-sided Wilcoxon signed-rank test of baseline - ours over patches where both are defined."""
+def paired_wilcoxon(other: np.ndarray, ours: np.ndarray) -> Dict[str, Any]:
+    """Two-sided Wilcoxon signed-rank test of other - ours over patches where both are defined."""
     from scipy.stats import wilcoxon
 
-    baseline, ours = np.asarray(baseline, dtype=np.float64), np.asarray(ours, dtype=np.float64)
-    both = np.isfinite(baseline) & np.isfinite(ours)
-    difference = baseline[both] - ours[both]
+    other, ours = np.asarray(other, dtype=np.float64), np.asarray(ours, dtype=np.float64)
+    both = np.isfinite(other) & np.isfinite(ours)
+    difference = other[both] - ours[both]
     result = {"n": int(both.sum()), "median_difference": float(np.median(difference)) if both.any() else math.nan,
               "statistic": math.nan, "p": math.nan}
     if np.any(difference != 0):  # all-equal pairs: no test (scipy would refuse or return NaN)
-        test = wilcoxon(baseline[both], ours[both])
+        test = wilcoxon(other[both], ours[both])
         result.update(statistic=float(test.statistic), p=float(test.pvalue))
     return result
 
 
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if len(finite) else math.nan
-
-
 def summarise(per_patch: Dict[str, Dict[str, np.ndarray]], resamples: int, seed: int) -> Dict[str, Any]:
-    """{measure: {method: Estimate dict with n}} with every method and measure on the same resamples."""
-    methods = list(per_patch)
-    measures = list(next(iter(per_patch.values())))
-    n = len(per_patch[methods[0]][measures[0]])
+    """{measure: {method: Estimate dict with n}}, every method and measure on the same resamples.
+
+    A resample's mean is over the patches where the measure is defined; no patches at all gives NaN.
+    """
+    columns = [(measure, method) for method, values in per_patch.items() for measure in values]
+    matrix = np.column_stack([np.asarray(per_patch[method][measure], dtype=np.float64)
+                              for measure, method in columns])
+    defined = np.isfinite(matrix)
+    summary: Dict[str, Any] = {}
+    for measure, method in columns:
+        summary.setdefault(measure, {})[method] = {
+            "value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "undefined_resamples": resamples,
+            "n": int(np.isfinite(per_patch[method][measure]).sum())}
+    if len(matrix) == 0:
+        return summary
 
     def statistics(indices: np.ndarray) -> Dict[str, float]:
-        return {f"{measure}/{method}": _nanmean(per_patch[method][measure][indices])
-                for method in methods for measure in measures}
+        counts = defined[indices].sum(axis=0)
+        sums = np.where(defined[indices], matrix[indices], 0.0).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
+        return {str(column): float(mean) for column, mean in enumerate(means)}
 
-    estimates = bootstrap(statistics, n, resamples, seed, CONFIDENCE)
-    summary: Dict[str, Any] = {measure: {} for measure in measures}
-    for key, estimate in estimates.items():
-        measure, method = key.split("/")
-        summary[measure][method] = {**estimate.as_dict(),
-                                    "n": int(np.isfinite(per_patch[method][measure]).sum())}
+    for column, estimate in bootstrap(statistics, len(matrix), resamples, seed, CONFIDENCE).items():
+        measure, method = columns[int(column)]
+        summary[measure][method].update(estimate.as_dict())
     return summary
 
 
+def _select(per_patch: Dict[str, Dict[str, np.ndarray]], keep: np.ndarray) -> Dict[str, Dict[str, np.ndarray]]:
+    return {method: {measure: np.asarray(values)[keep] for measure, values in measures.items()}
+            for method, measures in per_patch.items()}
+
+
 def build_report(comparison: Dict[str, Any], resamples: int, seed: int, command: Optional[str]) -> Dict[str, Any]:
-    """The JSON document: settings, definitions, per-measure estimates and tests, sanity, speed, per-patch values."""
+    """The JSON document: settings, definitions, per-measure estimates and tests per group, randomisation, speed."""
     methods: List[str] = comparison["methods"]
     per_patch = comparison["per_patch"]
-    summary = summarise(per_patch, resamples, seed)
-    tests = {measure: {key: paired_wilcoxon(per_patch[key][measure], per_patch[CYCLEGAN_AM][measure])
-                       for key in methods if key != CYCLEGAN_AM} for measure in summary}
+    groups = comparison["groups"]
+    measures: Dict[str, Dict[str, Any]] = {measure: {} for measure in per_patch[CYCLEGAN_AM]}
+    for group in GROUPS:
+        subset = _select(per_patch, groups[group])
+        summary = summarise(subset, resamples, seed)
+        for measure in measures:
+            measures[measure][group] = {
+                "estimates": summary[measure],
+                "wilcoxon_vs_cyclegan_am": {key: paired_wilcoxon(subset[key][measure], subset[CYCLEGAN_AM][measure])
+                                            for key in methods if key != CYCLEGAN_AM}}
     randomisation = comparison["randomisation"]
-    randomisation_summary = summarise({key: {RANDOMISATION[0]: values} for key, values in randomisation.items()},
-                                      resamples, seed)[RANDOMISATION[0]] if randomisation else {}
+    values = randomisation["values"]
+    randomisation_estimates = (summarise({key: {RANDOMISATION_KEY: v} for key, v in values.items()}, resamples,
+                                         seed)[RANDOMISATION_KEY] if values else {})
+    not_run = {key: (randomisation["controls"] if comparison["descriptions"][key]["control"] else
+                     "not run: CycleGAN-AM's R comes from generators trained against the classifier, so a randomised "
+                     "classifier needs generators trained against it (pass --sanity-bundle)")
+               for key in methods if key not in values}
+    group_sizes = {group: int(np.sum(mask)) for group, mask in groups.items()}
     return {
         "bundle": comparison["bundle"],
-        "dataset": comparison["dataset"],
-        "methods": {key: {"label": method_info(key).label, "library": method_info(key).library,
-                          "signed": method_info(key).signed} for key in methods},
+        "dataset": {**comparison["dataset"], "group_sizes": group_sizes},
+        "methods": comparison["descriptions"],
         "settings": {
             "seed": seed, "bootstrap_resamples": resamples, "confidence": CONFIDENCE,
-            "ci_method": "percentile bootstrap over patches, all methods and measures on the same resamples; "
-                         "a resample's mean is over the patches where the measure is defined",
+            "ci_method": "percentile bootstrap over patches, all methods and measures of a group on the same "
+                         "resamples; a resample's mean is over the patches where the measure is defined",
             "paired_test": "two-sided Wilcoxon signed-rank (scipy.stats.wilcoxon, zero differences dropped) of "
-                           "baseline - CycleGAN-AM over the patches where both are defined",
+                           "row - CycleGAN-AM over the patches where both are defined",
             "magnitude": "every measure ranks or sums |map|: signed maps carry evidence in both directions",
-            "perturbation_steps": PERTURBATION_STEPS,
-            "randomisation_patches": comparison["randomisation_patches"],
+            "groups": "predicted class on the unperturbed patch, p(malignant) >= 0.5 = predicted malignant",
+            "mask_dilations_mm": list(MASK_DILATIONS_MM),
+            "perturbation": comparison["perturbation"],
+            "score_convention": SCORE_CONVENTION,
         },
         "definitions": DEFINITIONS,
-        "measures": {measure: {"estimates": summary[measure], "wilcoxon_vs_cyclegan_am": tests[measure]}
-                     for measure in summary},
-        "randomisation": {"estimates": randomisation_summary,
-                          "cyclegan_am": comparison["cyclegan_sanity"]},
+        "measures": measures,
+        "randomisation": {**{key: value for key, value in randomisation.items() if key != "values"},
+                          "estimates": randomisation_estimates, "not_run": not_run,
+                          "per_patch": {key: v.tolist() for key, v in values.items()},
+                          "cyclegan_am_flip_test": comparison["cyclegan_sanity"]},
         "speed": {**comparison["speed"], "anchor_maps_per_second": SPEED_ANCHOR},
+        "stage_seconds": comparison["stage_seconds"],
         "command": command,
-        "per_patch": {key: {measure: values.tolist() for measure, values in measures.items()}
-                      for key, measures in per_patch.items()},
+        "per_patch": {key: {measure: np.asarray(v).tolist() for measure, v in per_method.items()}
+                      for key, per_method in per_patch.items()},
+        "predicted_malignant": np.asarray(groups["predicted_malignant"]).tolist(),
         "files": {"json": JSON_FILE, "markdown": MARKDOWN_FILE, "figure": FIGURE_FILE},
     }
 
@@ -176,59 +202,118 @@ def comparison_figure(path: Union[str, Path], x: np.ndarray, maps: Dict[str, np.
     return path
 
 
-def _estimate_cell(estimate: Optional[Dict[str, Any]]) -> str:
-    return "not run" if estimate is None else f"{_with_ci(estimate)} (n = {estimate['n']})"
+def _estimate_cell(estimate: Optional[Dict[str, Any]], group_size: int) -> str:
+    if estimate is None:
+        return "not run"
+    if estimate["n"] == 0:
+        return "n/a"
+    return _with_ci(estimate) + ("" if estimate["n"] == group_size else f" (n = {estimate['n']})")
 
 
 def _test_cell(test: Optional[Dict[str, Any]]) -> str:
     if test is None:
-        return ""
-    p = "n/a" if test["p"] is None else f"{test['p']:.3g}"
-    return f"{_number(test['median_difference'])} | {p} (n = {test['n']})"
+        return "(reference)"
+    if test["median_difference"] is None:
+        return "n/a"
+    p = "n/a" if test["p"] is None else f"{test['p']:.2g}"
+    return f"{test['median_difference']:+.3f}, p {p}"
+
+
+def _tables(report: Dict[str, Any], columns: Sequence[Tuple[str, str, str]], title: str) -> List[str]:
+    """Two tables with one row per method: mean [95 % CI] per (measure, group) column, then the paired tests."""
+    methods, sizes = report["methods"], report["dataset"]["group_sizes"]
+    header = "| Method | " + " | ".join(label for _, _, label in columns) + " |"
+    rule = "|---" * (len(columns) + 1) + "|"
+    estimates = [f"### {title}: mean [95 % CI]", "", header, rule]
+    tests = [f"### {title}: median difference vs CycleGAN-AM, Wilcoxon p", "", header, rule]
+    for key, info in methods.items():
+        cells, test_cells = [], []
+        for measure, group, _ in columns:
+            entry = report["measures"][measure][group]
+            cells.append(_estimate_cell(entry["estimates"][key], sizes[group]))
+            test_cells.append(_test_cell(entry["wilcoxon_vs_cyclegan_am"].get(key)))
+        estimates.append(f"| {info['label']} | " + " | ".join(cells) + " |")
+        tests.append(f"| {info['label']} | " + " | ".join(test_cells) + " |")
+    return estimates + [""] + tests + [""]
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
     bundle, dataset, settings = report["bundle"], report["dataset"], report["settings"]
-    methods = report["methods"]
+    methods, definitions, sizes = report["methods"], report["definitions"], dataset["group_sizes"]
+    perturbation = settings["perturbation"]
     lines = [f"# Attribution methods compared: {bundle['name']} {bundle['version']}", ""]
     if not bundle["trained"]:
         lines += ["**UNTRAINED bundle (random weights): these numbers only test the pipeline.**", ""]
+    dilations = ", ".join(f"{d:g}" for d in settings["mask_dilations_mm"])
+    areas = ", ".join(f"{d:g} mm {dataset['region_area_fraction'][f'{d:g}mm']:.3f}"
+                      for d in settings["mask_dilations_mm"])
     lines += [
-        f"Split `{dataset['split']}` of `{dataset['directory']}`: n = {dataset['n']} of {dataset['split_size']} "
-        f"patches ({dataset['benign']} benign, {dataset['malignant']} malignant"
+        f"Split `{dataset['split']}`, {dataset['view']} views (one per nodule) of `{dataset['directory']}` "
+        f"(source `{dataset['source']}`): n = {dataset['n']} of {dataset['split_size']} patches "
+        f"({dataset['benign']} benign, {dataset['malignant']} malignant"
         + (f"; {dataset['limit']} drawn at random with seed {settings['seed']}" if dataset["limit"] else "")
-        + f"); manifest SHA-256 `{dataset['manifest_sha256']}`. Every method explains the same classifier "
-        "(the bundle's) on the same patches, normalised with the bundle's HU window "
-        f"{bundle['hu_window']}.",
+        + f"); manifest SHA-256 `{dataset['manifest_sha256']}`. **Fill: `{dataset['fill']}`** (seed "
+        f"{dataset['fill_seed']}): the pixels beyond the nodule's sub-volume (`valid` = 0; median valid fraction "
+        f"{dataset['median_valid_fraction']:.2f}) hold context_fill's `{dataset['fill']}` surround. Every method "
+        "explains the same classifier (the bundle's) on the same filled patches, normalised with the bundle's HU "
+        f"window {bundle['hu_window']}. The classifier predicts {sizes['predicted_malignant']} malignant and "
+        f"{sizes['predicted_benign']} benign (p(malignant) >= 0.5).",
         "",
         f"Statistics: {settings['ci_method']}; {settings['bootstrap_resamples']} resamples. Paired test: "
-        f"{settings['paired_test']}. Magnitudes: {settings['magnitude']}. n/a = undefined.",
+        f"{settings['paired_test']}. Magnitudes: {settings['magnitude']}. n/a = undefined; (n = k) = the measure is "
+        "defined on k patches of the group only.",
         "",
-        "Methods: " + "; ".join(f"**{info['label']}** ({info['library']}"
-                                 + ("" if info["signed"] else ", unsigned") + ")" for info in methods.values()) + ".",
+        "Rows: " + "; ".join(f"**{info['label']}** ({info['library']}"
+                              + ("" if info["signed"] else ", unsigned") + ")" for info in methods.values()) + ".",
+        "",
+        "Controls (no model; they test what the measures reward): "
+        + "; ".join(f"{info['label']}: {info['description']}" for info in methods.values() if info["control"]) + ".",
+        "",
+        "## Localisation",
+        "",
+        f"Region = pixels within d mm of the nodule mask (d = {dilations}) "
+        "that hold real image. **Valid pixels**: the regions are restricted to `valid` pixels; the denominators, "
+        "the peak and the ranking run over the whole patch, fill included (relevance on the fill is relevance not "
+        "on the nodule; its share is the last column). Mean area of the region as a fraction of the patch (a "
+        f"uniform map's mass): {areas}. Higher is better for mass, pointing and rank; the fill share is "
+        "descriptive.",
+        "",
+        f"- Mass: {definitions['relevance_mass']}",
+        f"- Pointing: {definitions['pointing_game']}",
+        f"- Rank: {definitions['relevance_rank']}",
+        f"- Share on fill: {definitions['surround_share']}",
         "",
     ]
-    for key, label, reading in MEASURES:
-        measure = report["measures"][key]
-        lines += [f"## {label}", "", f"{reading}. {report['definitions'][key]}", "",
-                  "| Method | Mean [95 % CI] | Median difference vs CycleGAN-AM | Wilcoxon p |", "|---|---|---|---|"]
-        for method, info in methods.items():
-            test = measure["wilcoxon_vs_cyclegan_am"].get(method)
-            lines.append(f"| {info['label']} | {_estimate_cell(measure['estimates'][method])} | "
-                         + (_test_cell(test) if test else "(reference) | ") + " |")
-        lines.append("")
-    lines += _sanity_lines(report)
+    lines += _tables(report, [(measure, "all", label) for measure, label in LOCALISATION_COLUMNS], "Localisation")
+    references = perturbation["references"]
+    lines += [
+        "## Deletion and insertion",
+        "",
+        f"{definitions['deletion_auc']} {definitions['insertion_auc']} {perturbation['steps']} steps. References "
+        "(what deleted pixels become, where insertion starts): "
+        + "; ".join(f"**{REFERENCE_LABELS[name]}**: {text}" for name, text in references.items()) + ".",
+        "",
+        settings["score_convention"],
+        "",
+    ]
+    for curve, reading in (("deletion", "lower = more faithful"), ("insertion", "higher = more faithful")):
+        columns = [(f"{curve}_auc_{name}", group, f"{REFERENCE_LABELS[name]}, {GROUP_LABELS[group]}")
+                   for name in references for group in GROUPS]
+        lines += _tables(report, columns, f"{curve.capitalize()} AUC ({reading})")
+    lines += ["## Concentration", "", f"- {definitions['sparseness_gini']}", f"- {definitions['complexity_entropy']}",
+              ""]
+    lines += _tables(report, [(measure, "all", label) for measure, label in CONCENTRATION_COLUMNS], "Concentration")
+    lines += _randomisation_lines(report)
     lines += _speed_lines(report)
     lines += [
         "## Figure",
         "",
-        "Columns: the original patch, then CycleGAN-AM and the paper's Fig. 6 baselines; rows: benign and "
-        "malignant test patches (correctly classified ones preferred, seeded). Every map is drawn with the "
-        "module's colour table and blending (`CycleGANExplainLib.overlay`) on its own symmetric range "
-        "[-L, +L]: the map is divided by its peak |value| and L = `symmetric_limit` of that (the 99.5th percentile "
-        "of |map|, at least 5 % of the peak), printed in the method's own units under its title. The methods' "
-        "units differ, so one shared range would blank all but one of them. Unsigned "
-        "maps (saliency, Grad-CAM) are never blue.",
+        "Columns: the original patch (with its fill), then CycleGAN-AM and the paper's Fig. 6 baselines; rows: "
+        "benign and malignant test patches (correctly classified ones preferred, seeded). Every map is drawn with "
+        "the module's colour table and blending (`CycleGANExplainLib.overlay`) on its own symmetric range [-L, +L]: "
+        "the map is divided by its peak |value| and L = `symmetric_limit` of that (the 99.5th percentile of |map|, "
+        "at least 5 % of the peak), printed in the method's own units under its title. The methods' units differ, "
+        "so one shared range would blank all but one of them. Unsigned maps (saliency, Grad-CAM) are never blue.",
         "",
         f"![Fig. 6 style comparison]({report['files']['figure']})",
         "",
@@ -251,25 +336,43 @@ def render_markdown(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _sanity_lines(report: Dict[str, Any]) -> List[str]:
-    settings, randomisation = report["settings"], report["randomisation"]
-    key, label, reading = RANDOMISATION
-    lines = [f"## {label}", "", f"{reading}. {report['definitions'][key]} Baselines: the first "
-             f"{settings['randomisation_patches']} compared patches. CycleGAN-AM: |R| of this bundle against |R| "
-             "of the sanity bundle, whose generators were trained against a randomised classifier (when given).",
-             "", "| Method | Mean Spearman [95 % CI] |", "|---|---|"]
-    for method, info in report["methods"].items():
-        lines.append(f"| {info['label']} | {_estimate_cell(randomisation['estimates'].get(method))} |")
-    sanity = randomisation["cyclegan_am"]
+def _randomisation_lines(report: Dict[str, Any]) -> List[str]:
+    randomisation, definitions = report["randomisation"], report["definitions"]
+    lines = [
+        "## Randomisation test",
+        "",
+        f"{definitions[RANDOMISATION_KEY]} The same for every model method: the same {randomisation['patches']} "
+        "patches (a seeded draw from the compared ones), the same randomised classifier and the same similarity "
+        f"({randomisation['similarity']}). Randomised classifier: {randomisation['randomised_classifier']}; "
+        f"re-initialisation: {randomisation['re_initialisation']}. Lower = the map depends more on what the "
+        "classifier learned.",
+        "",
+        "How CycleGAN-AM's test differs: the baselines' maps of the randomised classifier are computed from it "
+        "directly. CycleGAN-AM's R = G+(x) - G-(x) comes from generators trained against a classifier, so its "
+        "randomised map is the R of the sanity bundle, whose generators were trained (same commands and data) "
+        "against that randomised classifier. Its Spearman therefore also carries the difference between two GAN "
+        "training runs (initialisation, sampling), which lowers the correlation even where the classifier plays "
+        "no part: a low value is weaker evidence for CycleGAN-AM than for a baseline. Without a sanity bundle it "
+        "is not run (no number computed another way).",
+        "",
+        "| Method | Mean Spearman [95 % CI] |",
+        "|---|---|",
+    ]
+    for key, info in report["methods"].items():
+        estimate = randomisation["estimates"].get(key)
+        cell = (_estimate_cell(estimate, randomisation["patches"]) if estimate is not None
+                else randomisation["not_run"][key])
+        lines.append(f"| {info['label']} | {cell} |")
     lines.append("")
+    sanity = randomisation["cyclegan_am_flip_test"]
     if sanity is None:
-        lines += ["CycleGAN-AM flip test: not run (pass `--sanity-bundle`).", ""]
-        return lines
+        return lines + ["CycleGAN-AM flip test: not run (pass `--sanity-bundle`).", ""]
     trained, randomised = sanity["flip_rates_trained_generators"], sanity["flip_rates_randomised_generators"]
     lines += [
-        f"CycleGAN-AM flip test: the TRAINED classifier of this bundle on G\u00b1(x) of this bundle and of the "
-        f"sanity bundle `{sanity['sanity_bundle']['name']} {sanity['sanity_bundle']['version']}`. Generators "
-        "that learned nothing about the trained classifier should not flip it.",
+        f"CycleGAN-AM flip test (all {report['dataset']['n']} compared patches): the TRAINED classifier of this "
+        f"bundle on G\u00b1(x) of this bundle and of the sanity bundle `{sanity['sanity_bundle']['name']} "
+        f"{sanity['sanity_bundle']['version']}`. Generators that learned nothing about the trained classifier "
+        "should not flip it.",
         "",
         "| Rate (metrics.flip_rates) | This bundle's generators | Sanity bundle's generators |",
         "|---|---|---|",
@@ -287,13 +390,14 @@ def _sanity_lines(report: Dict[str, Any]) -> List[str]:
 
 
 def _speed_lines(report: Dict[str, Any]) -> List[str]:
-    speed = report["speed"]
+    speed, stages = report["speed"], report["stage_seconds"]
     lines = ["## Speed", "", f"Maps per second on {speed['device']}, measured in this run, one method after "
              "another, each after one untimed warm-up map (imports, eager model). Batch 32: all compared patches; "
              "batch 1: the first 16 one at a time. CycleGAN-AM's time is the module's full pass (both generators "
-             "and three classifier outputs). Anchor: Lenis et al. report "
+             "and three classifier outputs); the controls are numpy only. Anchor: Lenis et al. report "
              + ", ".join(f"{value:g} maps/s for {name}" for name, value in speed["anchor_maps_per_second"].items())
-             + " (Titan RTX GPU, 576 x 448 px mammograms: not the same task or hardware).",
+             + " (Titan RTX GPU, 576 x 448 px mammograms: not the same task or hardware). This run's wall time: "
+             + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items()) + ".",
              "", "| Method | Batch 1 (maps/s) | Batch 32 (maps/s) |", "|---|---|---|"]
     for method, info in report["methods"].items():
         runs = speed["per_method"][method]
@@ -311,11 +415,11 @@ def write_report(comparison: Dict[str, Any], out_dir: Union[str, Path], resample
     plain = json.loads(json.dumps(build_report(comparison, resamples, seed, command), default=lambda v: v.tolist()))
     report = _json_safe(plain)
     examples = choose_examples(comparison["labels"], comparison["p_x"], FIGURE_EXAMPLES_PER_CLASS, seed)
-    bundle = comparison["bundle"]
+    bundle, dataset = comparison["bundle"], comparison["dataset"]
     comparison_figure(out_dir / FIGURE_FILE, comparison["x"], comparison["maps"], comparison["labels"],
                       comparison["p_x"], examples,
                       title=f"{bundle['name']} {bundle['version']}" + ("" if bundle["trained"] else " (UNTRAINED)")
-                      + f", {comparison['dataset']['split']} split: each map on its own symmetric range")
+                      + f", {dataset['split']} split, {dataset['fill']} fill: each map on its own symmetric range")
     (out_dir / JSON_FILE).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     (out_dir / MARKDOWN_FILE).write_text(render_markdown(report))
     return report

@@ -43,6 +43,11 @@ class CycleGANConfig:
     loss_weights: Dict[str, float] = field(
         default_factory=lambda: {"cycle": 1.0, "similarity": 1.0, "adversarial": 1.0, "activation": 1.0}
     )
+    # Deviations from the paper (all off by default; training/README.md explains each):
+    residual_generators: bool = False  # generators predict a change added to x, not the image
+    similarity_l1: float = 0.0  # L_sim = DSSIM + similarity_l1 * |x - G(x)|_1 (paper: DSSIM only)
+    activation_target_probability: float = 1.0  # L_AM stops pushing once C(G(x)) reaches it (paper: 1)
+    validation_every: int = 0  # steps between validation checks that pick the exported generators (0: never)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def base_metadata(
     classifier_width: int,
     generator_width: int,
     hu_window=DEFAULT_HU_WINDOW,
+    residual_generators: bool = False,
 ) -> Dict[str, Any]:
     """The metadata every bundle carries; training adds its data, commands and evaluation."""
     return {
@@ -54,7 +55,9 @@ def base_metadata(
             "classifier": {"name": "MalignancyClassifier", "width": classifier_width,
                            "stage_widths": [classifier_width * 2**s for s in range(4)]},
             "generator": {"name": "UNetGenerator", "width": generator_width,
-                          "stage_widths": [generator_width * 2**s for s in range(4)]},
+                          "stage_widths": [generator_width * 2**s for s in range(4)],
+                          "output": ("x + tanh(change), clipped to [-1, 1] (residual)" if residual_generators
+                                     else "tanh(image), as the paper")},
         },
         "training_data": None,
         "evaluation": None,
@@ -134,22 +137,42 @@ def _estimate_text(estimate: Dict[str, Any]) -> str:
 
 
 def evaluation_summary(evaluation: Dict[str, Any]) -> Dict[str, Any]:
-    """The headline figures of an evaluate() result, as recorded in a bundle's metadata."""
-    mean = evaluation["domain_transfer"]["mean_malignancy"]
-    flips = evaluation["flip_rates"]
+    """The headline figures of an evaluate() result, as recorded in a bundle's metadata.
+
+    Figures are the primary condition's (the centre view as the command line samples it); the
+    classifier's AUC is also given for every condition (fills, seed moved) and every target with
+    its verdict.
+    """
+    conditions = evaluation["conditions"]
+    primary = conditions[0]["key"]
+    generators = evaluation["generators"]["main"][primary]
+    mean, flips = generators["domain_transfer"], generators["flip_rates"]
+    similarity = generators["similarity"]
     dataset = evaluation["dataset"]
     return {
         "split": dataset["split"],
         "n": dataset["n"],
+        "dataset_source": dataset.get("source"),
         "dataset_manifest_sha256": dataset["manifest_sha256"],
-        "classifier_auc": _estimate_text(evaluation["classifier"]["auc"]),
-        "classifier_accuracy": _estimate_text(evaluation["classifier"]["accuracy"]),
-        "diameter_only_auc": _estimate_text(evaluation["diameter_baseline"]["auc"]),
+        "condition": conditions[0]["label"],
+        "classifier_auc": _estimate_text(evaluation["classifier"][primary]["auc"]),
+        "classifier_auc_by_condition": {c["label"]: _estimate_text(evaluation["classifier"][c["key"]]["auc"])
+                                        for c in conditions},
+        "classifier_accuracy": _estimate_text(evaluation["classifier"][primary]["accuracy"]),
+        "diameter_only_auc": _estimate_text(evaluation["baselines"][primary]["diameter_auc"]),
+        "two_feature_auc": _estimate_text(evaluation["baselines"][primary]["two_feature_auc"]),
         "mean_malignancy": {name: _estimate_text(mean[name]) for name in ("x", "g_neg", "g_pos")},
         "flipped_to_malignant_by_g_pos": _estimate_text(flips["flipped_to_malignant"]),
         "flipped_to_benign_by_g_neg": _estimate_text(flips["flipped_to_benign"]),
-        "ssim_x_g_pos": _estimate_text(evaluation["similarity"]["ssim_x_g_pos"]),
-        "ssim_x_g_neg": _estimate_text(evaluation["similarity"]["ssim_x_g_neg"]),
+        "ssim_x_g_pos": _estimate_text(similarity["ssim_x_g_pos"]),
+        "ssim_x_g_neg": _estimate_text(similarity["ssim_x_g_neg"]),
+        "skimage_ssim_x_g_pos": _estimate_text(similarity["skimage_ssim_x_g_pos"]),
+        "skimage_ssim_x_g_neg": _estimate_text(similarity["skimage_ssim_x_g_neg"]),
+        "relevance_share_within_5mm": _estimate_text(generators["relevance_shares"]["within_5mm"]),
+        "targets": [{"description": target["description"], "verdict": target["verdict"],
+                     "value": target["value"], "target": target["target"], "comparison": target["comparison"]}
+                    for target in evaluation["targets"]],
+        "targets_met": [target["description"] for target in evaluation["targets"] if target["passed"]],
         "targets_missed": [target["description"] for target in evaluation["targets"] if not target["passed"]],
     }
 
@@ -161,6 +184,7 @@ def summary_sentence(metadata: Dict[str, Any], summary: Dict[str, Any]) -> str:
     trained_on = {
         "phantoms": "CT phantoms rendered from LIDC-IDRI readers' nodule contours (no patient images)",
         "dicom": "LIDC-IDRI CT images",
+        "voi": "real LIDC-IDRI CT nodule sub-volumes (training patients of a fixed patient-level split)",
     }.get(source, "see metadata.json")
     mean = summary["mean_malignancy"]
     return (

@@ -1,5 +1,5 @@
-"""The evaluation figure, after the paper's Fig. 6: benign and malignant examples with x, G-(x),
-G+(x) and the relevance R = G+(x) - G-(x) over the patch.
+"""The evaluation figures: after the paper's Fig. 6, benign and malignant examples with x, G-(x),
+G+(x) and the relevance R = G+(x) - G-(x) over the patch; and reliability diagrams.
 
 R is drawn with the module's own colour table and blending (CycleGANExplainLib.overlay), and one
 symmetric range for the whole figure, so rows compare and the colours mean what they mean in
@@ -9,7 +9,7 @@ Slicer. Drawn with matplotlib's Agg canvas directly: no global backend state, no
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -54,6 +54,17 @@ def choose_examples(
     return chosen
 
 
+def choose_examples_by_label(labels: np.ndarray, per_class: int, seed: int = 0) -> List[int]:
+    """Indices of up to ``per_class`` benign then malignant examples, each class in a seeded random
+    order. Only the labels are used, never the model's outputs, so the examples cannot be picked
+    for looking good."""
+    rng = np.random.default_rng(seed)
+    chosen: List[int] = []
+    for label in (BENIGN, MALIGNANT):
+        chosen.extend(int(i) for i in rng.permutation(np.flatnonzero(np.asarray(labels) == label))[:per_class])
+    return chosen
+
+
 def explanation_figure(
     path: Union[str, Path],
     x: np.ndarray,
@@ -95,3 +106,40 @@ def explanation_figure(
 def _relevance_mappable(limit: float) -> ScalarMappable:
     colours = ListedColormap(colour_table()[:, :3], name="CycleGANExplainRelevance")
     return ScalarMappable(norm=Normalize(-limit, limit), cmap=colours)
+
+
+def reliability_diagram(
+    path: Union[str, Path],
+    panels: Sequence[Tuple[str, Dict[str, Any], Optional[Dict[str, Any]]]],
+) -> Path:
+    """One panel per (title, bins before, bins after or None), bins as calibration.reliability_bins
+    gives them: observed malignant fraction against mean predicted probability, marker area by count."""
+    if not panels:
+        raise ValueError("No reliability panels to draw.")
+    figure = Figure(figsize=(3.2 * len(panels), 3.4), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (title, before, after) in zip(axes, panels):
+        axis.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle="--", label="calibrated")
+        for bins, colour, name in ((before, "tab:red", "classifier"), (after, "tab:blue", "temperature-scaled")):
+            if bins is None:
+                continue
+            filled = [i for i, count in enumerate(bins["count"]) if count]
+            predicted = [bins["mean_predicted"][i] for i in filled]
+            observed = [bins["fraction_malignant"][i] for i in filled]
+            sizes = [12 + 4 * bins["count"][i] ** 0.75 for i in filled]
+            axis.plot(predicted, observed, color=colour, linewidth=1, clip_on=False)
+            axis.scatter(predicted, observed, s=sizes, color=colour, alpha=0.7, label=name, clip_on=False)
+        axis.set_xlim(-0.02, 1.02)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_aspect("equal")
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("mean predicted malignancy", fontsize=8)
+        axis.set_ylabel("observed malignant fraction", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.legend(fontsize=7, loc="upper left")
+    figure.suptitle("Reliability (10 equal-width bins; marker area grows with the bin's count)", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=DPI)
+    return path

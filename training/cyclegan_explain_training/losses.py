@@ -15,6 +15,7 @@ the method need the classifier's output on the generated image: we use L_AM(l, C
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
@@ -79,21 +80,36 @@ def discriminator_loss(outputs: DiscriminatorOutputs, fooled: bool = False) -> t
     return torch.stack(losses).mean()
 
 
-def activation_maximisation_loss(classifier_logits: torch.Tensor, target_class: int) -> torch.Tensor:
-    """L_AM = CE(target class, C(G(x))) (Sec. 2.4); the sample's real label is never used."""
+def activation_maximisation_loss(classifier_logits: torch.Tensor, target_class: int,
+                                  target_probability: float = 1.0) -> torch.Tensor:
+    """L_AM = CE(target class, C(G(x))) (Sec. 2.4); the sample's real label is never used.
+
+    With ``target_probability`` < 1 the term is a hinge: each sample's cross entropy counts only
+    above -log(target_probability), so a generator whose image already convinces the classifier
+    is not pushed on into ever more extreme (and less image-like) changes.
+    """
     target = torch.full((classifier_logits.shape[0],), target_class, dtype=torch.long,
                         device=classifier_logits.device)
-    return F.cross_entropy(classifier_logits.float(), target)
+    losses = F.cross_entropy(classifier_logits.float(), target, reduction="none")
+    if target_probability < 1.0:
+        losses = torch.clamp(losses + math.log(target_probability), min=0.0)
+    return losses.mean()
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the four generator terms; the paper sums them unweighted (all 1)."""
+    """Weights of the four generator terms; the paper sums them unweighted (all 1).
+
+    ``similarity_l1`` adds an L1 term to L_sim and ``activation_target_probability`` makes L_AM
+    a hinge (see activation_maximisation_loss); their defaults are the paper's loss.
+    """
 
     cycle: float = 1.0
     similarity: float = 1.0
     adversarial: float = 1.0
     activation: float = 1.0
+    similarity_l1: float = 0.0
+    activation_target_probability: float = 1.0
 
 
 def generator_loss(
@@ -111,11 +127,15 @@ def generator_loss(
     ``generated`` is G(x), ``cycled`` the other generator applied to it, ``discriminator_outputs``
     this generator's discriminator on (x_b, G(x_a)) and ``classifier_logits`` C(G(x)).
     """
+    similarity = dssim(x, generated)
+    if weights.similarity_l1:
+        similarity = similarity + weights.similarity_l1 * F.l1_loss(generated.float(), x.float())
     terms = {
         "cycle": cycle_loss(dssim, x, cycled),
-        "similarity": dssim(x, generated),
+        "similarity": similarity,
         "adversarial": discriminator_loss(discriminator_outputs, fooled=True),
-        "activation": activation_maximisation_loss(classifier_logits, target_class),
+        "activation": activation_maximisation_loss(classifier_logits, target_class,
+                                                   weights.activation_target_probability),
     }
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -9,11 +9,11 @@ which the statistic is defined; how many resamples were undefined is reported be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from .losses import structural_similarity
+from .losses import SSIM_DATA_RANGE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, structural_similarity
 
 DECISION_THRESHOLD = 0.5
 THRESHOLDED_METRICS = (
@@ -72,14 +72,25 @@ def metrics_from_counts(counts: ConfusionCounts) -> Dict[str, float]:
     }
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve of scores (higher = malignant); NaN when only one class is present."""
-    from sklearn.metrics import roc_auc_score
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> Union[float, np.ndarray]:
+    """Area under the ROC curve of scores (higher = malignant); NaN when only one class is present.
 
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
+    ``scores`` is [N] (returns a float) or [N, K] (returns the K columns' AUCs at once, which is
+    what makes thousands of bootstrap resamples cheap). The Mann-Whitney form with mid-ranks:
+    a tie between a malignant and a benign score counts one half, as in scikit-learn.
+    """
+    from scipy.stats import rankdata
+
+    positive = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    columns = scores if scores.ndim == 2 else scores[:, None]
+    n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+    if n_positive == 0 or n_negative == 0:
+        auc = np.full(columns.shape[1], np.nan)
+    else:
+        ranks = rankdata(columns, axis=0)
+        auc = (ranks[positive].sum(axis=0) - n_positive * (n_positive + 1) / 2.0) / (n_positive * n_negative)
+    return auc if scores.ndim == 2 else float(auc[0])
 
 
 def classifier_metrics(
@@ -92,6 +103,22 @@ def classifier_metrics(
     return metrics
 
 
+def flip_indicators(
+    p_x: np.ndarray, p_pos: np.ndarray, p_neg: np.ndarray, threshold: float = DECISION_THRESHOLD
+) -> Dict[str, np.ndarray]:
+    """Per patch, the events that flip_rates averages: 1.0 or 0.0, NaN where the patch is not in
+    the rate's denominator (so a NaN-ignoring mean over any subset is that subset's rate)."""
+    malignant_x = np.asarray(p_x) >= threshold
+    malignant_pos = (np.asarray(p_pos) >= threshold).astype(np.float64)
+    benign_neg = (np.asarray(p_neg) < threshold).astype(np.float64)
+    return {
+        "malignant_after_pos": malignant_pos,
+        "benign_after_neg": benign_neg,
+        "flipped_to_malignant": np.where(malignant_x, np.nan, malignant_pos),
+        "flipped_to_benign": np.where(malignant_x, benign_neg, np.nan),
+    }
+
+
 def flip_rates(
     p_x: np.ndarray, p_pos: np.ndarray, p_neg: np.ndarray, threshold: float = DECISION_THRESHOLD
 ) -> Dict[str, float]:
@@ -101,15 +128,18 @@ def flip_rates(
     is over the patches the classifier called benign on x, ``flipped_to_benign`` over those it
     called malignant (NaN when there are none).
     """
-    malignant_x = np.asarray(p_x) >= threshold
-    malignant_pos = np.asarray(p_pos) >= threshold
-    benign_neg = np.asarray(p_neg) < threshold
-    return {
-        "malignant_after_pos": float(np.mean(malignant_pos)),
-        "benign_after_neg": float(np.mean(benign_neg)),
-        "flipped_to_malignant": ratio(np.sum(malignant_pos & ~malignant_x), np.sum(~malignant_x)),
-        "flipped_to_benign": ratio(np.sum(benign_neg & malignant_x), np.sum(malignant_x)),
-    }
+    return {name: nan_mean(events) for name, events in flip_indicators(p_x, p_pos, p_neg, threshold).items()}
+
+
+def nan_mean(values: np.ndarray, axis: Optional[int] = None) -> Union[float, np.ndarray]:
+    """Mean over the defined (non-NaN) values; NaN, without a warning, where none is defined."""
+    values = np.asarray(values, dtype=np.float64)
+    defined = np.isfinite(values)
+    counts = defined.sum(axis=axis)
+    sums = np.where(defined, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return float(mean) if np.ndim(mean) == 0 else mean
 
 
 def paired_t_test(after: np.ndarray, before: np.ndarray) -> Dict[str, float]:
@@ -133,6 +163,50 @@ def ssim_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     first = torch.as_tensor(np.asarray(a, dtype=np.float32))[:, None]
     second = torch.as_tensor(np.asarray(b, dtype=np.float32))[:, None]
     return structural_similarity(first, second).numpy().astype(np.float64)
+
+
+def ssim_maps(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, int]:
+    """The local SSIM of ssim_per_image before it is averaged: maps [N, H - w + 1, W - w + 1] and
+    the border w // 2 that MONAI's valid convolution leaves off (map pixel (i, j) is the window
+    centred on image pixel (i + border, j + border)). Same mapping to [0, 1] and constants."""
+    import torch
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    first = (torch.as_tensor(np.asarray(a, dtype=np.float32))[:, None] + 1.0) / 2.0
+    second = (torch.as_tensor(np.asarray(b, dtype=np.float32))[:, None] + 1.0) / 2.0
+    maps, _ = compute_ssim_and_cs(first, second, spatial_dims=2, kernel_size=[SSIM_WINDOW] * 2,
+                                  kernel_sigma=[SSIM_SIGMA] * 2, data_range=SSIM_DATA_RANGE,
+                                  kernel_type="gaussian", k1=SSIM_K1, k2=SSIM_K2)
+    return maps[:, 0].numpy().astype(np.float64), SSIM_WINDOW // 2
+
+
+# scikit-image's SSIM as its users know it: the default 7 x 7 uniform window with sample
+# covariance, on [-1, 1] images with data range 2 (the range the images can span).
+SKIMAGE_SSIM_DATA_RANGE = 2.0
+SKIMAGE_SSIM_BORDER = (7 - 1) // 2  # scikit-image averages its map without this many pixels at each edge
+
+
+def skimage_ssim_maps(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, int]:
+    """scikit-image's local SSIM of pairs of [-1, 1] images [N, H, W], cropped to the pixels its
+    mean averages, and that border (as ssim_maps returns them)."""
+    from skimage.metrics import structural_similarity as skimage_ssim
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    # channel_axis=0: each image of the stack is one channel, computed on its own.
+    _, maps = skimage_ssim(a, b, data_range=SKIMAGE_SSIM_DATA_RANGE, channel_axis=0, full=True)
+    border = SKIMAGE_SSIM_BORDER
+    return np.asarray(maps, dtype=np.float64)[:, border:-border, border:-border], border
+
+
+def mean_of_map(maps: np.ndarray, border: int, regions: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per image, the mean of a local SSIM map (from ssim_maps or skimage_ssim_maps), over the
+    whole map or only where ``regions`` [N, H, W] (on the image grid) is True; NaN where the
+    region leaves no map pixel."""
+    values = maps.reshape(len(maps), -1)
+    if regions is not None:
+        inside = np.asarray(regions, bool)[:, border:border + maps.shape[1], border:border + maps.shape[2]]
+        values = np.where(inside, maps, np.nan).reshape(len(maps), -1)
+    return nan_mean(values, axis=1)
 
 
 def l1_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -36,11 +36,6 @@ CLASSIFIER_CHECKPOINT = "classifier.pt"
 CLASSIFIER_METRICS = "classifier_metrics.jsonl"
 
 
-def normalised_images(dataset: PreparedDataset, hu_window: Sequence[float]) -> torch.Tensor:
-    """The dataset's patches as a float32 tensor [N, 1, H, W] in [-1, 1]."""
-    return torch.from_numpy(normalise_hu(dataset.images_hu, hu_window))[:, None]
-
-
 def images_in_context(dataset: PreparedDataset, hu_window: Sequence[float], fill: str, seed: int = 0) -> torch.Tensor:
     """The dataset's patches with one fixed surround (``context_fill.fill_outside``), normalised."""
     filled = fill_outside(dataset.images_hu, dataset.valid, fill, seed)

@@ -3,7 +3,13 @@
 Per batch the discriminators are updated first, then both generators. The images' labels are
 never read. Each step draws random pairs (x_a, x_b) of training images: two permutations per
 epoch, each a pure function of (seed, epoch) through DistributedSampler, so the data order needs
-no saved iterator state and every rank of a DDP run takes its own shard.
+no saved iterator state and every rank of a DDP run takes its own shard. Where a patch holds no
+image (beyond a nodule sub-volume) each step draws a new surround for it, as for the classifier.
+
+The classifier's validation patients are left out of training; every ``validation_every`` steps
+the generators are scored on them (generator_validation) and the best-scoring pair is kept in
+the checkpoint beside the latest: export takes the best, so the choice is made on validation
+data only.
 
 Checkpoints hold everything the next step depends on (networks, optimisers, AMP scalers, step,
 all RNG states, the running epoch averages), so a run interrupted and resumed ends with exactly
@@ -18,12 +24,14 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -39,13 +47,16 @@ from .dataset import BENIGN, MALIGNANT, PreparedDataset
 from .losses import DSSIM, LossWeights, discriminator_loss, generator_loss
 from .networks import PairedPatchDiscriminator
 from .run_log import MetricsLog, Progress
-from .train_classifier import load_classifier, normalised_images
+from .train_classifier import images_in_random_context, load_classifier, patient_validation_mask
 
 CYCLEGAN_CHECKPOINT = "cyclegan.pt"
 CYCLEGAN_METRICS = "cyclegan_metrics.jsonl"
+VALIDATION_METRICS = "cyclegan_validation.jsonl"
+BATCHNORM_SEED = 1234  # the surrounds drawn for the BatchNorm statistics' patches
+VALIDATION_BATCHNORM_PATCHES = 1024
 NETWORK_NAMES = ("generator_pos", "generator_neg", "discriminator_pos", "discriminator_neg")
-# Settings a resumed run may change: how long to train and how often to save.
-RESUMABLE_CHANGES = ("steps", "checkpoint_every")
+# Settings a resumed run may change: how long to train, how often to save and to validate.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "validation_every")
 
 
 @dataclass
@@ -109,8 +120,8 @@ class CycleGANAMTrainer:
         self.memory_format = memory_format
         torch.manual_seed(settings.seed)
         networks = {
-            "generator_pos": UNetGenerator(settings.width),
-            "generator_neg": UNetGenerator(settings.width),
+            "generator_pos": UNetGenerator(settings.width, residual=settings.residual_generators),
+            "generator_neg": UNetGenerator(settings.width, residual=settings.residual_generators),
             "discriminator_pos": PairedPatchDiscriminator(settings.width),
             "discriminator_neg": PairedPatchDiscriminator(settings.width),
         }
@@ -132,7 +143,8 @@ class CycleGANAMTrainer:
         self.scaler_generators = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.scaler_discriminators = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.dssim = DSSIM()
-        self.weights = LossWeights(**settings.loss_weights)
+        self.weights = LossWeights(**settings.loss_weights, similarity_l1=settings.similarity_l1,
+                                   activation_target_probability=settings.activation_target_probability)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
@@ -241,24 +253,38 @@ def train_cyclegan(
 
     classifier_state = load_checkpoint(classifier_checkpoint)
     hu_window = classifier_state["hu_window"]  # the classifier's window is the bundle's
-    images = normalised_images(dataset.subset("train"), hu_window)
-    pairs_per_epoch = len(epoch_pairs(len(images), settings.batch_size, settings.seed, 0, ranks))
+    fit, validation = split_like_classifier(dataset, classifier_state)
+    pairs_per_epoch = len(epoch_pairs(len(fit), settings.batch_size, settings.seed, 0, ranks))
     if pairs_per_epoch == 0:
-        raise ValueError(f"{len(images)} training images are too few for batches of {settings.batch_size}.")
+        raise ValueError(f"{len(fit)} training images are too few for batches of {settings.batch_size}.")
 
-    trainer = CycleGANAMTrainer(config, load_classifier(classifier_state), device, ranks)
+    classifier = load_classifier(classifier_state)
+    trainer = CycleGANAMTrainer(config, classifier, device, ranks)
     patches_sha256 = dataset.manifest.get("patches_sha256")
+    context_rng = np.random.default_rng(settings.seed)
     step, seconds, sums, count, commands = 0, 0.0, {}, 0, []
+    best: Dict[str, object] = {}
     if resume and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path)
         _check_resumable(saved, config, patches_sha256)
         trainer.load_state(saved)
         restore_rng_states(saved["rng"])
+        context_rng.bit_generator.state = saved["context_rng"]
         step, seconds, commands = saved["step"], saved["seconds"], list(saved["commands"])
         sums, count = dict(saved["epoch_sums"]), saved["epoch_count"]
+        best = dict(saved.get("best") or {})
     elif checkpoint_path.exists() and ranks.is_main:
         raise FileExistsError(f"{checkpoint_path} exists; pass resume=True (--resume) to continue it.")
     commands.append(command)
+    validating = settings.validation_every > 0 and ranks.is_main and len(validation) > 0
+    if validating:
+        from .generator_validation import validate_generators, validation_set
+
+        held_out = validation_set(validation, hu_window)
+        # A fixed subset keeps each check short; export recomputes on every fitting patch.
+        batchnorm_images = batchnorm_patches(fit, hu_window)[
+            np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
+        validation_log = MetricsLog(out_dir / VALIDATION_METRICS)
 
     def save() -> None:
         if not ranks.is_main:
@@ -267,6 +293,8 @@ def train_cyclegan(
         state.update(
             kind="cyclegan", step=step, seconds=seconds, rng=capture_rng_states(), epoch_sums=sums,
             epoch_count=count, width=settings.width, hu_window=list(hu_window), config=config.to_dict(),
+            context_rng=context_rng.bit_generator.state, best=best,
+            residual_generators=settings.residual_generators,
             classifier_checkpoint=str(classifier_checkpoint), classifier_sha256=sha256_of(Path(classifier_checkpoint)),
             patches_sha256=patches_sha256, seed=settings.seed, commands=commands,
         )
@@ -279,9 +307,11 @@ def train_cyclegan(
         step_started = time.perf_counter()
         epoch, index = divmod(step, pairs_per_epoch)
         if epoch != pairs_epoch:
-            pairs, pairs_epoch = epoch_pairs(len(images), settings.batch_size, settings.seed, epoch, ranks), epoch
+            pairs, pairs_epoch = epoch_pairs(len(fit), settings.batch_size, settings.seed, epoch, ranks), epoch
         batch_a, batch_b = pairs[index]
-        metrics = trainer.step(images[batch_a], images[batch_b])
+        x_a = images_in_random_context(fit, batch_a.numpy(), hu_window, context_rng)
+        x_b = images_in_random_context(fit, batch_b.numpy(), hu_window, context_rng)
+        metrics = trainer.step(x_a, x_b)
         step += 1
         elapsed = time.perf_counter() - step_started
         seconds += elapsed
@@ -293,6 +323,15 @@ def train_cyclegan(
             log.write({"epoch": epoch, "step": step, "steps_averaged": count, "seconds": sums["seconds"],
                        **_mean_record(sums, count)})
             sums, count = {}, 0
+        if validating and (step % settings.validation_every == 0 or step == settings.steps):
+            figures = validate_generators(_unwrap(trainer.networks["generator_pos"]),
+                                          _unwrap(trainer.networks["generator_neg"]), classifier, held_out,
+                                          batchnorm_images, settings.batch_size, device)
+            validation_log.write({"step": step, **figures})
+            if figures["score"] > best.get("score", -np.inf):
+                best = {"step": step, "score": figures["score"], "validation": figures,
+                        **{name: copy.deepcopy(_unwrap(trainer.networks[name]).state_dict())
+                           for name in ("generator_pos", "generator_neg")}}
         if step % settings.checkpoint_every == 0 or step == settings.steps or step == stop_at_step:
             save()
         if step == stop_at_step:
@@ -301,14 +340,36 @@ def train_cyclegan(
     return checkpoint_path
 
 
-def load_generators(checkpoint: Dict[str, object]) -> Tuple[UNetGenerator, UNetGenerator]:
-    """G+ and G- of a checkpoint written by train_cyclegan, in eval mode on CPU."""
+def split_like_classifier(dataset: PreparedDataset, classifier_state: Dict[str, object]
+                          ) -> Tuple[PreparedDataset, PreparedDataset]:
+    """The training split's (fitting, validation) parts, split by patient exactly as the classifier's."""
+    settings = classifier_state["config"]["classifier"]
+    train = dataset.subset("train")
+    held_out = patient_validation_mask(train.patient_ids, train.labels, settings["validation_fraction"], settings["seed"])
+    return train.select(~held_out), train.select(held_out)
+
+
+def batchnorm_patches(fit: PreparedDataset, hu_window) -> torch.Tensor:
+    """The fitting patches with seeded random surrounds, normalised: what the generators' BatchNorm
+    statistics are recomputed on (they saw such surrounds in training)."""
+    return images_in_random_context(fit, np.arange(len(fit)), hu_window, np.random.default_rng(BATCHNORM_SEED))
+
+
+def load_generators(checkpoint: Dict[str, object], which: str = "best") -> Tuple[UNetGenerator, UNetGenerator]:
+    """G+ and G- of a checkpoint written by train_cyclegan, in eval mode on CPU.
+
+    ``which="best"`` takes the pair with the best validation score when the run validated
+    (otherwise the latest); ``"last"`` the latest.
+    """
     if checkpoint.get("kind") != "cyclegan":
         raise ValueError("Not a CycleGAN-AM checkpoint (made by train-cyclegan).")
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', not {which!r}.")
+    source = checkpoint.get("best") if which == "best" and checkpoint.get("best") else checkpoint
     generators = []
     for name in ("generator_pos", "generator_neg"):
-        generator = UNetGenerator(checkpoint["width"])
-        generator.load_state_dict(checkpoint[name])
+        generator = UNetGenerator(checkpoint["width"], residual=bool(checkpoint.get("residual_generators", False)))
+        generator.load_state_dict(source[name])
         generators.append(generator.eval())
     return generators[0], generators[1]
 

@@ -2,8 +2,9 @@
 
 Clicking a slice view explains the clicked point with ``mrml_explain.explain_volume_node`` and
 shows R with ``mrml_overlay.show_in_slice_views``: the same calls the Slicer module's Logic
-makes, on the same kind of MRML scene. Errors (unreadable file, non-CT, click outside the
-volume) are shown in the page and the session goes on.
+makes, on the same kind of MRML scene. Choosing another model bundle explains the current seed
+again with it. Errors (unreadable file, non-CT, click outside the volume) are shown in the page
+and the session goes on.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from vtkmodules.vtkCommonCore import vtkCommand
 
 import CycleGANExplainLib
 from CycleGANExplainLib import mrml_explain, mrml_overlay
-from CycleGANExplainLib.cli import RESEARCH_NOTICE
-from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, default_bundle_dir, read_metadata
+from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, read_metadata, resolve_bundle, shipped_bundles
+from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
 from CycleGANExplainLib.volume_checks import NotCTError
 from CycleGANExplainLib.volume_io import UnreadableVolumeError
@@ -80,6 +81,23 @@ def viewer_layout() -> Layout:
     )
 
 
+def bundle_choices(chosen_dir: Path) -> List[dict]:
+    """The bundle chooser's items (title, value): the shipped bundles by name, and ``chosen_dir``
+    by its path when it is not one of them (a folder given on the command line)."""
+    shipped = shipped_bundles()
+    items = [{"title": read_metadata(path).display_name, "value": path.name} for path in shipped]
+    if chosen_dir.resolve() not in {path.resolve() for path in shipped}:
+        items.insert(0, {"title": f"{read_metadata(chosen_dir).display_name} (folder {chosen_dir.name})",
+                         "value": str(chosen_dir)})
+    return items
+
+
+def bundle_choice_value(bundle_dir: Path) -> str:
+    """The chooser's value for ``bundle_dir``: a shipped bundle's name, otherwise its path."""
+    shipped = {path.resolve(): path.name for path in shipped_bundles()}
+    return shipped.get(bundle_dir.resolve(), str(bundle_dir))
+
+
 def slice_view_gutter(server, view_id: str, view) -> None:
     """trame-slicer's reset button and slice slider, without its 3D-visibility button."""
     create_vertical_view_gutter_ui(server, view_id, view)
@@ -95,7 +113,7 @@ class ExplainViewer(TrameApp):
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
         self.scene = self.slicer_app.scene
-        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
+        self.bundle_dir = resolve_bundle(bundle_dir)  # a shipped bundle's name or a folder; None: the default
         self.metadata = read_metadata(self.bundle_dir)
         self.volume_node = None
         self.overlay_node = None
@@ -178,8 +196,9 @@ class ExplainViewer(TrameApp):
         state = self.state
         state.trame__title = "CycleGAN Explain"
         state.notice = RESEARCH_NOTICE
-        state.bundle_text = self.metadata.display_name
-        state.bundle_trained = self.metadata.trained
+        state.bundle_choices = bundle_choices(self.bundle_dir)
+        state.bundle = bundle_choice_value(self.bundle_dir)
+        self._show_bundle()
         state.device_choices = list(DEVICE_CHOICES)
         state.device = device
         state.volume_text = "No CT loaded."
@@ -205,11 +224,25 @@ class ExplainViewer(TrameApp):
                 self._build_panel()
             with layout.content:
                 self.layout_manager.initialize_layout_grid(layout)
+            with layout.footer:
+                self._build_data_attribution()
         self.ui = layout
+
+    @staticmethod
+    def _build_data_attribution() -> None:
+        """LIDC-IDRI's CC BY 3.0 attribution, always on the page (notices.py holds the text)."""
+        with html.Div(id="data-attribution", classes="text-caption text-grey-lighten-1 ml-4",
+                      style="flex: 100 1 0; white-space: normal; line-height: 1.2; font-size: 10px !important;"):
+            html.Span(LIDC_IDRI_LICENCE + " Please cite: ")
+            html.Span(" ".join(f"({number}) {citation}." for number, citation in enumerate(LIDC_IDRI_CITATIONS, 1)))
 
     def _build_panel(self) -> None:
         v3.VAlert(text=("notice",), type="info", density="compact", variant="tonal", id="research-notice")
+        with html.Div(id="bundle-select"):  # Vuetify gives a VSelect's id to its hidden input
+            v3.VSelect(label="Model bundle", v_model=("bundle",), items=("bundle_choices",), density="compact",
+                       hide_details=True)
         html.Div("Model bundle: {{ bundle_text }}", id="bundle-name", classes="text-body-2")
+        html.Div("{{ bundle_summary }}", id="bundle-summary", classes="text-caption")
         v3.VAlert(v_if=("!bundle_trained",), type="warning", id="untrained-warning", density="compact",
                   variant="tonal", text="Untrained model bundle: random weights, the explanation is meaningless.")
 
@@ -296,6 +329,31 @@ class ExplainViewer(TrameApp):
         """A click in a slice view: explain there (after the click's own event has returned)."""
         create_task(self.explain_at(ras, view_name))
 
+    def _show_bundle(self) -> None:
+        self.state.update({
+            "bundle_text": self.metadata.display_name,
+            "bundle_trained": self.metadata.trained,
+            "bundle_summary": f"Trained on {self.metadata.trained_on}. Evaluation: {self.metadata.headline_evaluation}.",
+        })
+
+    @change("bundle")
+    def _on_bundle_chosen(self, bundle, **_) -> None:
+        """Another bundle chosen: use it from now on, and explain the current seed again with it."""
+        try:
+            bundle_dir = resolve_bundle(bundle)
+            metadata = read_metadata(bundle_dir)
+        except BundleError as error:
+            self._report_error(error, "Could not use the chosen model bundle")
+            return
+        if bundle_dir.resolve() == self.bundle_dir.resolve():
+            return  # also how the initial value arrives when the page connects
+        self.bundle_dir, self.metadata = bundle_dir, metadata
+        self._show_bundle()
+        if self.volume_node is not None and self.seed_node.GetNumberOfControlPoints() > 0:
+            seed = [0.0, 0.0, 0.0]
+            self.seed_node.GetNthControlPointPositionWorld(0, seed)
+            create_task(self.explain_at(seed))
+
     async def explain_at(self, ras: Sequence[float], view_name: str = "") -> None:
         ras = np.asarray(ras, dtype=float)
         with self.state:
@@ -338,7 +396,8 @@ class ExplainViewer(TrameApp):
                 "p_neg": f"{explanation.p_neg:.3f}",
                 "device_text": f"{batch.device}, {batch.seconds:.2f} s",
                 "warnings_text": "\n".join(batch.warnings),
-                "status_text": f"Explained the point clicked in the {view_name} view." if view_name else "",
+                "status_text": (f"Explained the point clicked in the {view_name} view." if view_name
+                                else f"Explained the seed with {batch.bundle_name}."),
                 "busy": False,
             })
 

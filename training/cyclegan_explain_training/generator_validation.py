@@ -1,0 +1,93 @@
+"""Validation of G+ and G- during training: the figures that choose which generators are exported.
+
+The validation patients are the classifier's (drawn from the training split with the
+classifier's seed), so nothing here ever sees the test split. Each check copies the generators,
+recomputes the copies' BatchNorm statistics on real training patches as export does, and scores
+them on the validation patients' centre views under every evaluation fill. The score (higher is
+better) is taken under the worst fill:
+
+    score = mean flip rate (benign->malignant by G+, malignant->benign by G-)
+            + mean SSIM(x, G(x)) over both generators
+            + share of |R| within 5 mm of the nodule mask
+
+each term in [0, 1], so a generator that flips decisions by repainting the whole patch, or one
+that copies its input, scores lower than one that changes the nodule enough to flip it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .context_fill import EVALUATION_FILLS
+from .dataset import CENTRE, PreparedDataset
+from .losses import structural_similarity
+from .nodule_regions import within_mm_of_masks
+from .train_classifier import images_in_context, malignancy_probabilities
+
+LOCAL_RELEVANCE_MM = 5.0
+DECISION_THRESHOLD = 0.5
+
+
+@dataclass
+class ValidationSet:
+    images_by_fill: Dict[str, torch.Tensor]  # fill -> [N, 1, H, W] normalised
+    labels: np.ndarray
+    near_nodule: np.ndarray  # bool [N, H, W], within LOCAL_RELEVANCE_MM of the mask
+
+
+def validation_set(validation: PreparedDataset, hu_window: Sequence[float]) -> ValidationSet:
+    """The centre views of the validation patients, once per evaluation fill."""
+    centre = validation.select(validation.views == CENTRE)
+    return ValidationSet(
+        images_by_fill={fill: images_in_context(centre, hu_window, fill) for fill in EVALUATION_FILLS},
+        labels=centre.labels,
+        near_nodule=within_mm_of_masks(centre.masks, LOCAL_RELEVANCE_MM),
+    )
+
+
+def _generate(generator: nn.Module, images: torch.Tensor, device: str, batch_size: int = 64) -> torch.Tensor:
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            outputs.append(generator(images[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(outputs)
+
+
+def validate_generators(generator_pos: nn.Module, generator_neg: nn.Module, classifier: nn.Module,
+                        data: ValidationSet, batchnorm_images: torch.Tensor, batch_size: int,
+                        device: str) -> Dict[str, float]:
+    """The validation figures of copies of both generators, per fill and under the worst fill."""
+    from .train_cyclegan import recompute_batchnorm_statistics
+
+    copies = [recompute_batchnorm_statistics(copy.deepcopy(network).cpu(), batchnorm_images, batch_size).to(device)
+              for network in (generator_pos, generator_neg)]
+    was_training = classifier.training
+    result: Dict[str, float] = {}
+    scores = []
+    for fill, images in data.images_by_fill.items():
+        fake_pos, fake_neg = (_generate(network, images, device) for network in copies)
+        p_x, p_pos, p_neg = (malignancy_probabilities(classifier, batch, device).numpy()
+                             for batch in (images, fake_pos, fake_neg))
+        benign, malignant = p_x < DECISION_THRESHOLD, p_x >= DECISION_THRESHOLD
+        flip_pos = float((p_pos[benign] >= DECISION_THRESHOLD).mean()) if benign.any() else float("nan")
+        flip_neg = float((p_neg[malignant] < DECISION_THRESHOLD).mean()) if malignant.any() else float("nan")
+        ssim_pos = float(structural_similarity(images, fake_pos).mean())
+        ssim_neg = float(structural_similarity(images, fake_neg).mean())
+        relevance = (fake_pos - fake_neg).abs()[:, 0].numpy()
+        local_share = float((relevance * data.near_nodule).sum() / max(relevance.sum(), 1e-12))
+        score = np.nanmean([flip_pos, flip_neg]) + (ssim_pos + ssim_neg) / 2 + local_share
+        scores.append(score)
+        result.update({f"{fill}/p_x": float(p_x.mean()), f"{fill}/p_pos": float(p_pos.mean()),
+                       f"{fill}/p_neg": float(p_neg.mean()), f"{fill}/flip_benign_to_malignant": flip_pos,
+                       f"{fill}/flip_malignant_to_benign": flip_neg, f"{fill}/ssim_pos": ssim_pos,
+                       f"{fill}/ssim_neg": ssim_neg, f"{fill}/relevance_within_5mm": local_share,
+                       f"{fill}/score": float(score)})
+    classifier.train(was_training)
+    result["score"] = float(min(scores))
+    return result
