@@ -1,7 +1,9 @@
-"""Fixtures for the training suite: small prepared datasets of synthetic nodules."""
+"""Fixtures for the training suite: small prepared datasets of synthetic nodules, and the real-data folder."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -55,3 +57,32 @@ def make_disc_dataset() -> Callable[..., PreparedDataset]:
     """Factory for in-memory disc datasets (see disc_dataset)."""
     return disc_dataset
 
+
+
+SHARED_LIDC_VOI = Path(__file__).resolve().parents[2].parent / "shared" / "lidc-voi"
+
+
+def require_shared_folder(folder: Path, needed: str = "split.csv") -> Path:
+    """``folder`` if it holds ``needed``; otherwise fail under CI (CI=true) and skip elsewhere.
+
+    Data outside the repository is optional on a developer's machine, but a CI run without it
+    would pass while testing nothing, so there its absence is an error.
+    """
+    if (folder / needed).exists():
+        return folder
+    message = f"{folder / needed} is missing: the real-data tests need a folder laid out like lidc-voi there."
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"CI is set and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_folder_rule() -> Callable[..., Path]:
+    """require_shared_folder, for the test of the rule itself."""
+    return require_shared_folder
+
+
+@pytest.fixture(scope="session")
+def lidc_voi_dir() -> Path:
+    """../shared/lidc-voi from the repository root: real nodule VOIs with split.csv."""
+    return require_shared_folder(SHARED_LIDC_VOI)

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
-from CycleGANExplainLib.model_bundle import METADATA_FILE, MODEL_FILES, load_bundle, verify_checksums, write_checksums
+from CycleGANExplainLib.model_bundle import (
+    METADATA_FILE, MODEL_FILES, TRAINING_DATA_SOURCES, load_bundle, verify_checksums, write_checksums)
 from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
 from CycleGANExplainLib.patch_sampling import PATCH_EXTENT_MM, PATCH_SIZE_PX
 
@@ -181,11 +182,7 @@ def summary_sentence(metadata: Dict[str, Any], summary: Dict[str, Any]) -> str:
     """One plain sentence for the module's help text and the command line: data and performance."""
     data = metadata.get("training_data") or {}
     source = (data.get("dataset") or {}).get("source") if isinstance(data, dict) else None
-    trained_on = {
-        "phantoms": "CT phantoms rendered from LIDC-IDRI readers' nodule contours (no patient images)",
-        "dicom": "LIDC-IDRI CT images",
-        "voi": "real LIDC-IDRI CT nodule sub-volumes (training patients of a fixed patient-level split)",
-    }.get(source, "see metadata.json")
+    trained_on = TRAINING_DATA_SOURCES.get(source, "see metadata.json")
     mean = summary["mean_malignancy"]
     return (
         f"Trained on {trained_on}. On the held-out {summary['split']} split (n = {summary['n']}): classifier "

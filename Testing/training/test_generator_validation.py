@@ -1,0 +1,144 @@
+"""generator_validation: the figures that pick the exported generators, and the pick itself."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
+from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
+from cyclegan_explain_training.checkpoint import load_checkpoint
+from cyclegan_explain_training.config import load_config, with_overrides
+from cyclegan_explain_training.context_fill import EVALUATION_FILLS
+from cyclegan_explain_training.generator_validation import validate_generators, validation_set
+from cyclegan_explain_training.run_log import read_metrics
+from cyclegan_explain_training.train_classifier import train_classifier
+from cyclegan_explain_training.train_cyclegan import (
+    VALIDATION_METRICS,
+    batchnorm_patches,
+    load_generators,
+    train_cyclegan,
+)
+
+HU_WINDOW = list(DEFAULT_HU_WINDOW)
+AIR = -1.0  # -1000 HU, the window's lower end, normalised
+
+
+def _with_a_valid_box(dataset, row0=14, row1=50):
+    """The dataset as if cut from sub-volumes: image only inside a central box."""
+    valid = np.zeros(dataset.images_hu.shape, dtype=np.uint8)
+    valid[:, row0:row1, row0:row1] = 1
+    return dataclasses.replace(dataset, valid=valid)
+
+
+@pytest.fixture(scope="module")
+def discs(make_disc_dataset):
+    return _with_a_valid_box(make_disc_dataset(16, seed=4))
+
+
+@pytest.fixture(scope="module")
+def classifier(discs):
+    """A real (untrained) classifier whose threshold splits the patches into both decisions."""
+    torch.manual_seed(0)
+    network = MalignancyClassifier(4).eval()
+    data = validation_set(discs, HU_WINDOW)
+    with torch.no_grad():
+        logits = torch.cat([network(images) for images in data.images_by_fill.values()])
+        margin = logits[:, 1] - logits[:, 0]
+        network.head[-1].bias[1] -= float(margin.median())
+    return network
+
+
+def _figures(generator_pos, generator_neg, classifier, discs):
+    data = validation_set(discs, HU_WINDOW)
+    return validate_generators(generator_pos, generator_neg, classifier, data,
+                               batchnorm_patches(discs, HU_WINDOW), batch_size=4, device="cpu")
+
+
+def _score_of(figures, fill):
+    flips = [figures[f"{fill}/flip_benign_to_malignant"], figures[f"{fill}/flip_malignant_to_benign"]]
+    return (np.nanmean(flips) + (figures[f"{fill}/ssim_pos"] + figures[f"{fill}/ssim_neg"]) / 2
+            + figures[f"{fill}/relevance_within_5mm"])
+
+
+def test_identity_generators_flip_nothing_and_are_perfectly_similar(classifier, discs):
+    torch.manual_seed(1)
+    identity_pos, identity_neg = UNetGenerator(4, residual=True), UNetGenerator(4, residual=True)
+    figures = _figures(identity_pos, identity_neg, classifier, discs)
+    for fill in EVALUATION_FILLS:
+        assert 0.0 < figures[f"{fill}/p_x"] < 1.0
+        assert figures[f"{fill}/p_pos"] == figures[f"{fill}/p_neg"] == figures[f"{fill}/p_x"]
+        # both decisions occur, so both flip rates are measured (not NaN) and are 0
+        assert figures[f"{fill}/flip_benign_to_malignant"] == 0.0
+        assert figures[f"{fill}/flip_malignant_to_benign"] == 0.0
+        assert figures[f"{fill}/ssim_pos"] == pytest.approx(1.0, abs=1e-5)
+        assert figures[f"{fill}/ssim_neg"] == pytest.approx(1.0, abs=1e-5)
+        assert figures[f"{fill}/relevance_within_5mm"] == 0.0  # no relevance at all
+        assert figures[f"{fill}/score"] == pytest.approx(1.0, abs=1e-5)
+    assert figures["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+class _PaintsTheAir(nn.Module):
+    """Changes only air pixels (the air fill's surround); the lung fill's surround is left alone."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x <= AIR + 1e-4, torch.full_like(x, self.value), x)
+
+
+def test_the_score_is_the_worst_fills(classifier, discs):
+    figures = _figures(_PaintsTheAir(1.0), _PaintsTheAir(0.0), classifier, discs)
+    scores = {fill: figures[f"{fill}/score"] for fill in EVALUATION_FILLS}
+    for fill in EVALUATION_FILLS:
+        assert scores[fill] == pytest.approx(_score_of(figures, fill), abs=1e-6)
+    assert figures["air/ssim_pos"] < 0.9 and figures["lung/ssim_pos"] > 0.99
+    assert scores["air"] < scores["lung"] - 0.05  # the fills really differ here ...
+    assert figures["score"] == scores["air"] == min(scores.values())  # ... and the worse one counts
+
+
+@pytest.fixture(scope="module")
+def validated_runs(tmp_path_factory, make_disc_dataset):
+    root = tmp_path_factory.mktemp("validated")
+    dataset = _with_a_valid_box(make_disc_dataset(24, seed=2), 10, 54)
+    dataset.save(root / "dataset")
+    config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 1})
+    config = with_overrides(config, "cyclegan", {"width": 4, "batch_size": 4, "steps": 6, "checkpoint_every": 6,
+                                                 "validation_every": 2, "residual_generators": True,
+                                                 "learning_rate": 2e-3})
+    classifier = train_classifier(dataset, config, root / "classifier", device="cpu", progress=False)
+    train_cyclegan(dataset, classifier, config, root / "long", "cpu", progress=False)
+    log = read_metrics(root / "long" / VALIDATION_METRICS)
+    best_step = log[int(np.argmax([record["score"] for record in log]))]["step"]
+    # The same run stopped at the best step: training is deterministic, so its last generators
+    # are the ones the long run had at that step.
+    short = with_overrides(config, "cyclegan", {"steps": best_step})
+    train_cyclegan(dataset, classifier, short, root / "short", "cpu", progress=False)
+    return {"log": log, "best_step": best_step, "long": load_checkpoint(root / "long" / "cyclegan.pt"),
+            "short": load_checkpoint(root / "short" / "cyclegan.pt")}
+
+
+def _same_weights(first: nn.Module, second: nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_the_exported_generators_are_those_of_the_best_validation_step(validated_runs):
+    log, best_step, long = validated_runs["log"], validated_runs["best_step"], validated_runs["long"]
+    assert [record["step"] for record in log] == [2, 4, 6]
+    assert long["best"]["step"] == best_step
+    assert long["best"]["score"] == max(record["score"] for record in log)
+    assert long["residual_generators"] is True
+    best = load_generators(long, which="best")
+    at_best_step = load_generators(validated_runs["short"], which="last")
+    for chosen, reference in zip(best, at_best_step):
+        assert _same_weights(chosen, reference)
+    last = load_generators(long, which="last")
+    assert _same_weights(best[0], last[0]) == (best_step == 6)  # training changed them after the best step
+    with pytest.raises(ValueError, match="'first'"):
+        load_generators(long, which="first")
