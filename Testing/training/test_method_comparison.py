@@ -325,7 +325,9 @@ def test_compare_methods_writes_the_report_for_every_method(tmp_path, tiny_bundl
     assert "UNTRAINED" in markdown and "cyclegan-explain-train compare-methods" in markdown
     assert "Fill: `air`" in markdown and "pred. benign" in markdown and "Sign convention" in markdown
     for label in [method.label for method in METHODS.values()] + ["Control: centred Gaussian (sigma 5 mm)"]:
-        assert markdown.count(f"| {label} |") >= 3, label  # localisation, deletion, insertion, ... tables
+        escaped = label.replace("|", "\\|")  # a bare pipe would split the table row
+        assert markdown.count(f"| {escaped} |") >= 3, label  # localisation, deletion, insertion, ... tables
+    assert "| Saliency (\\|gradient\\|) |" in markdown
     assert markdown.index("| CycleGAN-AM |") < markdown.index("| Saliency") < markdown.index("| Control: edge map")
     image = imread(out / "baselines.png")
     assert image.shape[0] > 400 and image.shape[1] > 100 * (1 + len(FIGURE_METHODS))

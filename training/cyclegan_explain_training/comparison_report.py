@@ -202,6 +202,11 @@ def comparison_figure(path: Union[str, Path], x: np.ndarray, maps: Dict[str, np.
     return path
 
 
+def table_label(info: Dict[str, Any]) -> str:
+    """The row's label with its pipes escaped ("Saliency (|gradient|)" would split a Markdown table row)."""
+    return info["label"].replace("|", "\\|")
+
+
 def _estimate_cell(estimate: Optional[Dict[str, Any]], group_size: int) -> str:
     if estimate is None:
         return "not run"
@@ -232,8 +237,8 @@ def _tables(report: Dict[str, Any], columns: Sequence[Tuple[str, str, str]], tit
             entry = report["measures"][measure][group]
             cells.append(_estimate_cell(entry["estimates"][key], sizes[group]))
             test_cells.append(_test_cell(entry["wilcoxon_vs_cyclegan_am"].get(key)))
-        estimates.append(f"| {info['label']} | " + " | ".join(cells) + " |")
-        tests.append(f"| {info['label']} | " + " | ".join(test_cells) + " |")
+        estimates.append(f"| {table_label(info)} | " + " | ".join(cells) + " |")
+        tests.append(f"| {table_label(info)} | " + " | ".join(test_cells) + " |")
     return estimates + [""] + tests + [""]
 
 
@@ -362,7 +367,7 @@ def _randomisation_lines(report: Dict[str, Any]) -> List[str]:
         estimate = randomisation["estimates"].get(key)
         cell = (_estimate_cell(estimate, randomisation["patches"]) if estimate is not None
                 else randomisation["not_run"][key])
-        lines.append(f"| {info['label']} | {cell} |")
+        lines.append(f"| {table_label(info)} | {cell} |")
     lines.append("")
     sanity = randomisation["cyclegan_am_flip_test"]
     if sanity is None:
@@ -393,15 +398,16 @@ def _speed_lines(report: Dict[str, Any]) -> List[str]:
     speed, stages = report["speed"], report["stage_seconds"]
     lines = ["## Speed", "", f"Maps per second on {speed['device']}, measured in this run, one method after "
              "another, each after one untimed warm-up map (imports, eager model). Batch 32: all compared patches; "
-             "batch 1: the first 16 one at a time. CycleGAN-AM's time is the module's full pass (both generators "
-             "and three classifier outputs); the controls are numpy only. Anchor: Lenis et al. report "
+             f"batch 1: the first {speed['patches_at_batch_1']} one at a time. CycleGAN-AM's time is the module's "
+             "full pass (both generators and three classifier outputs); the controls are numpy only. Anchor: "
+             "Lenis et al. report "
              + ", ".join(f"{value:g} maps/s for {name}" for name, value in speed["anchor_maps_per_second"].items())
              + " (Titan RTX GPU, 576 x 448 px mammograms: not the same task or hardware). This run's wall time: "
              + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items()) + ".",
              "", "| Method | Batch 1 (maps/s) | Batch 32 (maps/s) |", "|---|---|---|"]
     for method, info in report["methods"].items():
         runs = speed["per_method"][method]
-        lines.append(f"| {info['label']} | {runs['batch_1']['maps_per_second']:.1f} | "
+        lines.append(f"| {table_label(info)} | {runs['batch_1']['maps_per_second']:.1f} | "
                      f"{runs['batch_32']['maps_per_second']:.1f} |")
     return lines + [""]
 
