@@ -127,6 +127,8 @@ def test_exported_bundle_loads_explains_and_records_its_training(runs, lung_volu
     assert training["cyclegan"]["steps"] == STEPS and training["cyclegan"]["width"] == 4
     assert training["classifier"]["width"] == 4
     assert training["commands"] == ["c", None, "export"]
+    attribution = bundle.metadata.raw["data_attribution"]  # CC BY 3.0 travels with the weights
+    assert "CC BY 3.0" in attribution["licence"] and any("10.7937/K9/TCIA.2015.LO9QL9SX" in c for c in attribution["citations"])
     assert bundle.metadata.raw["architecture"]["generator"]["stage_widths"] == [4, 8, 16, 32]
 
     volume, ijk_to_ras = lung_volume

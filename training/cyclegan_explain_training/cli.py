@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from CycleGANExplainLib.attribution_methods import MissingDependencyError
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, sha256_of
+from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import load_config, with_overrides
@@ -189,6 +190,8 @@ def export_from_checkpoints(
         },
         "commands": [classifier_state["command"], *cyclegan_state["commands"], command],
     }
+    # Every source here is LIDC-IDRI (images or its readers' contours): CC BY 3.0 asks for attribution.
+    metadata["data_attribution"] = {"licence": LIDC_IDRI_LICENCE, "citations": list(LIDC_IDRI_CITATIONS)}
     # The generators' BatchNorm statistics are recomputed on the real training patches: see
     # recompute_batchnorm_statistics for why the ones accumulated during training do not fit.
     fit, _ = split_like_classifier(dataset, classifier_state)
