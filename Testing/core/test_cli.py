@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -158,8 +159,10 @@ def test_help_lists_the_bundles_and_attributes_lidc_idri():
     assert "bundles" in help_text
     for citation in LIDC_IDRI_CITATIONS:
         assert citation in help_text
+    # A wide terminal: argparse otherwise wraps at hyphens ("lidc- voi").
+    wide = {**os.environ, "COLUMNS": "400"}
     explain_help = " ".join(subprocess.run([sys.executable, "-m", "CycleGANExplainLib.cli", "explain", "--help"],
-                                           capture_output=True, text=True, check=True).stdout.split())
+                                           capture_output=True, text=True, check=True, env=wide).stdout.split())
     for bundle_dir in shipped_bundles():
         assert bundle_dir.name in explain_help
     assert f"(default: {default_bundle_dir().name};" in explain_help

@@ -218,7 +218,7 @@ def evaluate(
 ) -> Dict[str, Any]:
     """Evaluate the bundle on one split; write the JSON, Markdown and figures; return the JSON's content.
 
-    ``extra_bundles`` hold the same classifier (its classifier.pt byte for byte) and generators
+    ``extra_bundles`` hold the same classifier (the same weights) and generators
     from other training seeds: their generator figures are reported beside the bundle's.
     Raises BundleIntegrityError (naming the file) for a tampered bundle, ValueError for an extra
     bundle with another classifier, a dataset whose patches do not match its manifest or an
@@ -276,18 +276,26 @@ def evaluate(
 
 
 def _load_extra_bundle(path: Union[str, Path], main: ModelBundle, device: str) -> ModelBundle:
-    """An extra bundle's generators are comparable only if they explain the very same classifier."""
+    """An extra bundle's generators are comparable only if they explain the very same classifier.
+
+    The classifier's weights and buffers are compared, not the file's bytes: TorchScript files
+    of one network exported twice differ in their archive's internals.
+    """
     extra = load_bundle(path, device)
-    main_sum = sha256_of(Path(main.directory) / MODEL_FILES["classifier"])
-    extra_sum = sha256_of(Path(extra.directory) / MODEL_FILES["classifier"])
-    if extra_sum != main_sum:
+    if not _same_weights(main.classifier, extra.classifier):
         raise ValueError(
-            f"Extra bundle {path} has another classifier than {main.directory}: {MODEL_FILES['classifier']} "
-            f"SHA-256 {extra_sum[:12]}... differs from {main_sum[:12]}...; its generators explain a different "
-            "classifier and cannot be compared.")
+            f"Extra bundle {path} has another classifier than {main.directory}: the weights of "
+            f"{MODEL_FILES['classifier']} differ; its generators explain a different classifier and cannot be compared.")
     if tuple(extra.metadata.hu_window) != tuple(main.metadata.hu_window):
         raise ValueError(f"Extra bundle {path} uses another HU window than {main.directory}.")
     return extra
+
+
+def _same_weights(first, second) -> bool:
+    import torch
+
+    one, other = first.state_dict(), second.state_dict()
+    return one.keys() == other.keys() and all(torch.equal(one[key].cpu(), other[key].cpu()) for key in one)
 
 
 def classifier_margins(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
