@@ -38,12 +38,12 @@ from CycleGANExplainLib.model_bundle import (
     shipped_bundles,
 )
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
+from CycleGANExplainLib.sample_data import (DEFAULT_NODULE_ID, SAMPLE_NAME, sample_file_sha256, sample_nodule,
+                                           sample_volume_path)
 
 MODULE_DIR = Path(__file__).resolve().parent
-SAMPLE_NAME = "SyntheticChestCT"
-SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
 # The nodule the self-test and "Load sample CT" use: the large spiculated one.
-SAMPLE_NODULE_ID = "N2"
+SAMPLE_NODULE_ID = DEFAULT_NODULE_ID
 # Probabilities saturate near 0 and 1, where their order is within float32 rounding.
 PROBABILITY_TOLERANCE = 1e-3
 # The self-test's baseline must concentrate its relevance on the sample nodule: the nodule's disk
@@ -56,17 +56,9 @@ BASELINE_MINIMUM_ENRICHMENT = 2.0
 REEXPLAIN_DELAY_MS = 300
 
 
-def sampleDescription() -> dict:
-    """SyntheticChestCT.json: the sample's checksum and its documented nodules (RAS centres)."""
-    return json.loads((SAMPLE_DIR / f"{SAMPLE_NAME}.json").read_text())
-
-
 def sampleNoduleRAS(noduleId: str = SAMPLE_NODULE_ID) -> np.ndarray:
     """RAS centre (mm) of a documented nodule of the sample CT."""
-    for nodule in sampleDescription()["nodules"]:
-        if nodule["id"] == noduleId:
-            return np.array(nodule["centre_ras_mm"], dtype=float)
-    raise KeyError(f"Nodule {noduleId} is not documented in {SAMPLE_NAME}.json")
+    return np.array(sample_nodule(noduleId).centre_ras_mm, dtype=float)
 
 
 #
@@ -103,7 +95,7 @@ def bundleDescription(metadata: BundleMetadata) -> str:
 def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
     """The module's help: what it does, research use, every shipped bundle (from its metadata.json,
     read now) and the LIDC-IDRI attribution (CycleGANExplainLib.notices). ``modelsDir``: where the
-    bundles are (default: Resources/Models)."""
+    bundles are (default: the package's shipped models)."""
     default = default_bundle_dir(modelsDir)
     bundles = []
     for path in shipped_bundles(modelsDir):
@@ -154,9 +146,9 @@ def registerSampleData() -> None:
         category="CycleGANExplain",
         sampleName=SAMPLE_NAME,
         thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "CycleGANExplain.png"),
-        uris=(SAMPLE_DIR / f"{SAMPLE_NAME}.nrrd").as_uri(),
+        uris=sample_volume_path().as_uri(),
         fileNames=f"{SAMPLE_NAME}.nrrd",
-        checksums=f"SHA256:{sampleDescription()['file_sha256']}",
+        checksums=f"SHA256:{sample_file_sha256()}",
         nodeNames=SAMPLE_NAME,
     )
 
@@ -603,7 +595,7 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         # The probabilities come from the same networks whatever the method.
         self.assertAlmostEqual(result.batch[0].p_x, ours.batch[0].p_x, places=5)
 
-        diameterMM = next(n["diameter_mm"] for n in sampleDescription()["nodules"] if n["id"] == noduleId)
+        diameterMM = sample_nodule(noduleId).diameter_mm
         pixelMM = metadata.patch_extent_mm / metadata.patch_size_px
         centre = (metadata.patch_size_px - 1) / 2.0
         rows, columns = np.indices(relevance.shape)

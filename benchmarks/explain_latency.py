@@ -22,8 +22,9 @@ from CycleGANExplainLib.explanation import explain, run_networks
 from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import load_bundle
 from CycleGANExplainLib.patch_sampling import extract_patch
+from CycleGANExplainLib.sample_data import sample_volume_path
 
-SAMPLE_CT = Path(__file__).resolve().parents[1] / "CycleGANExplain" / "Resources" / "SampleData" / "SyntheticChestCT.nrrd"
+SAMPLE_CT = sample_volume_path()
 
 
 def percentiles(samples_s):

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-SAMPLE=CycleGANExplain/Resources/SampleData/SyntheticChestCT
+SAMPLE=CycleGANExplain/CycleGANExplainLib/resources/sample_data/SyntheticChestCT
 if [ "${1:-}" = "web" ]; then
   shift
   exec .venv/bin/cyclegan-explain web "$SAMPLE.nrrd" "$@"

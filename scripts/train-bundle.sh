@@ -19,11 +19,11 @@ GAN_SEEDS=(0)
 case "$VARIANT" in
   lidc-voi)
     : "${LIDC_VOI_DIR:?set LIDC_VOI_DIR to the folder of real nodule sub-volumes (laid out like lidc-voi)}"
-    PREPARE_FLAGS=(--source voi --voi-dir "$LIDC_VOI_DIR"); BUNDLE=CycleGANExplain/Resources/Models/lidc-voi
+    PREPARE_FLAGS=(--source voi --voi-dir "$LIDC_VOI_DIR"); BUNDLE=CycleGANExplain/CycleGANExplainLib/resources/models/lidc-voi
     VERSION=1.0.0; CONFIG=training/configs/lidc-voi.json; CLASSIFIER_CONFIG=$CONFIG
     read -r -a GAN_SEEDS <<< "${GAN_SEEDS_OVERRIDE:-0 1}" ;;
   lidc-phantoms)
-    PREPARE_FLAGS=(--cache-dir training/cache/lidc); BUNDLE=CycleGANExplain/Resources/Models/lidc-phantoms
+    PREPARE_FLAGS=(--cache-dir training/cache/lidc); BUNDLE=CycleGANExplain/CycleGANExplainLib/resources/models/lidc-phantoms
     VERSION=0.2.0; CONFIG=training/configs/cpu-shipped.json; CLASSIFIER_CONFIG=training/configs/paper.json ;;
   lidc-phantoms-size-normalised)
     PREPARE_FLAGS=(--cache-dir training/cache/lidc --size-normalised); BUNDLE=training/runs/$VARIANT/bundle

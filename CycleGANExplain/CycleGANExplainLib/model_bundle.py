@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
+from .package_resources import models_dir as shipped_models_dir
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
@@ -32,7 +34,6 @@ MODEL_FILES = {
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
 # The bundles shipped with the module, one folder each, and the one used when none is chosen.
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_BUNDLE_NAME = "lidc-voi"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # metadata.json's training_data.dataset.source, in words (for help texts and the bundle listing).
@@ -184,9 +185,9 @@ def read_metadata(bundle_dir: Union[str, Path]) -> BundleMetadata:
 def shipped_bundles(models_dir: Union[str, Path, None] = None) -> List[Path]:
     """The bundle folders (each holding metadata.json) under ``models_dir``, by name.
 
-    ``models_dir`` defaults to the module's Resources/Models; tests pass their own.
+    ``models_dir`` defaults to the package's shipped models; tests pass their own.
     """
-    root = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
+    root = Path(models_dir) if models_dir is not None else shipped_models_dir()
     if not root.is_dir():
         return []
     return sorted(path for path in root.iterdir() if (path / METADATA_FILE).is_file())
@@ -198,7 +199,7 @@ def default_bundle_dir(models_dir: Union[str, Path, None] = None) -> Path:
     The fallback keeps every front-end working while the default bundle is not (yet) installed.
     With no bundle at all, the default's path is returned and loading it names the missing folder.
     """
-    root = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
+    root = Path(models_dir) if models_dir is not None else shipped_models_dir()
     bundles = shipped_bundles(root)
     names = [path.name for path in bundles]
     if DEFAULT_BUNDLE_NAME in names:

@@ -18,6 +18,7 @@ from CycleGANExplainLib.cli import DEFAULT_MARKER, main
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, resolve_bundle, shipped_bundles
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, RESEARCH_NOTICE, data_attribution_text
 from CycleGANExplainLib.patch_sampling import patch_to_ras_matrix
+from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
 from CycleGANExplainLib.volume_io import ijk_to_ras_of, write_volume
 
 
@@ -109,15 +110,10 @@ def test_malformed_seed_is_an_argument_error(ct_file):
     assert "seed must be R,A,S in millimetres" in result.stderr
 
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "CycleGANExplain" / "Resources" / "SampleData"
-
-
 def test_shipped_bundle_chosen_by_name_explains_the_sample_ct(tmp_path, capsys):
-    nodule = next(n for n in json.loads((SAMPLE_DIR / "SyntheticChestCT.json").read_text())["nodules"]
-                  if n["id"] == "N2")
-    seed = ",".join(str(value) for value in nodule["centre_ras_mm"])
+    seed = ",".join(str(value) for value in sample_nodule("N2").centre_ras_mm)
     out = tmp_path / "out"
-    code = main(["explain", str(SAMPLE_DIR / "SyntheticChestCT.nrrd"), f"--seed={seed}", "--out", str(out),
+    code = main(["explain", str(sample_volume_path()), f"--seed={seed}", "--out", str(out),
                  "--bundle", "lidc-phantoms", "--device", "cpu"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -39,7 +39,7 @@ def flip_one_byte(path: Path, offset: int = 200) -> None:
 
 @pytest.fixture
 def models_dir(tiny_bundle, tmp_path) -> Path:
-    """A models folder like Resources/Models holding the tiny bundle as "lidc-phantoms" only, and a
+    """A models folder like the shipped models folder holding the tiny bundle as "lidc-phantoms" only, and a
     folder that is not a bundle (no metadata.json)."""
     root = tmp_path / "Models"
     shutil.copytree(tiny_bundle, root / "lidc-phantoms")

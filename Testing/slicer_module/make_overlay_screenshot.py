@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from CycleGANExplainLib.sample_data import sample_volume_path
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE.parents[1] / "Resources" / "Screenshots" / "overlay_axial.png"
@@ -25,7 +26,7 @@ def main() -> int:
     import CycleGANExplain as module
 
     app = SceneApp()
-    volume = app.load_volume(module.SAMPLE_DIR / f"{module.SAMPLE_NAME}.nrrd", module.SAMPLE_NAME)
+    volume = app.load_volume(sample_volume_path(), module.SAMPLE_NAME)
     app.set_lung_window(volume)
     seed = module.sampleNoduleRAS()
     logic = module.CycleGANExplainLogic()

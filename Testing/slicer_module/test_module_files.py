@@ -69,12 +69,13 @@ def cmake_listed_files() -> set:
 
 def test_every_script_and_resource_is_listed_in_cmake():
     from CycleGANExplainLib.model_bundle import shipped_bundles
+    from CycleGANExplainLib.package_resources import sample_data_dir
 
     resources = MODULE_DIR / "Resources"
     shipped = {"CycleGANExplain.py"}
     shipped |= {str(path.relative_to(MODULE_DIR)) for path in (MODULE_DIR / "CycleGANExplainLib").glob("*.py")}
-    for folder in ("Icons", "UI", "SampleData"):
-        shipped |= {str(path.relative_to(MODULE_DIR)) for path in (resources / folder).iterdir() if path.is_file()}
+    for folder in (resources / "Icons", resources / "UI", sample_data_dir()):
+        shipped |= {str(path.relative_to(MODULE_DIR)) for path in folder.iterdir() if path.is_file()}
     for bundle_dir in shipped_bundles():
         shipped |= {str(path.relative_to(MODULE_DIR)) for path in bundle_dir.iterdir() if path.is_file()}
     listed = cmake_listed_files()
@@ -87,8 +88,10 @@ def test_every_script_and_resource_is_listed_in_cmake():
 
 
 def test_sample_checksum_registered_with_sampledata_matches_the_file(module):
-    recorded = module.sampleDescription()["file_sha256"]
-    actual = hashlib.sha256((module.SAMPLE_DIR / f"{module.SAMPLE_NAME}.nrrd").read_bytes()).hexdigest()
+    from CycleGANExplainLib.sample_data import sample_file_sha256, sample_volume_path
+
+    recorded = sample_file_sha256()
+    actual = hashlib.sha256(sample_volume_path().read_bytes()).hexdigest()
     assert recorded == actual
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from CycleGANExplainLib.sample_data import sample_volume_path
+
 
 def test_self_test_checks_pass_on_the_sample_nodule(module, scene_app):
-    volume = scene_app.load_volume(module.SAMPLE_DIR / f"{module.SAMPLE_NAME}.nrrd", module.SAMPLE_NAME)
+    volume = scene_app.load_volume(sample_volume_path(), module.SAMPLE_NAME)
     seed_ras = module.sampleNoduleRAS()
     seed_node = scene_app.seed_node(seed_ras)
     result = module.CycleGANExplainTest().checkExplanation(volume, seed_node, neighbourSlices=1)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from CycleGANExplainLib.package_resources import sample_data_dir
 from CycleGANExplainLib.patch_sampling import extract_patch
 from cyclegan_explain_training import ct_rendering as ct
 from cyclegan_explain_training import sample_ct
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "CycleGANExplain" / "Resources" / "SampleData"
+SAMPLE_DIR = sample_data_dir()
 NRRD = SAMPLE_DIR / sample_ct.NRRD_NAME
 DESCRIPTION = SAMPLE_DIR / sample_ct.JSON_NAME
 PATCH_PIXEL_MM = 45.0 / 64

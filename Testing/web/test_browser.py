@@ -30,9 +30,10 @@ import SimpleITK as sitk
 
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, shipped_bundles
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
+from CycleGANExplainLib.sample_data import sample_description_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_JSON = REPO_ROOT / "CycleGANExplain" / "Resources" / "SampleData" / "SyntheticChestCT.json"
+SAMPLE_JSON = sample_description_path()
 # The README's screenshot is refreshed only on request, so a test run never modifies the repository:
 #   CYCLEGAN_EXPLAIN_SCREENSHOTS=Resources/Screenshots pytest Testing/web
 SCREENSHOT_DIR_VARIABLE = "CYCLEGAN_EXPLAIN_SCREENSHOTS"

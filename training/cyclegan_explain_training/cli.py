@@ -4,7 +4,7 @@
     cyclegan-explain-train train-classifier --dataset data/lidc --out runs/classifier
     cyclegan-explain-train train-cyclegan --dataset data/lidc --classifier runs/classifier/classifier.pt --out runs/gan
     cyclegan-explain-train export --dataset data/lidc --classifier runs/classifier/classifier.pt \\
-        --cyclegan runs/gan/cyclegan.pt --out CycleGANExplain/Resources/Models/lidc-cyclegan-am
+        --cyclegan runs/gan/cyclegan.pt --out CycleGANExplain/CycleGANExplainLib/resources/models/lidc-cyclegan-am
     cyclegan-explain-train evaluate --bundle <bundle> --dataset data/lidc --out runs/evaluation
     cyclegan-explain-train compare-methods --bundle <bundle> --dataset data/lidc --out training/results
 

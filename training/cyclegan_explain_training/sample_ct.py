@@ -1,6 +1,6 @@
 """The bundled sample CT: a synthetic chest CT with four documented nodules (no patient data).
 
-    python -m cyclegan_explain_training.sample_ct --out CycleGANExplain/Resources/SampleData
+    python -m cyclegan_explain_training.sample_ct --out CycleGANExplain/CycleGANExplainLib/resources/sample_data
 
 writes ``SyntheticChestCT.nrrd`` (int16 HU, gzip NRRD, LPS geometry of an axial CT: direction
 identity, slices ascending towards superior) and ``SyntheticChestCT.json`` (every nodule's
@@ -34,7 +34,7 @@ DEFAULT_SLICES = 60
 NOISE_STD_HU = 12.0
 NRRD_NAME = "SyntheticChestCT.nrrd"
 JSON_NAME = "SyntheticChestCT.json"
-COMMAND = "python -m cyclegan_explain_training.sample_ct --out CycleGANExplain/Resources/SampleData"
+COMMAND = "python -m cyclegan_explain_training.sample_ct --out CycleGANExplain/CycleGANExplainLib/resources/sample_data"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ and the session goes on.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -35,9 +34,9 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 from trame_server.utils.asynchronous import create_task
 from vtkmodules.vtkCommonCore import vtkCommand
 
-import CycleGANExplainLib
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, read_metadata, resolve_bundle, shipped_bundles
+from CycleGANExplainLib.sample_data import DEFAULT_NODULE_ID, sample_nodule, sample_volume_path
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
 from CycleGANExplainLib.volume_checks import NotCTError
@@ -48,10 +47,6 @@ from .volume_upload import add_volume_node, read_ct_volume, read_uploaded_volume
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_DIR = Path(CycleGANExplainLib.__file__).resolve().parent.parent / "Resources" / "SampleData"
-SAMPLE_NAME = "SyntheticChestCT"
-# The views open centred on this documented nodule of the sample (the large spiculated one).
-SAMPLE_NODULE_ID = "N2"
 LAYOUT_ID = "Axial, coronal, sagittal"
 SEED_NODE_NAME = "CycleGANExplain seed"
 # Yellow: never mistaken for the overlay's red or blue.
@@ -61,11 +56,9 @@ INPUT_ERRORS = (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsi
                 mrml_explain.NoInputVolumeError, BundleError)
 
 
-def sample_nodule_ras(nodule_id: str = SAMPLE_NODULE_ID) -> np.ndarray:
-    """RAS centre (mm) of a nodule documented in SyntheticChestCT.json."""
-    description = json.loads((SAMPLE_DIR / f"{SAMPLE_NAME}.json").read_text())
-    centres = {nodule["id"]: nodule["centre_ras_mm"] for nodule in description["nodules"]}
-    return np.array(centres[nodule_id], dtype=float)
+def sample_nodule_ras(nodule_id: str = DEFAULT_NODULE_ID) -> np.ndarray:
+    """RAS centre (mm) of a nodule documented with the sample CT."""
+    return np.array(sample_nodule(nodule_id).centre_ras_mm, dtype=float)
 
 
 def viewer_layout() -> Layout:
@@ -301,7 +294,7 @@ class ExplainViewer(TrameApp):
             self.state.error_text = f"{context}: unexpected {type(error).__name__}: {error}"
 
     def load_sample(self) -> None:
-        self.load_path(SAMPLE_DIR / f"{SAMPLE_NAME}.nrrd", centre_ras=sample_nodule_ras())
+        self.load_path(sample_volume_path(), centre_ras=sample_nodule_ras())
 
     def load_path(self, path: Union[str, Path], centre_ras: Optional[Sequence[float]] = None) -> None:
         """Open a CT file or DICOM folder from the server's disk (the command line's VOLUME)."""
