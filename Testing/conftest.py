@@ -24,9 +24,11 @@ def write_ct_series(
     study_uid: Optional[str] = None,
     patient_id: str = "SYNTH001",
     reverse_file_order: bool = False,
+    slice_origins_xy_lps: Optional[Sequence[Sequence[float]]] = None,
 ) -> str:
     """Write a real axial CT series with pydicom: one file per slice, unsigned stored values with
-    rescale intercept -1024 (as scanners store them); returns the SeriesInstanceUID."""
+    rescale intercept -1024 (as scanners store them); returns the SeriesInstanceUID.
+    ``slice_origins_xy_lps`` gives each slice its own in-plane origin (a gantry-tilted series)."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
@@ -44,7 +46,8 @@ def write_ct_series(
         ds.Modality, ds.PatientID = "CT", patient_id
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.InstanceNumber = file_index + 1
-        ds.ImagePositionPatient = [float(origin_xy_lps[0]), float(origin_xy_lps[1]), float(slice_positions_z[k])]
+        origin_xy = slice_origins_xy_lps[k] if slice_origins_xy_lps is not None else origin_xy_lps
+        ds.ImagePositionPatient = [float(origin_xy[0]), float(origin_xy[1]), float(slice_positions_z[k])]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.PixelSpacing = [pixel_spacing, pixel_spacing]
         ds.SliceThickness = slice_thickness

@@ -7,10 +7,12 @@ SimpleITK works in LPS; Slicer's IJK-to-RAS is the LPS geometry with the first t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
+
+from .dicom_series import SeriesGeometryError, read_slice_geometry, regularise
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -23,6 +25,7 @@ class LoadedVolume(NamedTuple):
     volume_kji: np.ndarray
     ijk_to_ras: np.ndarray
     description: str
+    notes: Tuple[str, ...] = ()  # what reading changed (a DICOM series resampled onto a regular grid)
 
 
 def ijk_to_ras_of(image: sitk.Image) -> np.ndarray:
@@ -67,7 +70,9 @@ def _dicom_series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
 def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> LoadedVolume:
     """Read NRRD, NIfTI, MHA or a DICOM series folder as (volume_kji, ijk_to_ras).
 
-    DICOM rescale slope and intercept are applied by SimpleITK, so CT arrives in HU.
+    DICOM rescale slope and intercept are applied by SimpleITK, so CT arrives in HU. A DICOM series
+    whose slices are not a regular grid (variable spacing, missing slices, gantry tilt) is resampled
+    onto one from the files' own slice positions, and ``notes`` says so.
     """
     path = Path(path)
     if not path.exists():
@@ -75,11 +80,14 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> Loa
     try:
         if path.is_dir():
             files = _dicom_series_files(path, series_uid)
+            geometry = read_slice_geometry(files)
             image = sitk.ReadImage(files)
             description = f"DICOM series of {len(files)} files"
         else:
             image = sitk.ReadImage(str(path))
             description = f"{path.suffix.lstrip('.').upper() or 'image'} file"
+    except SeriesGeometryError as error:
+        raise UnreadableVolumeError(f"Cannot use {path} as one CT volume: {error}") from error
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise UnreadableVolumeError(f"Cannot read {path} as a medical image: {first_line}") from error
@@ -89,6 +97,13 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> Loa
         )
     if image.GetDimension() != 3:
         raise UnreadableVolumeError(f"{path} is a {image.GetDimension()}D image; expected a 3D CT volume.")
+    if path.is_dir():
+        try:
+            regular = regularise(sitk.GetArrayFromImage(image), geometry)
+        except SeriesGeometryError as error:
+            raise UnreadableVolumeError(f"Cannot use {path} as one CT volume: {error}") from error
+        if regular is not None:
+            return LoadedVolume(regular.volume_kji, regular.ijk_to_ras, description, regular.notes)
     return LoadedVolume(sitk.GetArrayFromImage(image), ijk_to_ras_of(image), description)
 
 
