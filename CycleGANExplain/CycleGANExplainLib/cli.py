@@ -1,13 +1,14 @@
 """`cyclegan-explain`: explain nodules of a CT from the command line.
 
     cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda] [--method KEY]
-                             [--bundle NAME|PATH]
+                             [--bundle NAME|PATH] [--no-figures]
     cyclegan-explain web [CT] [--port N] [--host 127.0.0.1] [--device auto|cpu|cuda] [--bundle NAME|PATH]
     cyclegan-explain bundles
 
 For each seed it writes the relevance map (by default CycleGAN-AM's R = G+(x) - G-(x); ``--method``
 picks a baseline attribution method instead) as NRRD placed in the CT's patient space (load it over
-the CT in Slicer), a PNG figure and, for all seeds, summary.json. ``bundles`` lists the shipped
+the CT in Slicer), a PNG figure (unless ``--no-figures``) and, for all seeds, summary.json; the
+output folder is written whole or not at all (``output_folder``). ``bundles`` lists the shipped
 model bundles with their training data and evaluation. Research use only.
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -25,25 +28,29 @@ import numpy as np
 from . import __version__
 from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
 from .explanation import ExplanationBatch, display_limit, explain, require_method
-from .explanation_figure import RELEVANCE_TITLE, save_explanation_figure
+from .explanation_figure import RELEVANCE_TITLE, ExplanationFigureWriter
 from .model_bundle import (DEVICE_CHOICES, BundleError, default_bundle_dir, load_bundle, read_metadata,
                            resolve_bundle, shipped_bundles)
+from .output_folder import OutputFolderError, RunFolder, check_output_folder
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
 from .volume_checks import NotCTError, check_ct_intensities
 from .volume_io import UnreadableVolumeError, read_volume, write_volume
 
 EXIT_BAD_INPUT = 2
+# Seeds listed on stdout one per line; beyond this summary.json holds them.
+MAX_SEEDS_PRINTED = 20
 DEFAULT_MARKER = "(default)"
+
+
+# A plain decimal number: Python's float() also takes "1_0" (10), "inf" and "nan", which are typos here.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def parse_seed(text: str) -> List[float]:
     """'R,A,S' in millimetres to three floats (argparse type)."""
     parts = text.replace(" ", "").split(",")
-    try:
-        values = [float(part) for part in parts]
-    except ValueError:
-        values = []
+    values = [float(part) for part in parts] if all(_NUMBER.fullmatch(part) for part in parts) else []
     if len(values) != 3 or not all(np.isfinite(values)):
         raise argparse.ArgumentTypeError(f"seed must be R,A,S in millimetres (three numbers), got {text!r}")
     return values
@@ -90,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", dest="seeds", type=parse_seed, action="append", required=True, metavar="R,A,S",
         help="nodule centre in RAS millimetres (Slicer's coordinates); repeat for several nodules",
     )
-    explain_parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    explain_parser.add_argument(
+        "--out", type=Path, required=True,
+        help="output folder: created if missing; an earlier run's output there is replaced, other files are "
+        "never touched (the run is refused)")
+    explain_parser.add_argument("--no-figures", action="store_true",
+                                help="write the overlays and summary.json only, no PNG figure per seed")
     explain_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
     explain_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
     explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
@@ -158,58 +170,94 @@ def run_web(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    print(f"\rexplained {done}/{total} seeds", end="\n" if done == total else "", file=sys.stderr, flush=True)
+class ProgressLine:
+    """One line on stderr, rewritten in place: what is done, the rate and the time left."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.started = time.perf_counter()
+        self.last_shown = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last_shown < 0.2:  # at most five updates a second
+            return
+        self.last_shown = now
+        elapsed = now - self.started
+        text = f"\r{self.verb} {done}/{total} seeds"
+        if done < total and done and elapsed > 1.0:
+            rate = done / elapsed
+            text += f" ({rate:.1f}/s, about {(total - done) / rate:.0f} s left)"
+        print(text.ljust(60), end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
-def _write_outputs(batch: ExplanationBatch, out_dir: Path, heading: str, bundle_summary: str) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _seed_entry(item, number: int, digits: int, method: str, units: str) -> dict:
+    stem = f"seed{number:0{digits}d}"
+    limit = display_limit(item.relevance, method)
+    return {
+        "seed_ras_mm": [round(float(v), 3) for v in item.seed_ras],
+        "malignancy_probability": {"x": item.p_x, "G_neg(x)": item.p_neg, "G_pos(x)": item.p_pos},
+        "relevance": {"min": float(item.relevance.min()), "max": float(item.relevance.max()),
+                      "display_limit": limit, "units": units},
+        "outside_fraction": item.outside_fraction,
+        "overlay": f"overlay_{stem}.nrrd",
+        "figure": None,
+    }
+
+
+def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle_summary: str,
+                   notes: Sequence[str], figures: bool) -> dict:
+    """Each seed's overlay (and figure), with summary.json rewritten as the seeds are written so
+    that an interrupted run leaves a summary of what it finished."""
     cyclegan_am = batch.method == CYCLEGAN_AM
     relevance_title = RELEVANCE_TITLE if cyclegan_am else batch.method_label + ("" if batch.signed else " (unsigned)")
     units = ("normalised intensity ([-1, 1] over the bundle's HU window)" if cyclegan_am
              else "attribution of the malignancy log-odds (the method's own scale)")
-    seeds = []
-    digits = max(2, len(str(len(batch))))
-    for number, item in enumerate(batch.explanations, start=1):
-        stem = f"seed{number:0{digits}d}"
-        limit = display_limit(item.relevance, batch.method)
-        overlay_path = write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, out_dir / f"overlay_{stem}.nrrd")
-        figure_path = save_explanation_figure(
-            out_dir / f"explanation_{stem}.png", item.x, item.g_neg, item.g_pos, item.relevance,
-            item.p_x, item.p_neg, item.p_pos, heading=f"{heading}, seed {number}",
-            relevance_title=relevance_title, signed=batch.signed, limit=limit,
-        )
-        seeds.append({
-            "seed_ras_mm": [round(float(v), 3) for v in item.seed_ras],
-            "malignancy_probability": {"x": item.p_x, "G_neg(x)": item.p_neg, "G_pos(x)": item.p_pos},
-            "relevance": {
-                "min": float(item.relevance.min()),
-                "max": float(item.relevance.max()),
-                "display_limit": limit,
-                "units": units,
-            },
-            "outside_fraction": item.outside_fraction,
-            "overlay": overlay_path.name,
-            "figure": figure_path.name,
-        })
     summary = {
         "notice": RESEARCH_NOTICE,
+        "complete": False,
+        "seeds_requested": len(batch),
         "bundle": batch.bundle_name,
         "trained": batch.trained,
         "bundle_summary": bundle_summary,
         "method": {"key": batch.method, "label": batch.method_label, "signed": batch.signed},
         "device": batch.device,
         "seconds": batch.seconds,
+        "volume_notes": list(notes),
         "warnings": batch.warnings,
         "colours": batch.colour_legend,
-        "seeds": seeds,
+        "seeds": [],
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    figure_writer = ExplanationFigureWriter(relevance_title, batch.signed) if figures else None
+    progress = ProgressLine("wrote") if len(batch) > 1 else None
+    digits = max(2, len(str(len(batch))))
+    last_summary = time.perf_counter()
+    try:
+        for number, item in enumerate(batch.explanations, start=1):
+            entry = _seed_entry(item, number, digits, batch.method, units)
+            write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, run.staging / entry["overlay"])
+            if figure_writer is not None:
+                entry["figure"] = entry["overlay"].replace("overlay_", "explanation_").replace(".nrrd", ".png")
+                figure_writer.write(run.staging / entry["figure"], item.x, item.g_neg, item.g_pos, item.relevance,
+                                    item.p_x, item.p_neg, item.p_pos, heading=f"{heading}, seed {number}",
+                                    limit=entry["relevance"]["display_limit"])
+            summary["seeds"].append(entry)
+            if time.perf_counter() - last_summary > 1.0:  # not after every seed: a thousand rewrites add up
+                run.write_summary(summary)
+                last_summary = time.perf_counter()
+            if progress is not None:
+                progress(number, len(batch))
+    except BaseException:  # Ctrl-C or a write error: the summary lists what was finished
+        run.write_summary(summary)
+        raise
+    summary["complete"] = True
+    run.write_summary(summary)
     return summary
 
 
 def run_explain(args: argparse.Namespace) -> int:
     require_method(args.method)  # a missing package is reported before the volume is read
+    check_output_folder(args.out, [args.volume])  # before any work: a bad --out costs nothing
     loaded = read_volume(args.volume, args.series)
     validate_volume_geometry(loaded.volume_kji, loaded.ijk_to_ras)
     check_ct_intensities(loaded.volume_kji)
@@ -224,22 +272,37 @@ def run_explain(args: argparse.Namespace) -> int:
             )
         )
     print(f"Read {loaded.description}: {loaded.volume_kji.shape[::-1]} voxels (I, J, K).", file=sys.stderr)
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
     bundle = load_bundle(resolve_bundle(args.bundle), args.device)
     batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
-                    progress=_progress if len(args.seeds) > 1 else None, method=args.method)
+                    progress=ProgressLine("explained") if len(args.seeds) > 1 else None, method=args.method)
     for warning in batch.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    summary = _write_outputs(batch, args.out, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
-                             bundle.metadata.summary)
+    run = RunFolder(args.out)
+    try:
+        summary = _write_outputs(batch, run, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
+                                 bundle.metadata.summary, loaded.notes, figures=not args.no_figures)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted; what was finished is in {run.staging} (its summary.json lists it).", file=sys.stderr)
+        return 130
+    except OSError as error:  # a full disk, a folder removed under the run
+        raise OutputFolderError(f"Could not write the output ({error.strerror or error}); what was finished is in "
+                                f"{run.staging}.") from error
+    replaced = run.commit()
     print(f"{RESEARCH_NOTICE} Bundle: {batch.bundle_name}{'' if batch.trained else ' (UNTRAINED: random weights)'}; "
           f"method {batch.method_label}; device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
     print(f"Colours: {batch.colour_legend}.")
-    for number, seed in enumerate(summary["seeds"], start=1):
+    shown = summary["seeds"] if len(summary["seeds"]) <= MAX_SEEDS_PRINTED else summary["seeds"][:MAX_SEEDS_PRINTED]
+    for number, seed in enumerate(shown, start=1):
         p = seed["malignancy_probability"]
+        files = ", ".join(name for name in (seed["figure"], seed["overlay"]) if name)
         print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={p['x']:.3f} "
-              f"G-(x)={p['G_neg(x)']:.3f} G+(x)={p['G_pos(x)']:.3f} -> {seed['figure']}, {seed['overlay']}")
+              f"G-(x)={p['G_neg(x)']:.3f} G+(x)={p['G_pos(x)']:.3f} -> {files}")
+    if len(shown) < len(summary["seeds"]):
+        print(f"... and {len(summary['seeds']) - len(shown)} more seeds (summary.json lists every one).")
     print(f"About the bundle: {bundle.metadata.summary}")
-    print(f"Wrote {args.out / 'summary.json'}")
+    print(f"Wrote {args.out / 'summary.json'}{' (replacing the earlier run there)' if replaced else ''}")
     return 0
 
 
@@ -261,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run_explain(args)
     except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError,
-            MissingDependencyError) as error:
+            MissingDependencyError, OutputFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -67,6 +67,33 @@ def _dicom_series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
     return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
 
 
+_METAIMAGE_SUFFIXES = (".mha", ".mhd")
+_METAIMAGE_HEADER_BYTES = 1 << 16
+
+
+def _check_metaimage_spacing(path: Path) -> None:
+    """Refuse a MetaImage header whose ElementSpacing is zero or negative.
+
+    ITK turns a negative spacing into a flipped direction without a word, which mirrors the
+    volume; MetaIO does not define negative spacings, so the file is wrong, not the reader.
+    """
+    with open(path, "rb") as stream:
+        header = stream.read(_METAIMAGE_HEADER_BYTES).decode("latin-1")
+    for line in header.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ElementSpacing":
+            try:
+                spacing = [float(item) for item in value.split()]
+            except ValueError as error:
+                raise UnreadableVolumeError(f"{path.name} has a malformed ElementSpacing ({value.strip()!r}).") from error
+            if any(not item > 0 for item in spacing):
+                raise UnreadableVolumeError(
+                    f"{path.name} declares a voxel spacing of {value.strip()} mm; spacings must be positive "
+                    "(a negative one would silently mirror the volume). Fix the file's ElementSpacing.")
+        if key.strip() == "ElementDataFile":
+            return
+
+
 def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> LoadedVolume:
     """Read NRRD, NIfTI, MHA or a DICOM series folder as (volume_kji, ijk_to_ras).
 
@@ -84,6 +111,8 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> Loa
             image = sitk.ReadImage(files)
             description = f"DICOM series of {len(files)} files"
         else:
+            if path.suffix.lower() in _METAIMAGE_SUFFIXES:
+                _check_metaimage_spacing(path)
             image = sitk.ReadImage(str(path))
             description = f"{path.suffix.lstrip('.').upper() or 'image'} file"
     except SeriesGeometryError as error:

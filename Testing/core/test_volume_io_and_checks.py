@@ -74,3 +74,20 @@ def test_ct_intensity_check(lung_volume):
         check_ct_intensities(np.where(volume > 0, np.nan, volume.astype(np.float32)))
     with pytest.raises(NotCTError, match="rescale slope"):
         check_ct_intensities(volume.astype(np.float32) * 100.0)
+
+
+def test_every_voxel_of_a_large_volume_is_checked():
+    """Volumes over the old subsampling threshold: one bad voxel at an odd index is found."""
+    volume = np.full((60, 512, 512), -900.0, np.float32)
+    volume[30, 200:240, 200:240] = 40.0
+    check_ct_intensities(volume)
+    for bad, reason in ((np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), (1e30, "range from -900 to 1e\\+30")):
+        spoiled = volume.copy()
+        spoiled[31, 101, 301] = bad
+        with pytest.raises(NotCTError, match=reason):
+            check_ct_intensities(spoiled)
+
+
+def test_blank_air_volume_is_refused():
+    with pytest.raises(NotCTError, match="highest intensity is -1000 HU: it holds nothing denser than air"):
+        check_ct_intensities(np.full((20, 64, 64), -1000, np.int16))

@@ -31,7 +31,8 @@ def _as_uploads(paths, names=None) -> list:
 def dicom_series(tmp_path, lung_volume, ct_series_writer):
     volume, _ = lung_volume
     folder = tmp_path / "series"
-    ct_series_writer(folder, volume[:8], 0.8, [2.0 * k for k in range(8)], (-150.0, -170.0), 2.0)
+    # The slices through the nodule: a slab of lung alone is refused as holding no tissue.
+    ct_series_writer(folder, volume[11:19], 0.8, [2.0 * k for k in range(8)], (-150.0, -170.0), 2.0)
     return folder
 
 

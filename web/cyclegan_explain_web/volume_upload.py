@@ -64,8 +64,15 @@ def read_uploaded_volume(upload_dir: Path) -> LoadedVolume:
             return read_ct_volume(_extract_zip(files[0]))
         return read_ct_volume(files[0])
     except UnreadableVolumeError as error:
-        # The server's temporary paths mean nothing to the person in the browser.
-        raise UnreadableVolumeError(str(error).replace(f"{upload_dir}/", "")) from error
+        raise UnreadableVolumeError(without_server_paths(str(error), Path(upload_dir))) from error
+
+
+def without_server_paths(message: str, upload_dir: Path) -> str:
+    """``message`` without the server's temporary folder: its paths mean nothing to the person in
+    the browser, and they tell a stranger how the server's disk is laid out."""
+    for folder in (upload_dir / "unzipped", upload_dir):
+        message = message.replace(f"{folder}/", "").replace(str(folder), "the uploaded files")
+    return message
 
 
 def read_ct_volume(path: Union[str, Path]) -> LoadedVolume:

@@ -1,0 +1,132 @@
+"""`cyclegan-explain explain` against a careless or hostile user: output folders that cannot take the
+run, runs that share or are interrupted in an output folder, typo seeds, mirrored spacings and
+DICOM series that are not a regular grid."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from CycleGANExplainLib import cli
+from CycleGANExplainLib.cli import main
+from CycleGANExplainLib.volume_io import write_volume
+
+
+@pytest.fixture
+def ct_file(lung_volume, tmp_path):
+    volume, ijk_to_ras = lung_volume
+    (tmp_path / "input").mkdir()
+    return write_volume(volume, ijk_to_ras, tmp_path / "input" / "ct.nrrd")
+
+
+def run_cli(ct, out, bundle, *extra, seeds=("0,0,0",)):
+    return main(["explain", str(ct), *[f"--seed={seed}" for seed in seeds], "--out", str(out),
+                 "--bundle", str(bundle), "--device", "cpu", *extra])
+
+
+@pytest.mark.parametrize("make_out, message", [
+    ("file", "is a file, not a folder"),
+    ("under_file", "which is a file, not a folder"),
+    ("strangers", "holds files that are not an earlier cyclegan-explain output (notes.txt)"),
+    ("input_folder", "is or holds the input ct.nrrd"),
+])
+def test_unusable_out_exits_2_before_any_work(make_out, message, ct_file, tiny_bundle, tmp_path, capsys, monkeypatch):
+    out = {"file": tmp_path / "taken", "under_file": tmp_path / "taken" / "sub" / "out",
+           "strangers": tmp_path / "mine", "input_folder": ct_file.parent}[make_out]
+    (tmp_path / "taken").write_text("not a folder")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a person's notes")
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("the volume was read before --out was checked")
+
+    monkeypatch.setattr(cli, "read_volume", no_reading)
+    assert run_cli(ct_file, out, tiny_bundle) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "not a folder"
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "a person's notes"
+    assert sorted(path.name for path in ct_file.parent.iterdir()) == ["ct.nrrd"]
+
+
+def test_a_second_run_replaces_the_first_run_as_a_whole(ct_file, tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(ct_file, out, tiny_bundle, seeds=("0,0,0", "5,5,0", "-5,0,2")) == 0
+    assert run_cli(ct_file, out, tiny_bundle, "--no-figures", seeds=("1,1,1",)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and len(summary["seeds"]) == 1 and summary["seeds"][0]["figure"] is None
+    assert sorted(path.name for path in out.iterdir()) == ["overlay_seed01.nrrd", "summary.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["input", "out"]  # no staging folder or lock left
+
+
+def test_concurrent_runs_into_one_out_never_mix(ct_file, tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", str(ct_file), "--out", str(out),
+               "--bundle", str(tiny_bundle), "--device", "cpu"]
+    runs = [subprocess.Popen(command + [f"--seed={x},0,0" for x in range(count)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            for count in (4, 1)]
+    for run in runs:
+        _, error = run.communicate(timeout=300)
+        assert run.returncode == 0, error.decode()
+    summary = json.loads((out / "summary.json").read_text())
+    count = len(summary["seeds"])
+    assert count in (4, 1)
+    listed = {name for seed in summary["seeds"] for name in (seed["overlay"], seed["figure"])}
+    assert {path.name for path in out.iterdir()} == listed | {"summary.json"}
+    assert all(seed["seed_ras_mm"][0] == number for number, seed in enumerate(summary["seeds"]))
+
+
+def test_interrupted_run_leaves_what_it_finished(ct_file, tiny_bundle, tmp_path, monkeypatch, capsys):
+    written = []
+    original = cli.ExplanationFigureWriter.write
+
+    def interrupt_on_third(self, path, *args, **kwargs):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(cli.ExplanationFigureWriter, "write", interrupt_on_third)
+    out = tmp_path / "out"
+    assert run_cli(ct_file, out, tiny_bundle, seeds=("0,0,0", "1,0,0", "2,0,0", "3,0,0")) == 130
+    assert not out.exists()
+    staging = [path for path in tmp_path.iterdir() if path.name.startswith(".out.partial-")]
+    assert len(staging) == 1 and str(staging[0]) in capsys.readouterr().err
+    summary = json.loads((staging[0] / "summary.json").read_text())
+    assert summary["complete"] is False and summary["seeds_requested"] == 4 and len(summary["seeds"]) == 2
+    assert all((staging[0] / seed["figure"]).is_file() for seed in summary["seeds"])
+
+
+@pytest.mark.parametrize("seed", ["1_0,0,0", "inf,0,0", "nan,0,0", "0x10,0,0", "1,,2"])
+def test_typo_seeds_are_argument_errors(seed):
+    with pytest.raises(Exception, match="seed must be R,A,S in millimetres"):
+        cli.parse_seed(seed)
+    assert cli.parse_seed("-1.5e1,+2,.5") == [-15.0, 2.0, 0.5]
+
+
+def test_negative_metaimage_spacing_is_refused_not_mirrored(lung_volume, tiny_bundle, tmp_path, capsys):
+    volume, ijk_to_ras = lung_volume
+    mha = write_volume(volume, np.diag([1.0, 1.0, 1.0, 1.0]), tmp_path / "ct.mha")
+    header = mha.read_bytes()
+    assert b"ElementSpacing = 1 1 1\n" in header
+    mha.write_bytes(header.replace(b"ElementSpacing = 1 1 1\n", b"ElementSpacing = -1 1 1\n", 1))
+    assert run_cli(mha, tmp_path / "out", tiny_bundle) == 2
+    assert "declares a voxel spacing of -1 1 1 mm; spacings must be positive" in capsys.readouterr().err
+
+
+def test_resampled_dicom_series_is_reported_on_the_console_and_in_the_summary(tmp_path, tiny_bundle, ct_series_writer,
+                                                                               capsys):
+    z = [0.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0]
+    volume = np.full((len(z), 64, 64), -800, np.int16)
+    volume[:, 20:40, 20:40] = 30
+    ct_series_writer(tmp_path / "ct", volume, 1.0, z, (-32.0, -32.0), 2.5)
+    assert run_cli(tmp_path / "ct", tmp_path / "out", tiny_bundle, "--no-figures", seeds=("0,0,10",)) == 0
+    assert "note: the slice spacing varies from 2.50 to 5.00 mm" in capsys.readouterr().err
+    notes = json.loads((tmp_path / "out" / "summary.json").read_text())["volume_notes"]
+    assert any("resampled onto a regular grid" in note for note in notes)
