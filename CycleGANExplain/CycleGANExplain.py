@@ -29,9 +29,12 @@ from slicer.util import VTKObservationMixin
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explanation import colour_legend
+from CycleGANExplainLib.bundle_trust import bundle_digest
 from CycleGANExplainLib.model_bundle import (
     DEVICE_CHOICES,
     BundleMetadata,
+    UntrustedBundleError,
+    check_trust,
     default_bundle_dir,
     read_metadata,
     resolve_bundle,
@@ -198,6 +201,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._observedSeedNode = None
         self._torchReady = False
+        self._allowedBundleDigests = set()  # unknown bundles the user confirmed in this session
         self._explainTimer = None
         self._choiceShownOrTried = None
         self._bundleShown = None
@@ -343,10 +347,13 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._choiceShownOrTried = (parameters.method, parameters.bundle)
             if not self.ensureTorch() or not self.ensureMethodPackages(parameters.method):
                 return
+            allowUnknown = self.confirmUnknownBundle(self.logic.bundleDirFor(parameters.bundle))
+            if allowUnknown is None:
+                return
             seedRAS = self.logic.seedPosition(parameters.seedNode)
             result = self.logic.explain(parameters.inputVolume, seedRAS, parameters.device,
                                         parameters.neighbourSlices, self.showProgress, method=parameters.method,
-                                        bundle=parameters.bundle)
+                                        bundle=parameters.bundle, allowUnknownBundle=allowUnknown)
             parameters.overlayVolume = result.overlay_node
             self.logic.showOverlay(result.overlay_node, parameters.inputVolume, parameters.overlayOpacity,
                                    parameters.showOverlay, jumpToRAS=seedRAS)
@@ -372,6 +379,22 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
         for warning in result.batch.warnings:
             logging.warning(warning)
+
+    def confirmUnknownBundle(self, bundleDir: Path) -> Optional[bool]:
+        """False for a shipped bundle; True once the user confirms an unknown one (asked once per
+        bundle content and session); None when they decline."""
+        try:
+            check_trust(bundleDir, allow_unknown=False)
+            return False
+        except UntrustedBundleError as refusal:
+            digest = bundle_digest(bundleDir)
+            if digest in self._allowedBundleDigests:
+                return True
+            if not slicer.util.confirmOkCancelDisplay(
+                    f"{refusal}\n\nRun this model bundle anyway?", windowTitle="Unknown model bundle"):
+                return None
+            self._allowedBundleDigests.add(digest)
+            return True
 
     def ensureTorch(self) -> bool:
         """Make torch importable, installing it through the PyTorch extension after one confirmation."""
@@ -508,6 +531,7 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         statusCallback: Optional[Callable[[str], None]] = None,
         method: str = DEFAULT_METHOD,
         bundle: Union[str, Path, None] = None,
+        allowUnknownBundle: bool = False,
     ) -> "mrml_explain.VolumeExplanation":
         """Explain at ``seedRAS`` (RAS mm) with ``method`` (attribution_methods.METHODS key) and the
         model ``bundle`` (a shipped bundle's name or a folder; None: this logic's bundle); returns
@@ -515,11 +539,13 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
 
         The overlay volume node is created once and updated on every call, whatever the method or
         bundle; the input is never modified. A baseline whose packages are missing raises
-        MissingDependencyError; an unknown bundle raises BundleError naming the shipped ones.
+        MissingDependencyError; an unknown bundle raises BundleError naming the shipped ones; a
+        bundle folder the package does not ship raises UntrustedBundleError unless
+        ``allowUnknownBundle`` (the user confirmed that they trust it).
         """
         return mrml_explain.explain_volume_node(
             slicer.mrmlScene, volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
-            statusCallback, method=method,
+            statusCallback, method=method, allow_unknown_bundle=allowUnknownBundle,
         )
 
     @staticmethod

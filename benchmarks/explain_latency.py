@@ -70,7 +70,7 @@ def main() -> None:
 
             bundle_dir = export_untrained_bundle(Path(scratch) / "paper-width", PAPER_CLASSIFIER_WIDTH,
                                                  PAPER_GENERATOR_WIDTH)
-        bundle = load_bundle(bundle_dir, args.device)
+        bundle = load_bundle(bundle_dir, args.device, allow_unknown=True)
         architecture = bundle.metadata.raw.get("architecture", {})
         volume, ijk_to_ras, volume_text = load_volume()
         centre = (ijk_to_ras @ np.array([*(np.array(volume.shape[::-1]) / 2.0), 1.0]))[:3]

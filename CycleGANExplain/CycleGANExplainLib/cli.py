@@ -29,9 +29,10 @@ from . import __version__
 from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
 from .explanation import ExplanationBatch, display_limit, explain, require_method
 from .explanation_figure import RELEVANCE_TITLE, ExplanationFigureWriter
-from .model_bundle import (DEVICE_CHOICES, BundleError, default_bundle_dir, load_bundle, read_metadata,
+from .model_bundle import (DEVICE_CHOICES, BundleError, check_trust, default_bundle_dir, load_bundle, read_metadata,
                            resolve_bundle, shipped_bundles)
 from .output_folder import OutputFolderError, RunFolder, check_output_folder
+from .bundle_trust import ALLOW_FLAG, bundle_digest, known_bundle_name
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
 from .volume_checks import NotCTError, check_ct_intensities
@@ -74,6 +75,10 @@ def bundle_help() -> str:
             f"(default: {default_bundle_dir().name}; 'cyclegan-explain bundles' describes them)")
 
 
+ALLOW_HELP = ("run a --bundle that was not shipped with CycleGANExplain. Its TorchScript files are code that runs "
+              "with your permissions: allow only bundles from a source you trust")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cyclegan-explain",
@@ -105,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="write the overlays and summary.json only, no PNG figure per seed")
     explain_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
     explain_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
+    explain_parser.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle",
+                                help=ALLOW_HELP)
     explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
     explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
     explain_parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="METHOD",
@@ -122,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     web_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     web_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
     web_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
+    web_parser.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle", help=ALLOW_HELP)
     commands.add_parser(
         "bundles",
         help="list the shipped model bundles: training data and evaluation",
@@ -141,6 +149,10 @@ def run_bundles() -> int:
     for path in bundles:
         try:
             metadata = read_metadata(path)
+            digest = bundle_digest(path)
+        except OSError as error:
+            print(f"{path.name}: unreadable ({error})")
+            continue
         except BundleError as error:
             print(f"{path.name}: unreadable ({error})")
             continue
@@ -148,6 +160,8 @@ def run_bundles() -> int:
         print(f"{path.name}{marker}: {metadata.display_name}")
         print(f"  trained on: {metadata.trained_on}")
         print(f"  evaluation: {metadata.headline_evaluation}")
+        known = "known: shipped with this package" if known_bundle_name(digest) else f"UNKNOWN, needs {ALLOW_FLAG}"
+        print(f"  SHA256SUMS digest: {digest} ({known})")
     print(RESEARCH_NOTICE)
     print(data_attribution_text())
     return 0
@@ -163,10 +177,14 @@ def run_web(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         bundle_dir = resolve_bundle(args.bundle)
+        trust_warning = check_trust(bundle_dir, args.allow_unknown_bundle)  # refused now, not at the first click
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=bundle_dir)
+    if trust_warning:
+        print(f"warning: {trust_warning}", file=sys.stderr)
+    serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=bundle_dir,
+          allow_unknown_bundle=args.allow_unknown_bundle)
     return 0
 
 
@@ -274,7 +292,7 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"Read {loaded.description}: {loaded.volume_kji.shape[::-1]} voxels (I, J, K).", file=sys.stderr)
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)
-    bundle = load_bundle(resolve_bundle(args.bundle), args.device)
+    bundle = load_bundle(resolve_bundle(args.bundle), args.device, allow_unknown=args.allow_unknown_bundle)
     batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
                     progress=ProgressLine("explained") if len(args.seeds) > 1 else None, method=args.method)
     for warning in batch.warnings:

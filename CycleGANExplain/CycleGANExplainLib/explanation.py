@@ -222,7 +222,7 @@ def explain(
         message = f"GPU inference failed ({type(error).__name__}: {str(error).splitlines()[0]}); fell back to CPU."
         logger.warning(message)
         warnings.append(message)
-        bundle = load_bundle(bundle.directory, "cpu")
+        bundle = load_bundle(bundle.directory, "cpu", allow_unknown=not bundle.shipped)  # the user allowed it once
         outputs = _run_method(bundle, x, method, batch_size, progress)
     explanations = [
         Explanation(

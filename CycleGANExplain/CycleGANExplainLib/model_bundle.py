@@ -1,9 +1,11 @@
-"""Loading the model bundle (DESIGN.md, contract 3).
+"""Loading the model bundle (docs/architecture.md, contract 3).
 
 A bundle is a folder holding ``classifier.pt``, ``generator_pos.pt``, ``generator_neg.pt``
-(TorchScript), ``metadata.json`` and ``SHA256SUMS``. Every file is checked against SHA256SUMS
-before anything is deserialised: a TorchScript file is code, so a tampered one is refused
-rather than run.
+(TorchScript), ``metadata.json`` and ``SHA256SUMS``. Before anything is deserialised, the bundle
+must be one the package ships or one the user allowed (``bundle_trust``), and every file must
+match SHA256SUMS (no symbolic links, no entry twice). After loading, the metadata is validated
+field by field and each network runs once on a dummy batch, so that a bundle that cannot work is
+refused at load, naming the field or the network, rather than failing on a patient's CT.
 
 torch is imported inside functions only: inside Slicer it comes from the PyTorch extension and
 must not be needed just to import this module.
@@ -14,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
+from .bundle_trust import bundle_digest, known_bundle_name, unknown_bundle_message, unknown_bundle_warning
 from .package_resources import models_dir as shipped_models_dir
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -50,6 +54,63 @@ class BundleError(RuntimeError):
 
 class BundleIntegrityError(BundleError):
     """A bundle file is missing or does not match its SHA-256 checksum."""
+
+
+class UntrustedBundleError(BundleError):
+    """The bundle is not one the package ships, and the user has not allowed it."""
+
+
+# What a bundle's metadata may say: the networks are trained at one patch size, so anything
+# outside these ranges is a broken file, not a different model.
+PATCH_SIZE_RANGE_PX = (16, 512)
+PATCH_EXTENT_RANGE_MM = (5.0, 300.0)
+HU_RANGE = (-3100.0, 35000.0)
+
+
+def _field_error(name: str, value: Any, expected: str) -> BundleError:
+    found = "missing" if value is None else repr(value)
+    return BundleError(f"{METADATA_FILE}: {name} is {found}; expected {expected}.")
+
+
+def _number(raw: Dict[str, Any], path: str, low: float, high: float, integer: bool = False) -> float:
+    value: Any = raw
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise BundleError(f"{METADATA_FILE}: {path} is missing.")
+        value = value[key]
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise _field_error(path, value, f"{kind} from {low:g} to {high:g}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise _field_error(path, value, f"{kind} from {low:g} to {high:g}")
+    return value
+
+
+def _validated_fields(raw: Any) -> Dict[str, Any]:
+    """The contract's fields of metadata.json, each checked for type and range."""
+    if not isinstance(raw, dict):
+        raise BundleError(f"{METADATA_FILE} must hold a JSON object, not {type(raw).__name__}.")
+    for key in ("name", "version"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise _field_error(key, raw.get(key), "a non-empty string")
+    if not isinstance(raw.get("trained"), bool):
+        raise _field_error("trained", raw.get("trained"), "true or false (a JSON boolean, not a string)")
+    window = (raw.get("intensity") or {}).get("hu_window") if isinstance(raw.get("intensity"), dict) else None
+    if (not isinstance(window, list) or len(window) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in window)
+            or not HU_RANGE[0] <= window[0] < window[1] <= HU_RANGE[1]):
+        raise _field_error("intensity.hu_window", window,
+                           f"[low, high] in HU with {HU_RANGE[0]:g} <= low < high <= {HU_RANGE[1]:g}")
+    classes = raw.get("classes")
+    if (not isinstance(classes, list) or len(classes) != 2 or not all(isinstance(c, str) for c in classes)
+            or len(set(classes)) != 2 or "malignant" not in classes):
+        raise _field_error("classes", classes, 'two distinct class names, one of them "malignant"')
+    return {
+        "patch_size_px": int(_number(raw, "patch.size_px", *PATCH_SIZE_RANGE_PX, integer=True)),
+        "patch_extent_mm": float(_number(raw, "patch.extent_mm", *PATCH_EXTENT_RANGE_MM)),
+        "hu_window": (float(window[0]), float(window[1])),
+        "class_names": tuple(classes),
+    }
 
 
 @dataclass(frozen=True)
@@ -107,24 +168,11 @@ class BundleMetadata:
         return f"{heading}: {'; '.join(figures)}; targets missed: {', '.join(missed) if missed else 'none'}"
 
     @classmethod
-    def from_json(cls, raw: Dict[str, Any]) -> "BundleMetadata":
-        try:
-            patch = raw["patch"]
-            window = raw["intensity"]["hu_window"]
-            class_names = tuple(raw["classes"])
-            return cls(
-                name=str(raw["name"]),
-                version=str(raw["version"]),
-                trained=bool(raw["trained"]),
-                patch_size_px=int(patch["size_px"]),
-                patch_extent_mm=float(patch["extent_mm"]),
-                hu_window=(float(window[0]), float(window[1])),
-                class_names=class_names,
-                malignant_index=class_names.index("malignant"),
-                raw=raw,
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise BundleError(f"{METADATA_FILE} is malformed: {error!r}") from error
+    def from_json(cls, raw: Any) -> "BundleMetadata":
+        """Validated metadata; BundleError naming the first field that is missing or out of range."""
+        fields = _validated_fields(raw)
+        return cls(name=raw["name"], version=raw["version"], trained=raw["trained"],
+                   malignant_index=fields["class_names"].index("malignant"), raw=raw, **fields)
 
 
 def sha256_of(path: Path) -> str:
@@ -143,10 +191,18 @@ def write_checksums(bundle_dir: Union[str, Path]) -> None:
     (bundle_dir / CHECKSUM_FILE).write_text("".join(lines))
 
 
+def _refuse_links(bundle_dir: Path, name: str) -> Path:
+    path = bundle_dir / name
+    if path.is_symlink():
+        raise BundleIntegrityError(f"{name} in {bundle_dir} is a symbolic link; a bundle must hold its own files. "
+                                   "Refusing to load it.")
+    return path
+
+
 def verify_checksums(bundle_dir: Union[str, Path]) -> None:
-    """Raise BundleIntegrityError naming the first file that is missing or altered."""
+    """Raise BundleIntegrityError naming the first file that is missing, a link or altered."""
     bundle_dir = Path(bundle_dir)
-    sums_path = bundle_dir / CHECKSUM_FILE
+    sums_path = _refuse_links(bundle_dir, CHECKSUM_FILE)
     if not sums_path.is_file():
         raise BundleIntegrityError(f"Model bundle {bundle_dir} has no {CHECKSUM_FILE}; refusing to load it.")
     expected: Dict[str, str] = {}
@@ -156,11 +212,14 @@ def verify_checksums(bundle_dir: Union[str, Path]) -> None:
         parts = line.split()
         if len(parts) != 2 or len(parts[0]) != 64:
             raise BundleIntegrityError(f"{CHECKSUM_FILE} line {number} is malformed: {line!r}")
-        expected[parts[1].lstrip("*")] = parts[0].lower()
+        name = parts[1].lstrip("*")
+        if name in expected:
+            raise BundleIntegrityError(f"{CHECKSUM_FILE} lists {name} twice (line {number}); refusing to load the bundle.")
+        expected[name] = parts[0].lower()
     for name in [METADATA_FILE, *MODEL_FILES.values()]:
         if name not in expected:
             raise BundleIntegrityError(f"{name} is not listed in {CHECKSUM_FILE}; refusing to load the bundle.")
-        path = bundle_dir / name
+        path = _refuse_links(bundle_dir, name)
         if not path.is_file():
             raise BundleIntegrityError(f"Model file {name} is missing from {bundle_dir}.")
         if sha256_of(path) != expected[name]:
@@ -264,6 +323,7 @@ class ModelBundle:
     generator_pos: "torch.jit.ScriptModule"
     generator_neg: "torch.jit.ScriptModule"
     device: str
+    shipped: bool = True  # one of the package's own bundles (bundle_trust); False: the user allowed it
     warnings: List[str] = field(default_factory=list)
 
 
@@ -283,11 +343,33 @@ def _file_stamp(bundle_dir: Path) -> Tuple[Any, ...]:
     return tuple(stamp)
 
 
-def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto") -> ModelBundle:
-    """Verify and load a bundle; cached per (folder, device) until a file changes on disk."""
+def check_trust(bundle_dir: Path, allow_unknown: bool = False) -> Optional[str]:
+    """None for a shipped bundle; the warning to show for an unknown one the user allowed.
+
+    Raises UntrustedBundleError for an unknown bundle without ``allow_unknown``.
+    """
+    _refuse_links(bundle_dir, CHECKSUM_FILE)
+    if not (bundle_dir / CHECKSUM_FILE).is_file():
+        raise BundleIntegrityError(f"Model bundle {bundle_dir} has no {CHECKSUM_FILE}; refusing to load it.")
+    digest = bundle_digest(bundle_dir)
+    if known_bundle_name(digest) is not None:
+        return None
+    if not allow_unknown:
+        raise UntrustedBundleError(unknown_bundle_message(bundle_dir, digest))
+    return unknown_bundle_warning(bundle_dir, digest)
+
+
+def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto",
+                allow_unknown: bool = False) -> ModelBundle:
+    """Verify and load a bundle; cached per (folder, device) until a file changes on disk.
+
+    A bundle that the package does not ship is refused (UntrustedBundleError) unless
+    ``allow_unknown``: the caller has asked the user, who trusts where it came from.
+    """
     bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
     if not bundle_dir.is_dir():
         raise BundleError(f"Model bundle folder not found: {bundle_dir}")
+    trust_warning = check_trust(bundle_dir, allow_unknown)
     resolved_device, device_warning = resolve_device(device)
     key = (str(bundle_dir.resolve()), resolved_device)
     stamp = _file_stamp(bundle_dir)
@@ -298,11 +380,11 @@ def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto")
         else:
             bundle = _verify_and_load(bundle_dir, resolved_device)
             _cache[key] = (stamp, bundle)
-    if device_warning:
-        # The warning belongs to this request (cuda asked for, cpu given), not to the cached bundle.
-        logger.warning(device_warning)
-        bundle = replace(bundle, warnings=[device_warning])
-    return bundle
+    # Warnings belong to this request (cuda asked for, cpu given; an allowed unknown bundle).
+    warnings = [warning for warning in (trust_warning, device_warning) if warning]
+    for warning in warnings:
+        logger.warning(warning)
+    return replace(bundle, shipped=trust_warning is None, warnings=warnings)
 
 
 def _verify_and_load(bundle_dir: Path, device: str) -> ModelBundle:
@@ -317,7 +399,34 @@ def _verify_and_load(bundle_dir: Path, device: str) -> ModelBundle:
         except RuntimeError as error:
             raise BundleError(f"Model file {filename} could not be loaded by TorchScript: {error}") from error
         networks[role] = module.eval()
+    _check_networks_run(networks, metadata, device)
     return ModelBundle(directory=bundle_dir, metadata=metadata, device=device, **networks)
+
+
+def _check_networks_run(networks: Dict[str, Any], metadata: BundleMetadata, device: str) -> None:
+    """Run each network once on a dummy batch of two patches; BundleError naming the one that
+    fails or gives outputs of the wrong shape, or non-finite ones."""
+    import torch
+
+    size = metadata.patch_size_px
+    dummy = torch.linspace(-1.0, 1.0, 2 * size * size, device=device).reshape(2, 1, size, size)
+    expected = {"classifier": (2, len(metadata.class_names)), "generator_pos": (2, 1, size, size),
+                "generator_neg": (2, 1, size, size)}
+    for role, shape in expected.items():
+        filename = MODEL_FILES[role]
+        try:
+            with torch.inference_mode():
+                output = networks[role](dummy)
+        except Exception as error:  # noqa: BLE001 - any failure of foreign code is the bundle's fault
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BundleError(f"Model file {filename} fails on a {size}x{size} patch batch "
+                              f"({metadata.patch_size_px} px, from {METADATA_FILE}): {first_line}") from error
+        if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
+            got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise BundleError(f"Model file {filename} returns {got} for a batch of shape {tuple(dummy.shape)}; "
+                              f"expected {shape}.")
+        if not bool(torch.isfinite(output).all()):
+            raise BundleError(f"Model file {filename} returns NaN or infinite values on a dummy batch.")
 
 
 def clear_bundle_cache() -> None:

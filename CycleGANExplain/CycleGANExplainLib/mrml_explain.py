@@ -98,12 +98,14 @@ def explain_volume_node(
     neighbour_slices: int = 0,
     status: Optional[StatusCallback] = None,
     method: str = DEFAULT_METHOD,
+    allow_unknown_bundle: bool = False,
 ) -> VolumeExplanation:
     """Explain the classifier's decision at ``seed_ras`` with ``method`` and show the map as the
     scene's overlay node (the same node whatever the method).
 
     Raises NoInputVolumeError, SeedOutsideVolumeError, volume_checks.NotCTError, the bundle's
-    errors (BundleIntegrityError when a model file fails its checksum), ValueError for an unknown
+    errors (BundleIntegrityError when a model file fails its checksum, UntrustedBundleError for a
+    bundle the package does not ship unless ``allow_unknown_bundle``), ValueError for an unknown
     method and attribution_methods.MissingDependencyError, with specific messages, before any
     inference.
     """
@@ -113,7 +115,7 @@ def explain_volume_node(
     seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
     check_ct_intensities(voxels)
     report("Verifying and loading the model bundle (the first time takes a few seconds)...")
-    bundle = load_bundle(bundle_dir, device)
+    bundle = load_bundle(bundle_dir, device, allow_unknown=allow_unknown_bundle)
     report(f"Explaining {len(seeds)} patch(es) on {bundle.device}...")
     batch = explain(voxels, ijk_to_ras, seeds, bundle, method=method)
     report(f"Updating the overlay ({batch.method_label})...")

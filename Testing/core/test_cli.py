@@ -33,7 +33,7 @@ def test_explain_writes_overlay_figure_and_summary(ct_file, tiny_bundle, tmp_pat
     out = tmp_path / "out"
     seeds = ["0,0,0", "-10.5,7,2.5"]
     code = main(["explain", str(ct_file), *[f"--seed={s}" for s in seeds], "--out", str(out),
-                 "--bundle", str(tiny_bundle), "--device", "cpu"])
+                 "--bundle", str(tiny_bundle), "--allow-unknown-bundle", "--device", "cpu"])
     assert code == 0
     captured = capsys.readouterr()
     assert "explained 2/2 seeds" in captured.err
@@ -83,7 +83,7 @@ def test_bad_input_exits_2_with_a_specific_message(make_input, seed, message, ct
         path.write_bytes(b"\x1f\x8b not really gzip")
     elif make_input == "mr_like":
         write_volume(np.abs(volume) // 2, ijk_to_ras, path)
-    code = main(["explain", str(path), f"--seed={seed}", "--out", str(tmp_path / "o"), "--bundle", str(tiny_bundle)])
+    code = main(["explain", str(path), f"--seed={seed}", "--out", str(tmp_path / "o"), "--bundle", str(tiny_bundle), "--allow-unknown-bundle"])
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -96,7 +96,7 @@ def test_tampered_bundle_is_refused_by_name(ct_file, tiny_bundle, tmp_path, caps
         byte = stream.read(1)
         stream.seek(100)
         stream.write(bytes([byte[0] ^ 0xFF]))
-    code = main(["explain", str(ct_file), "--seed=0,0,0", "--out", str(tmp_path / "o"), "--bundle", str(bundle)])
+    code = main(["explain", str(ct_file), "--seed=0,0,0", "--out", str(tmp_path / "o"), "--bundle", str(bundle), "--allow-unknown-bundle"])
     assert code == 2
     assert "generator_pos.pt does not match its SHA-256 checksum" in capsys.readouterr().err
 

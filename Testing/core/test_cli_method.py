@@ -29,7 +29,7 @@ def ct_file(tmp_path_factory):
 
 
 def run_cli(ct_file, bundle, out, *extra) -> int:
-    return main(["explain", str(ct_file), f"--seed={SEED}", "--out", str(out), "--bundle", str(bundle),
+    return main(["explain", str(ct_file), f"--seed={SEED}", "--out", str(out), "--bundle", str(bundle), "--allow-unknown-bundle",
                  "--device", "cpu", *extra])
 
 

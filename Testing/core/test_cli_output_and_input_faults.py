@@ -27,7 +27,7 @@ def ct_file(lung_volume, tmp_path):
 
 def run_cli(ct, out, bundle, *extra, seeds=("0,0,0",)):
     return main(["explain", str(ct), *[f"--seed={seed}" for seed in seeds], "--out", str(out),
-                 "--bundle", str(bundle), "--device", "cpu", *extra])
+                 "--bundle", str(bundle), "--allow-unknown-bundle", "--device", "cpu", *extra])
 
 
 @pytest.mark.parametrize("make_out, message", [
@@ -67,7 +67,7 @@ def test_a_second_run_replaces_the_first_run_as_a_whole(ct_file, tiny_bundle, tm
 def test_concurrent_runs_into_one_out_never_mix(ct_file, tiny_bundle, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", str(ct_file), "--out", str(out),
-               "--bundle", str(tiny_bundle), "--device", "cpu"]
+               "--bundle", str(tiny_bundle), "--allow-unknown-bundle", "--device", "cpu"]
     runs = [subprocess.Popen(command + [f"--seed={x},0,0" for x in range(count)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
             for count in (4, 1)]

@@ -16,7 +16,7 @@ from CycleGANExplainLib.patch_sampling import SeedOutsideVolumeError, extract_pa
 
 def test_batch_of_seeds_matches_one_at_a_time(lung_volume, tiny_bundle):
     volume, ijk_to_ras = lung_volume
-    bundle = load_bundle(tiny_bundle, "cpu")
+    bundle = load_bundle(tiny_bundle, "cpu", allow_unknown=True)
     seeds = [[0.0, 0.0, 0.0], [10.0, -5.0, 2.5], [-20.0, 15.0, -10.0]]
     batch = explain(volume, ijk_to_ras, seeds, bundle, batch_size=2)
     assert len(batch) == 3 and batch.device == "cpu" and batch.seconds > 0
@@ -36,7 +36,7 @@ def test_batch_of_seeds_matches_one_at_a_time(lung_volume, tiny_bundle):
 
 def test_probabilities_are_the_classifiers_softmax(lung_volume, tiny_bundle):
     volume, ijk_to_ras = lung_volume
-    bundle = load_bundle(tiny_bundle, "cpu")
+    bundle = load_bundle(tiny_bundle, "cpu", allow_unknown=True)
     item = explain(volume, ijk_to_ras, [[0.0, 0.0, 0.0]], bundle)[0]
     with torch.inference_mode():
         logits = bundle.classifier(torch.from_numpy(item.x)[None, None])
@@ -47,7 +47,7 @@ def test_probabilities_are_the_classifiers_softmax(lung_volume, tiny_bundle):
 
 def test_untrained_bundle_and_mostly_outside_patch_are_warned(lung_volume, tiny_bundle):
     volume, ijk_to_ras = lung_volume
-    batch = explain(volume, ijk_to_ras, [[60.0, 0.0, 0.0]], load_bundle(tiny_bundle, "cpu"))
+    batch = explain(volume, ijk_to_ras, [[60.0, 0.0, 0.0]], load_bundle(tiny_bundle, "cpu", allow_unknown=True))
     assert any("UNTRAINED" in warning for warning in batch.warnings)
     assert any("lies outside the volume" in warning for warning in batch.warnings)
 
@@ -55,7 +55,7 @@ def test_untrained_bundle_and_mostly_outside_patch_are_warned(lung_volume, tiny_
 def test_seed_outside_is_refused_before_inference(lung_volume, tiny_bundle):
     volume, ijk_to_ras = lung_volume
     with pytest.raises(SeedOutsideVolumeError):
-        explain(volume, ijk_to_ras, [[0.0, 0.0, 0.0], [0.0, 0.0, 500.0]], load_bundle(tiny_bundle, "cpu"))
+        explain(volume, ijk_to_ras, [[0.0, 0.0, 0.0], [0.0, 0.0, 500.0]], load_bundle(tiny_bundle, "cpu", allow_unknown=True))
 
 
 class CudaOutOfMemoryStandIn(torch.nn.Module):
@@ -67,7 +67,7 @@ class CudaOutOfMemoryStandIn(torch.nn.Module):
 
 def test_cuda_out_of_memory_falls_back_to_cpu_and_says_so(lung_volume, tiny_bundle):
     volume, ijk_to_ras = lung_volume
-    real = load_bundle(tiny_bundle, "cpu")
+    real = load_bundle(tiny_bundle, "cpu", allow_unknown=True)
     # The stand-in raises what a GPU raises; the tensors themselves stay on the CPU.
     exhausted_gpu = dataclasses.replace(real, generator_pos=CudaOutOfMemoryStandIn(), warnings=[])
     batch = explain(volume, ijk_to_ras, [[0.0, 0.0, 0.0]], exhausted_gpu)
@@ -83,7 +83,7 @@ def test_other_failures_are_not_hidden(lung_volume, tiny_bundle):
             raise ValueError("shape mismatch")
 
     volume, ijk_to_ras = lung_volume
-    broken = dataclasses.replace(load_bundle(tiny_bundle, "cpu"), classifier=Broken())
+    broken = dataclasses.replace(load_bundle(tiny_bundle, "cpu", allow_unknown=True), classifier=Broken())
     with pytest.raises(ValueError, match="shape mismatch"):
         explain(volume, ijk_to_ras, [[0.0, 0.0, 0.0]], broken)
 

@@ -26,7 +26,7 @@ class MustNotRun(torch.nn.Module):
 
 def test_baseline_relevance_is_the_methods_map_with_the_same_probabilities(lung_volume, tiny_bundle):
     volume, ijk_to_ras = lung_volume
-    bundle = load_bundle(tiny_bundle, "cpu")
+    bundle = load_bundle(tiny_bundle, "cpu", allow_unknown=True)
     ours = explain(volume, ijk_to_ras, SEEDS, bundle)
     theirs = explain(volume, ijk_to_ras, SEEDS, bundle, method=BASELINE)
     assert (ours.method, theirs.method) == ("cyclegan-am", BASELINE)
@@ -43,7 +43,7 @@ def test_baseline_relevance_is_the_methods_map_with_the_same_probabilities(lung_
 
 def test_unknown_method_is_refused_before_inference(lung_volume, tiny_bundle):
     volume, ijk_to_ras = lung_volume
-    untouchable = dataclasses.replace(load_bundle(tiny_bundle, "cpu"), generator_pos=MustNotRun())
+    untouchable = dataclasses.replace(load_bundle(tiny_bundle, "cpu", allow_unknown=True), generator_pos=MustNotRun())
     with pytest.raises(ValueError, match="deep-dream") as error:
         explain(volume, ijk_to_ras, SEEDS, untouchable, method="deep-dream")
     assert "integrated-gradients" in str(error.value)  # the known methods are listed
@@ -51,7 +51,7 @@ def test_unknown_method_is_refused_before_inference(lung_volume, tiny_bundle):
 
 def test_missing_package_is_refused_before_inference(lung_volume, tiny_bundle, monkeypatch):
     volume, ijk_to_ras = lung_volume
-    untouchable = dataclasses.replace(load_bundle(tiny_bundle, "cpu"), generator_pos=MustNotRun())
+    untouchable = dataclasses.replace(load_bundle(tiny_bundle, "cpu", allow_unknown=True), generator_pos=MustNotRun())
     monkeypatch.setitem(sys.modules, "zennit", None)  # how Python marks a module as not importable
     with pytest.raises(MissingDependencyError, match="zennit") as error:
         explain(volume, ijk_to_ras, SEEDS, untouchable, method="lrp")
@@ -66,7 +66,7 @@ def test_cuda_out_of_memory_falls_back_to_cpu_for_a_baseline(lung_volume, tiny_b
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     volume, ijk_to_ras = lung_volume
-    real = load_bundle(tiny_bundle, "cpu")
+    real = load_bundle(tiny_bundle, "cpu", allow_unknown=True)
     exhausted_gpu = dataclasses.replace(real, generator_neg=CudaOutOfMemoryStandIn(), warnings=[])
     batch = explain(volume, ijk_to_ras, SEEDS[:1], exhausted_gpu, method=BASELINE)
     assert batch.device == "cpu" and batch.method == BASELINE

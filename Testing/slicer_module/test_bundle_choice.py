@@ -8,7 +8,7 @@ import typing
 import numpy as np
 import pytest
 
-from CycleGANExplainLib.model_bundle import BundleError, default_bundle_dir, read_metadata, shipped_bundles
+from CycleGANExplainLib.model_bundle import BundleError, UntrustedBundleError, default_bundle_dir, read_metadata, shipped_bundles
 
 
 def test_bundle_parameter_offers_the_shipped_bundles_with_the_default_selected(module):
@@ -32,7 +32,10 @@ def test_logic_explains_with_the_chosen_bundle_into_the_same_overlay(module, sce
     shown = slicer.util.arrayFromVolume(by_name.overlay_node).copy()
     count = scene_app.scene.GetNumberOfNodes()
 
-    by_path = logic.explain(volume, nodule_ras, device="cpu", bundle=str(tiny_bundle))
+    with pytest.raises(UntrustedBundleError, match="not one of the bundles shipped with CycleGANExplain"):
+        logic.explain(volume, nodule_ras, device="cpu", bundle=str(tiny_bundle))  # the widget asks first
+    assert scene_app.scene.GetNumberOfNodes() == count
+    by_path = logic.explain(volume, nodule_ras, device="cpu", bundle=str(tiny_bundle), allowUnknownBundle=True)
     tiny = read_metadata(tiny_bundle)
     assert by_path.batch.bundle_name == f"{tiny.name} {tiny.version}" and by_path.batch.trained is False
     assert by_path.overlay_node is by_name.overlay_node and scene_app.scene.GetNumberOfNodes() == count

@@ -40,7 +40,7 @@ def test_prepare_train_export_evaluate(tmp_path, lung_volume, capsys):
 
     assert main(["export", "--dataset", str(data), "--classifier", str(classifier), "--cyclegan",
                  str(gan_dir / "cyclegan.pt"), "--out", str(bundle), "--name", "tiny-chain"]) == 0
-    loaded = load_bundle(bundle, "cpu")
+    loaded = load_bundle(bundle, "cpu", allow_unknown=True)
     training = loaded.metadata.raw["training_data"]
     manifest = json.loads((data / "manifest.json").read_text())
     assert training["dataset"]["patches_sha256"] == manifest["patches_sha256"]

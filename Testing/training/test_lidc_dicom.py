@@ -74,3 +74,22 @@ def test_a_missing_slice_is_refused(lidc_folder, ct_series_writer):
     (folder / "0000.dcm").unlink()
     with pytest.raises(ValueError, match="contours would land on the wrong slices"):
         lidc_dicom.dicom_patches([record], annotations)
+
+
+@pytest.mark.parametrize("config", [None, "[dicom]\npath =\n", "[dicom]\npath = /nowhere/LIDC-IDRI\n"])
+def test_prepare_dicom_without_a_configured_folder_exits_2_before_any_work(tmp_path, monkeypatch, capsys, config):
+    from cyclegan_explain_training import prepare as prepare_module
+    from cyclegan_explain_training.cli import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    if config is not None:
+        (home / ".pylidcrc").write_text(config)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(prepare_module, "load_cohort", lambda *a, **k: pytest.fail("the cohort was built first"))
+    assert main(["prepare", "--source", "dicom", "--out", str(tmp_path / "data"), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "prepare --source dicom" in error or "does not exist" in error
+    assert f"{home / '.pylidcrc'}" in error and "--source voi" in error
+    assert sorted(path.name for path in home.iterdir()) == ([] if config is None else [".pylidcrc"])  # no template written
+    assert not (tmp_path / "data").exists()

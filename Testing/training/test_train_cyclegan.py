@@ -17,6 +17,7 @@ from CycleGANExplainLib.explanation import explain
 from CycleGANExplainLib.model_bundle import load_bundle
 from cyclegan_explain_training.checkpoint import load_checkpoint
 from cyclegan_explain_training.cli import export_from_checkpoints
+from cyclegan_explain_training.cli import main as cli_main
 from cyclegan_explain_training.config import load_config, with_overrides
 from cyclegan_explain_training.run_log import read_metrics
 from cyclegan_explain_training.train_classifier import load_classifier, train_classifier
@@ -119,7 +120,7 @@ def test_exported_bundle_loads_explains_and_records_its_training(runs, lung_volu
     root = runs["root"]
     bundle_dir = export_from_checkpoints(runs["classifier"], runs["uninterrupted"], root / "dataset",
                                          root / "bundle", "test-bundle", "0.1.0", command="export")
-    bundle = load_bundle(bundle_dir, "cpu")
+    bundle = load_bundle(bundle_dir, "cpu", allow_unknown=True)
     assert bundle.metadata.trained
     training = bundle.metadata.raw["training_data"]
     manifest = runs["dataset"].manifest
@@ -219,3 +220,39 @@ def test_torchrun_with_two_cpu_processes(runs, tmp_path):
     assert state["step"] == 2
     assert len(read_metrics(out / CYCLEGAN_METRICS)) == 1  # one writer: one record for the two steps
     assert finished.stdout.count("CycleGAN-AM checkpoint:") == 2  # both ranks finished
+
+
+@pytest.mark.parametrize("spoil, message", [
+    ("truncated", "cannot be read as a cyclegan checkpoint made by train-cyclegan"),
+    ("empty", "is empty; expected a cyclegan checkpoint"),
+    ("random", "cannot be read as a cyclegan checkpoint"),
+    ("classifier", "holds a classifier checkpoint; expected a cyclegan checkpoint"),
+])
+def test_resume_from_a_spoilt_checkpoint_exits_2_naming_it(runs, tmp_path, capsys, spoil, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    good = (runs["root"] / "resumed" / "cyclegan.pt").read_bytes()
+    contents = {"truncated": good[: len(good) // 2], "empty": b"",
+                "random": np.random.default_rng(0).bytes(4096),
+                "classifier": Path(runs["classifier"]).read_bytes()}[spoil]
+    (run / "cyclegan.pt").write_bytes(contents)
+    code = cli_main(["train-cyclegan", "--dataset", str(runs["root"] / "dataset"), "--classifier",
+                     str(runs["classifier"]), "--out", str(run), "--resume", "--steps", str(STEPS + 1),
+                     "--width", "4", "--batch-size", "4", "--quiet"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert message in error and str(run / "cyclegan.pt") in error
+    assert (run / "cyclegan.pt").read_bytes() == contents  # the evidence is kept
+
+
+def test_truncated_classifier_exits_2_naming_it(runs, tmp_path, capsys):
+    truncated = tmp_path / "classifier.pt"
+    truncated.write_bytes(Path(runs["classifier"]).read_bytes()[:1000])
+    code = cli_main(["train-cyclegan", "--dataset", str(runs["root"] / "dataset"), "--classifier", str(truncated),
+                     "--out", str(tmp_path / "run"), "--width", "4", "--batch-size", "4", "--quiet"])
+    assert code == 2
+    assert f"{truncated} cannot be read as a classifier checkpoint made by train-classifier" in capsys.readouterr().err
+    code = cli_main(["export", "--classifier", str(runs["uninterrupted"]), "--cyclegan", str(runs["uninterrupted"]),
+                     "--dataset", str(runs["root"] / "dataset"), "--out", str(tmp_path / "bundle")])
+    assert code == 2
+    assert "holds a cyclegan checkpoint; expected a classifier checkpoint" in capsys.readouterr().err

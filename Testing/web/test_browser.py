@@ -299,7 +299,7 @@ def test_bundle_chooser_lists_the_shipped_bundles_with_the_default_selected(page
 def test_choosing_another_bundle_explains_the_seed_again_with_it(browser_context, tmp_path, tiny_bundle):
     """Started on a bundle folder (the untrained tiny one), then a shipped bundle chosen in the page:
     the same seed is explained again with the chosen bundle's networks."""
-    with viewer_page(browser_context, tmp_path / "server.log", "--bundle", str(tiny_bundle)) as page:
+    with viewer_page(browser_context, tmp_path / "server.log", "--bundle", str(tiny_bundle), "--allow-unknown-bundle") as page:
         tiny = read_metadata(tiny_bundle)
         assert tiny.display_name in page.locator("#bundle-name").inner_text()
         assert page.locator("#untrained-warning").is_visible()

@@ -145,7 +145,8 @@ def export_from_checkpoints(
     from .train_classifier import load_classifier
     from .train_cyclegan import batchnorm_patches, load_generators, recompute_batchnorm_statistics, split_like_classifier
 
-    classifier_state, cyclegan_state = load_checkpoint(classifier_path), load_checkpoint(cyclegan_path)
+    classifier_state = load_checkpoint(classifier_path, "classifier")
+    cyclegan_state = load_checkpoint(cyclegan_path, "cyclegan")
     dataset = load_prepared(dataset_dir)
     manifest = dataset.manifest
     if cyclegan_state["classifier_sha256"] != sha256_of(classifier_path):
@@ -262,13 +263,14 @@ def _run(args: argparse.Namespace, command: str) -> None:
     elif args.command == "randomise-classifier":
         from .train_classifier import CLASSIFIER_CHECKPOINT, randomised_classifier_checkpoint
 
-        randomised = randomised_classifier_checkpoint(load_checkpoint(args.classifier), args.seed, command)
+        randomised = randomised_classifier_checkpoint(load_checkpoint(args.classifier, "classifier"), args.seed, command)
         path = save_checkpoint(randomised, args.out / CLASSIFIER_CHECKPOINT)
         print(f"Randomised classifier: {path}")
     elif args.command == "export":
         folder = export_from_checkpoints(args.classifier, args.cyclegan, args.dataset, args.out, args.name,
                                          args.version, args.overwrite, command)
         print(f"Bundle: {folder}")
+        print(_shipping_note(folder))
     elif args.command == "evaluate":
         from .evaluate import evaluate
 
@@ -280,6 +282,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
 
             attach_evaluation(args.bundle, result, report=str(args.out / "evaluation.md"))
             print(f"Evaluation figures recorded in {args.bundle / 'metadata.json'}")
+            print(_shipping_note(args.bundle))
     elif args.command == "compare-methods":
         from .comparison_report import MARKDOWN_FILE, write_report
         from .method_comparison import compare_methods
@@ -289,6 +292,16 @@ def _run(args: argparse.Namespace, command: str) -> None:
                                      fill=args.fill)
         write_report(comparison, args.out, resamples=args.bootstrap, seed=args.seed, command=command)
         print(f"Method comparison written to {args.out / MARKDOWN_FILE}")
+
+
+def _shipping_note(bundle_dir: Path) -> str:
+    """What to add to the package's known digests for the front ends to run this bundle unasked."""
+    from CycleGANExplainLib.bundle_trust import bundle_digest
+    from CycleGANExplainLib.model_bundle import read_metadata
+
+    metadata = read_metadata(bundle_dir)
+    return (f"To ship it, add \"{metadata.name} {metadata.version}\": \"{bundle_digest(bundle_dir)}\" to "
+            "KNOWN_BUNDLE_DIGESTS in CycleGANExplainLib/bundle_trust.py (any later change to the bundle changes it).")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ The mask patch is the consensus volume sampled by the same call.
 
 from __future__ import annotations
 
+import configparser
+import sys
 import warnings
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,6 +24,33 @@ from .lidc_cohort import NodulePatch, NoduleRecord, consensus_of
 from .lidc_phantoms import equivalent_diameter_mm
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def pylidc_config_file() -> Path:
+    """Where pylidc looks for its configuration (its own rule: the home folder, by platform)."""
+    return Path.home() / ("pylidc.conf" if sys.platform.startswith("win") else ".pylidcrc")
+
+
+def require_dicom_root() -> Path:
+    """The LIDC-IDRI DICOM folder named in pylidc's configuration; ValueError saying how to set it.
+
+    Read here rather than through pylidc, which answers a missing option by writing a template
+    configuration file into the home folder and fails only later, on the first scan.
+    """
+    config_file = pylidc_config_file()
+    parser = configparser.ConfigParser()
+    parser.read(config_file)
+    configured = parser.get("dicom", "path", fallback="").strip()
+    how = (f"write the folder holding the LIDC-IDRI-dddd patient folders into {config_file} as\n"
+           "  [dicom]\n  path = /path/to/LIDC-IDRI\n"
+           "or prepare from nodule sub-volumes instead (--source voi --voi-dir DIR).")
+    if not configured:
+        raise ValueError(f"prepare --source dicom needs the LIDC-IDRI DICOM images, and pylidc's configuration names "
+                         f"no folder: {how}")
+    root = Path(configured).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"pylidc's configuration {config_file} names the DICOM folder {root}, which does not exist: {how}")
+    return root
 
 
 def read_scan(scan) -> Tuple[np.ndarray, np.ndarray]:
@@ -90,7 +120,10 @@ def dicom_patches(
     for positions in by_scan.values():
         first = records[positions[0]]
         scan = annotations_by_id[first.annotation_ids[0]].scan
-        volume, ijk_to_ras = read_scan(scan)
+        try:
+            volume, ijk_to_ras = read_scan(scan)
+        except RuntimeError as error:  # pylidc's way of saying the scan's files are not there
+            raise ValueError(f"Cannot read the DICOM images of {scan.patient_id}: {error}") from error
         for position in positions:
             record = records[position]
             annotations = [annotations_by_id[i] for i in record.annotation_ids]

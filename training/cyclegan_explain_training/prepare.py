@@ -66,6 +66,10 @@ def prepare(
         return prepare_voi(out_dir, voi_dir, limit=limit, seed=split_seed, progress=progress)
     if size_normalised and source == "dicom":
         raise ValueError("size_normalised applies to rendered phantoms only, not to real images.")
+    if source == "dicom":
+        from .lidc_dicom import require_dicom_root
+
+        require_dicom_root()  # before the cohort is built: minutes of work for nothing otherwise
     started = time.perf_counter()
     if limit:
         cohort, splits, records = _limited_selection(limit, max_slice_thickness, split_seed, cache_dir, progress)

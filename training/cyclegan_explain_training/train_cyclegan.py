@@ -251,7 +251,7 @@ def train_cyclegan(
     if device_warning and ranks.is_main:
         print(device_warning)
 
-    classifier_state = load_checkpoint(classifier_checkpoint)
+    classifier_state = load_checkpoint(classifier_checkpoint, "classifier")
     hu_window = classifier_state["hu_window"]  # the classifier's window is the bundle's
     fit, validation = split_like_classifier(dataset, classifier_state)
     pairs_per_epoch = len(epoch_pairs(len(fit), settings.batch_size, settings.seed, 0, ranks))
@@ -265,7 +265,7 @@ def train_cyclegan(
     step, seconds, sums, count, commands = 0, 0.0, {}, 0, []
     best: Dict[str, object] = {}
     if resume and checkpoint_path.is_file():
-        saved = load_checkpoint(checkpoint_path)
+        saved = load_checkpoint(checkpoint_path, "cyclegan")
         _check_resumable(saved, config, patches_sha256)
         trainer.load_state(saved)
         restore_rng_states(saved["rng"])

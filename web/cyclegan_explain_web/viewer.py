@@ -101,13 +101,16 @@ def slice_view_gutter(server, view_id: str, view) -> None:
 class ExplainViewer(TrameApp):
     """One MRML scene, three slice views and the explanation panel, served by trame."""
 
-    def __init__(self, server=None, device: str = "auto", bundle_dir: Union[str, Path, None] = None) -> None:
+    def __init__(self, server=None, device: str = "auto", bundle_dir: Union[str, Path, None] = None,
+                 allow_unknown_bundle: bool = False) -> None:
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
         self.scene = self.slicer_app.scene
         self.bundle_dir = resolve_bundle(bundle_dir)  # a shipped bundle's name or a folder; None: the default
         self.metadata = read_metadata(self.bundle_dir)
+        # For the folder given at start-up only: the chooser offers shipped bundles besides it.
+        self.allow_unknown_bundle = allow_unknown_bundle
         self.volume_node = None
         self.overlay_node = None
         self.seed_node = self._create_seed_node()
@@ -332,6 +335,11 @@ class ExplainViewer(TrameApp):
     @change("bundle")
     def _on_bundle_chosen(self, bundle, **_) -> None:
         """Another bundle chosen: use it from now on, and explain the current seed again with it."""
+        if bundle not in {item["value"] for item in self.state.bundle_choices}:
+            # The browser sets state freely: only the listed bundles, never a path of its choosing.
+            self._report_error(BundleError(f"{bundle!r} is not one of the listed model bundles."),
+                               "Could not use the chosen model bundle")
+            return
         try:
             bundle_dir = resolve_bundle(bundle)
             metadata = read_metadata(bundle_dir)
@@ -357,7 +365,7 @@ class ExplainViewer(TrameApp):
         try:
             result = mrml_explain.explain_volume_node(
                 self.scene, self.volume_node, ras, self.bundle_dir, self.state.device,
-                status=self._show_status,
+                status=self._show_status, allow_unknown_bundle=self.allow_unknown_bundle,
             )
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             with self.state:
@@ -404,12 +412,12 @@ class ExplainViewer(TrameApp):
 
 
 def serve(volume: Union[str, Path, None] = None, port: int = 0, host: str = "127.0.0.1", device: str = "auto",
-          bundle_dir: Union[str, Path, None] = None) -> None:
+          bundle_dir: Union[str, Path, None] = None, allow_unknown_bundle: bool = False) -> None:
     """Start the viewer and block; prints the URL (``port=0`` picks a free port)."""
     if not os.environ.get("DISPLAY"):
         # Without an X server VTK would try X first, warn, then fall back to EGL: go to EGL directly.
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    viewer = ExplainViewer(device=device, bundle_dir=bundle_dir)
+    viewer = ExplainViewer(device=device, bundle_dir=bundle_dir, allow_unknown_bundle=allow_unknown_bundle)
     if volume is None:
         viewer.load_sample()
     else:
