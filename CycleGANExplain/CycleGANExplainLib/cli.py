@@ -36,9 +36,11 @@ from .bundle_trust import ALLOW_FLAG, bundle_digest, known_bundle_name
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
 from .volume_checks import NotCTError, check_ct_intensities
-from .volume_io import UnreadableVolumeError, read_volume, write_volume
+from .volume_io import DEFAULT_MAX_VOXELS, UnreadableVolumeError, read_volume, write_volume
 
 EXIT_BAD_INPUT = 2
+# The web viewer's default upload limit (its own package holds the rest of the upload rules).
+DEFAULT_MAX_UPLOAD_MB = 1024.0
 # Seeds listed on stdout one per line; beyond this summary.json holds them.
 MAX_SEEDS_PRINTED = 20
 DEFAULT_MARKER = "(default)"
@@ -112,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
     explain_parser.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle",
                                 help=ALLOW_HELP)
+    explain_parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
+                                help=f"refuse a volume whose header declares more voxels (default {DEFAULT_MAX_VOXELS:,})")
     explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
     explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
     explain_parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="METHOD",
@@ -130,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     web_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
     web_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
     web_parser.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle", help=ALLOW_HELP)
+    web_parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
+                            help=f"refuse a volume whose header declares more voxels (default {DEFAULT_MAX_VOXELS:,})")
+    web_parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                            help=f"largest upload, and largest unpacked .zip, accepted (default {DEFAULT_MAX_UPLOAD_MB:g} MB)")
     commands.add_parser(
         "bundles",
         help="list the shipped model bundles: training data and evaluation",
@@ -171,6 +179,7 @@ def run_web(args: argparse.Namespace) -> int:
     """Serve the web viewer until interrupted; the URL is printed on stdout."""
     try:  # imported here so that nothing else (the Slicer module included) needs trame
         from cyclegan_explain_web.viewer import serve
+        from cyclegan_explain_web.volume_upload import UploadLimits
     except ModuleNotFoundError as error:
         print(f"error: the web viewer needs trame-slicer ({error}); install it with: "
               "pip install 'cyclegan-explain[web]'", file=sys.stderr)
@@ -183,8 +192,9 @@ def run_web(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if trust_warning:
         print(f"warning: {trust_warning}", file=sys.stderr)
+    limits = UploadLimits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_voxels=args.max_voxels)
     serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=bundle_dir,
-          allow_unknown_bundle=args.allow_unknown_bundle)
+          allow_unknown_bundle=args.allow_unknown_bundle, limits=limits)
     return 0
 
 
@@ -276,7 +286,7 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
 def run_explain(args: argparse.Namespace) -> int:
     require_method(args.method)  # a missing package is reported before the volume is read
     check_output_folder(args.out, [args.volume])  # before any work: a bad --out costs nothing
-    loaded = read_volume(args.volume, args.series)
+    loaded = read_volume(args.volume, args.series, max_voxels=args.max_voxels)
     validate_volume_geometry(loaded.volume_kji, loaded.ijk_to_ras)
     check_ct_intensities(loaded.volume_kji)
     outside = [

@@ -89,6 +89,53 @@ def neighbour_seeds(
     return seeds[inside], int(np.flatnonzero(offsets[inside] == 0)[0])
 
 
+class ExplainRequest(NamedTuple):
+    """What an explanation needs, read from the scene and checked, before any inference.
+
+    ``compute`` needs nothing from the scene, so a front end may run it in a worker thread while
+    its event loop goes on; ``voxels`` is a read-only view of the volume node's voxels, which the
+    request keeps alive by holding the node.
+    """
+
+    volume_node: object
+    voxels: np.ndarray
+    ijk_to_ras: np.ndarray
+    seeds: np.ndarray
+    central_index: int
+    bundle_dir: Union[str, Path, None]
+    device: str
+    method: str
+    allow_unknown_bundle: bool
+
+
+def prepare_request(volume_node, seed_ras: Sequence[float], bundle_dir: Union[str, Path, None] = None,
+                    device: str = "auto", neighbour_slices: int = 0, method: str = DEFAULT_METHOD,
+                    allow_unknown_bundle: bool = False) -> ExplainRequest:
+    """Read and check the volume node and the seed (scene access: the event loop's thread)."""
+    require_method(method)
+    voxels, ijk_to_ras = volume_array_and_geometry(volume_node)
+    seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
+    check_ct_intensities(voxels)
+    return ExplainRequest(volume_node, voxels, ijk_to_ras, seeds, central_index, bundle_dir, device, method,
+                          allow_unknown_bundle)
+
+
+def compute(request: ExplainRequest, status: Optional[StatusCallback] = None) -> ExplanationBatch:
+    """Load the bundle and explain the request's patches (no scene access: any thread)."""
+    report = status or (lambda message: None)
+    report("Verifying and loading the model bundle (the first time takes a few seconds)...")
+    bundle = load_bundle(request.bundle_dir, request.device, allow_unknown=request.allow_unknown_bundle)
+    report(f"Explaining {len(request.seeds)} patch(es) on {bundle.device}...")
+    return explain(request.voxels, request.ijk_to_ras, request.seeds, bundle, method=request.method)
+
+
+def show(scene, request: ExplainRequest, batch: ExplanationBatch) -> VolumeExplanation:
+    """Write the explanation into the scene's overlay node (the event loop's thread)."""
+    overlay_node = update_overlay_node(scene, batch.explanations, source_volume=request.volume_node,
+                                       method=request.method)
+    return VolumeExplanation(batch, overlay_node, request.central_index)
+
+
 def explain_volume_node(
     scene,
     volume_node,
@@ -101,7 +148,8 @@ def explain_volume_node(
     allow_unknown_bundle: bool = False,
 ) -> VolumeExplanation:
     """Explain the classifier's decision at ``seed_ras`` with ``method`` and show the map as the
-    scene's overlay node (the same node whatever the method).
+    scene's overlay node (the same node whatever the method): ``prepare_request``, ``compute``
+    and ``show`` in one call.
 
     Raises NoInputVolumeError, SeedOutsideVolumeError, volume_checks.NotCTError, the bundle's
     errors (BundleIntegrityError when a model file fails its checksum, UntrustedBundleError for a
@@ -109,15 +157,9 @@ def explain_volume_node(
     method and attribution_methods.MissingDependencyError, with specific messages, before any
     inference.
     """
+    request = prepare_request(volume_node, seed_ras, bundle_dir, device, neighbour_slices, method,
+                              allow_unknown_bundle)
+    batch = compute(request, status)
     report = status or (lambda message: None)
-    require_method(method)
-    voxels, ijk_to_ras = volume_array_and_geometry(volume_node)
-    seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
-    check_ct_intensities(voxels)
-    report("Verifying and loading the model bundle (the first time takes a few seconds)...")
-    bundle = load_bundle(bundle_dir, device, allow_unknown=allow_unknown_bundle)
-    report(f"Explaining {len(seeds)} patch(es) on {bundle.device}...")
-    batch = explain(voxels, ijk_to_ras, seeds, bundle, method=method)
     report(f"Updating the overlay ({batch.method_label})...")
-    overlay_node = update_overlay_node(scene, batch.explanations, source_volume=volume_node, method=method)
-    return VolumeExplanation(batch, overlay_node, central_index)
+    return show(scene, request, batch)

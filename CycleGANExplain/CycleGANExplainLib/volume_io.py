@@ -7,7 +7,7 @@ SimpleITK works in LPS; Slicer's IJK-to-RAS is the LPS geometry with the first t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,6 +19,28 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 class UnreadableVolumeError(ValueError):
     """The path cannot be read as a CT volume."""
+
+
+# 512 x 512 x 2400: a whole-body CT at 0.6 mm is about a fifth of this. A header claiming more is
+# refused before any pixel is read, because reading it would take gigabytes (and minutes).
+DEFAULT_MAX_VOXELS = 629_145_600
+
+
+def _check_voxel_count(path: Path, size_ijk: Sequence[int], slices: int, max_voxels: Optional[int]) -> None:
+    count = int(np.prod([int(v) for v in size_ijk[:2]], dtype=np.int64)) * int(slices)
+    if max_voxels is not None and count > max_voxels:
+        shape = " x ".join(str(int(v)) for v in (*size_ijk[:2], slices))
+        raise UnreadableVolumeError(
+            f"{path.name} declares {shape} = {count:,} voxels, more than the limit of {max_voxels:,}; "
+            "if it really is one CT, raise the limit with --max-voxels.")
+
+
+def _declared_size(file_name: str) -> Tuple[int, ...]:
+    """The image size from the file's header alone (no pixels read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file_name)
+    reader.ReadImageInformation()
+    return tuple(int(v) for v in reader.GetSize())
 
 
 class LoadedVolume(NamedTuple):
@@ -94,12 +116,14 @@ def _check_metaimage_spacing(path: Path) -> None:
             return
 
 
-def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> LoadedVolume:
+def read_volume(path: Union[str, Path], series_uid: Optional[str] = None,
+                max_voxels: Optional[int] = DEFAULT_MAX_VOXELS) -> LoadedVolume:
     """Read NRRD, NIfTI, MHA or a DICOM series folder as (volume_kji, ijk_to_ras).
 
     DICOM rescale slope and intercept are applied by SimpleITK, so CT arrives in HU. A DICOM series
     whose slices are not a regular grid (variable spacing, missing slices, gantry tilt) is resampled
-    onto one from the files' own slice positions, and ``notes`` says so.
+    onto one from the files' own slice positions, and ``notes`` says so. A header that declares
+    more than ``max_voxels`` voxels (None: no limit) is refused before any pixel is read.
     """
     path = Path(path)
     if not path.exists():
@@ -107,12 +131,15 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None) -> Loa
     try:
         if path.is_dir():
             files = _dicom_series_files(path, series_uid)
+            _check_voxel_count(path, _declared_size(files[0]), len(files), max_voxels)
             geometry = read_slice_geometry(files)
             image = sitk.ReadImage(files)
             description = f"DICOM series of {len(files)} files"
         else:
             if path.suffix.lower() in _METAIMAGE_SUFFIXES:
                 _check_metaimage_spacing(path)
+            size = _declared_size(str(path))
+            _check_voxel_count(path, size, int(np.prod(size[2:], dtype=np.int64)) if len(size) > 2 else 1, max_voxels)
             image = sitk.ReadImage(str(path))
             description = f"{path.suffix.lstrip('.').upper() or 'image'} file"
     except SeriesGeometryError as error:

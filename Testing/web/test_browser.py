@@ -92,7 +92,7 @@ def browser_context(chromium, tmp_path_factory):
 class ViewerServer:
     """`cyclegan-explain web` on a free port; its URL is read from its stdout."""
 
-    URL_PATTERN = re.compile(r"http://127\.0\.0\.1:\d+/")
+    URL_PATTERN = re.compile(r"http://127\.0\.0\.1:\d+/\?secret=[\w-]+")
 
     def __init__(self, log_path: Path, *extra_args: str) -> None:
         self.log = open(log_path, "w")
@@ -323,3 +323,65 @@ def test_choosing_another_bundle_explains_the_seed_again_with_it(browser_context
         assert shipped.trained_on in page.locator("#bundle-summary").inner_text()
         height, width = axial_view_image(page).shape[:2]
         wait_for_overlay(page, (width // 2, height // 2), shown=True)
+
+
+def http_get(url: str, headers: "dict | None" = None) -> "tuple[int, str]":
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_the_session_needs_its_token_and_serves_one_browser(browser_context, tmp_path):
+    server = ViewerServer(tmp_path / "server.log")
+    base = server.url.split("?")[0]
+    try:
+        status, body = http_get(base)  # no token: nothing of the session
+        assert status == 403 and "Access token needed" in body
+        status, body = http_get(base + "?secret=wrong-token")
+        assert status == 403
+        page = browser_context.new_page()
+        page.goto(server.url)
+        page.wait_for_function("document.querySelector('#volume-text')?.innerText.includes('SyntheticChestCT')",
+                               timeout=30_000)
+        # Another browser (no cookies of this one), even with the token: told the viewer is busy.
+        status, body = http_get(server.url)
+        assert status == 409 and "Another browser is connected to this viewer" in body
+        token = server.url.split("secret=")[1]
+        status, _ = http_get(base + "ws", {"Cookie": f"cyclegan_explain_access={token}"})
+        assert status == 409  # its websocket would be refused too
+        page.reload()  # the browser holding the session keeps it across a reload
+        page.wait_for_function("document.querySelector('#volume-text')?.innerText.includes('SyntheticChestCT')",
+                               timeout=30_000)
+        page.close()
+        deadline = time.monotonic() + 20
+        while http_get(server.url)[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert http_get(server.url)[0] == 200  # free again once that browser has gone
+    finally:
+        server.stop()
+
+
+def test_after_a_burst_of_clicks_the_next_click_is_explained_and_an_error_clears_the_result(page):
+    """The burst's coalescing is tested in-process (test_viewer_click_coalescing); the browser's
+    remote view may merge or drop clicks of a burst, so here: the session stays usable and exact."""
+    page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+    page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+    first = seed_ras(page)
+    for step in range(12):  # a burst across the nodule
+        page.mouse.click(*axial_view_point(page, 0.47 + 0.005 * step, 0.5))
+    time.sleep(1.0)
+    page.wait_for_function("!document.querySelector('#busy-indicator')", timeout=EXPLAIN_TIMEOUT_MS)
+    page.mouse.click(*axial_view_point(page, 0.5, 0.53))  # a new point, below the first
+    page.wait_for_function(f"document.querySelector('#seed-text')?.innerText.includes({json.dumps(f'{first[0]:.1f}, ')})"
+                           f" && !document.querySelector('#seed-text')?.innerText.includes({json.dumps(f', {first[1]:.1f},')})"
+                           " && !document.querySelector('#busy-indicator')", timeout=EXPLAIN_TIMEOUT_MS)
+    assert seed_ras(page)[1] < first[1]  # lower in the axial view: towards posterior
+
+    page.mouse.click(*axial_view_point(page, 0.96, 0.5))  # outside the volume
+    wait_for_error(page, "outside the volume")
+    assert not page.locator("#probabilities").is_visible(), "the previous seed's probabilities stayed on screen"

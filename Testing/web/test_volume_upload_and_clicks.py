@@ -129,3 +129,55 @@ def test_slice_view_pixel_to_ras_follows_the_axial_view():
     np.testing.assert_allclose(slice_xy_to_ras(node, (100, 50)), [-85.0, -20.0, -20.0], atol=1e-6)
     np.testing.assert_allclose(slice_xy_to_ras(node, (110, 50)), [-105.0, -20.0, -20.0], atol=1e-6)
     np.testing.assert_allclose(slice_xy_to_ras(node, (100, 60)), [-85.0, 0.0, -20.0], atol=1e-6)
+
+
+def test_uploads_over_the_limits_are_refused_before_they_cost_memory(tmp_path, lung_volume):
+    from cyclegan_explain_web.volume_upload import UploadLimits
+
+    limits = UploadLimits(max_upload_bytes=10_000, max_voxels=50_000)
+    too_big = tmp_path / "too_big"
+    too_big.mkdir()
+    with pytest.raises(UnreadableVolumeError, match="The upload is 0 MB, more than the limit of 0 MB"):
+        write_uploaded_files([{"name": "a.nrrd", "content": [b"x" * 6000, b"y" * 6000]}], too_big, limits)
+    assert list(too_big.iterdir()) == []
+
+    # A zip bomb: a few kB that unpack to far more than the limit, its sizes declared or understated.
+    for declared_honestly in (True, False):
+        folder = tmp_path / f"bomb_{declared_honestly}"
+        folder.mkdir()
+        archive = folder / "00000_series.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+            zipped.writestr("slice.dcm", b"\0" * 5_000_000)
+        if not declared_honestly:  # rewrite the central directory's size: reading stops there
+            data = bytearray(archive.read_bytes())
+            at = data.rfind(b"PK\x01\x02")
+            data[at + 24:at + 28] = (100).to_bytes(4, "little")
+            archive.write_bytes(bytes(data))
+        expected = "declares 5 MB of files, more than the limit of 2 MB" if declared_honestly else "Bad CRC-32"
+        with pytest.raises(UnreadableVolumeError, match=f"series.zip .*{expected}"):
+            read_uploaded_volume(folder, UploadLimits(max_upload_bytes=1_000_000))
+
+    # A tiny header claiming a huge volume: refused from the header, before any pixel is allocated.
+    header = tmp_path / "claims"
+    header.mkdir()
+    (header / "00000_huge.nrrd").write_bytes(
+        b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2048 2048 768\nencoding: raw\nendian: little\n\n" + b"\0" * 64)
+    with pytest.raises(UnreadableVolumeError, match="declares 2048 x 2048 x 768 = 3,221,225,472 voxels, more than "
+                                                    "the limit of 629,145,600"):
+        read_uploaded_volume(header)
+    volume, ijk_to_ras = lung_volume
+    fine = tmp_path / "fine"
+    fine.mkdir()
+    write_volume(volume, ijk_to_ras, fine / "00000_ct.nrrd")
+    with pytest.raises(UnreadableVolumeError, match="more than the limit of 50,000"):
+        read_uploaded_volume(fine, limits)
+    assert read_uploaded_volume(fine).volume_kji.shape == volume.shape
+
+
+def test_error_messages_never_show_the_server_folder(tmp_path):
+    from cyclegan_explain_web.volume_upload import without_server_paths
+
+    upload = tmp_path / "cyclegan-explain-upload-abc"
+    message = f"Cannot use {upload} as one CT volume: No DICOM series found in folder {upload / 'unzipped'}."
+    cleaned = without_server_paths(message, upload)
+    assert str(tmp_path) not in cleaned and cleaned.count("the uploaded files") == 2

@@ -43,7 +43,8 @@ from CycleGANExplainLib.volume_checks import NotCTError
 from CycleGANExplainLib.volume_io import UnreadableVolumeError
 
 from .slice_clicks import SliceClickObserver
-from .volume_upload import add_volume_node, read_ct_volume, read_uploaded_volume, write_uploaded_files
+from .access import TOKEN_PARAMETER, SingleSessionGuard, is_loopback, new_token
+from .volume_upload import UploadLimits, add_volume_node, read_ct_volume, read_uploaded_volume, write_uploaded_files
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class ExplainViewer(TrameApp):
     """One MRML scene, three slice views and the explanation panel, served by trame."""
 
     def __init__(self, server=None, device: str = "auto", bundle_dir: Union[str, Path, None] = None,
-                 allow_unknown_bundle: bool = False) -> None:
+                 allow_unknown_bundle: bool = False, limits: UploadLimits = UploadLimits()) -> None:
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
@@ -111,6 +112,10 @@ class ExplainViewer(TrameApp):
         self.metadata = read_metadata(self.bundle_dir)
         # For the folder given at start-up only: the chooser offers shipped bundles besides it.
         self.allow_unknown_bundle = allow_unknown_bundle
+        self.limits = limits
+        self._pending_seed = None  # (ras, view name, clicks it stands for) of the latest click not yet explained
+        self._explaining = False
+        self._volume_generation = 0  # counts CTs opened, so that a late explanation of an old one is dropped
         self.volume_node = None
         self.overlay_node = None
         self.seed_node = self._create_seed_node()
@@ -255,7 +260,7 @@ class ExplainViewer(TrameApp):
 
         html.Div("Click a nodule in any slice view to explain it; click again to move the seed.",
                  classes="text-body-2 mt-2", id="instructions")
-        v3.VProgressLinear(v_if=("busy",), indeterminate=True)
+        v3.VProgressLinear(v_if=("busy",), indeterminate=True, id="busy-indicator")
         html.Div("{{ status_text }}", id="status-text", classes="text-caption")
         v3.VAlert(v_if=("error_text",), text=("error_text",), type="error", density="compact", closable=True,
                   id="error-message", click_close="error_text = ''")
@@ -292,9 +297,9 @@ class ExplainViewer(TrameApp):
     def _report_error(self, error: BaseException, context: str) -> None:
         if isinstance(error, INPUT_ERRORS):
             self.state.error_text = f"{context}: {error}"
-        else:
+        else:  # a bug: its details (paths, internals) go to the server's log, not to the page
             logger.exception("%s", context)
-            self.state.error_text = f"{context}: unexpected {type(error).__name__}: {error}"
+            self.state.error_text = f"{context}: unexpected {type(error).__name__} (details in the server's log)."
 
     def load_sample(self) -> None:
         self.load_path(sample_volume_path(), centre_ras=sample_nodule_ras())
@@ -303,27 +308,52 @@ class ExplainViewer(TrameApp):
         """Open a CT file or DICOM folder from the server's disk (the command line's VOLUME)."""
         self.state.error_text = ""
         try:
-            loaded = read_ct_volume(path)
+            loaded = read_ct_volume(path, self.limits.max_voxels)
             self.show_volume(loaded, Path(path).name.split(".")[0], centre_ras)
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             self._report_error(error, f"Could not open {Path(path).name}")
 
     def load_uploaded_files(self, files: List[dict]) -> None:
+        """An upload: read in a worker thread so that the page stays responsive."""
+        create_task(self._load_uploaded(files))
+
+    async def _load_uploaded(self, files: List[dict]) -> None:
         names = [str(file.get("name", "")) for file in files]
         label = names[0] if len(names) == 1 else f"{len(names)} files"
-        self.state.error_text = ""
+        with self.state:
+            self.state.update({"error_text": "", "busy": True, "status_text": f"Reading {label}..."})
         try:
-            with tempfile.TemporaryDirectory(prefix="cyclegan-explain-upload-") as folder:
-                write_uploaded_files(files, Path(folder))
-                loaded = read_uploaded_volume(Path(folder))
+            loaded = await asyncio.to_thread(self._read_upload, files)
+            self._volume_generation += 1  # an explanation still running is for the old CT
+            self._pending_seed = None
             self.show_volume(loaded, Path(names[0]).name.split(".")[0] if len(names) == 1 else "DICOM series")
+            status = ""
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             self._report_error(error, f"Could not open {label}")
-        self.state.flush()
+            status = ""
+        with self.state:
+            self.state.update({"busy": self._explaining, "status_text": status})
+
+    def _read_upload(self, files: List[dict]):
+        with tempfile.TemporaryDirectory(prefix="cyclegan-explain-upload-") as folder:
+            write_uploaded_files(files, Path(folder), self.limits)
+            return read_uploaded_volume(Path(folder), self.limits)
 
     def on_slice_click(self, ras: np.ndarray, view_name: str) -> None:
         """A click in a slice view: explain there (after the click's own event has returned)."""
-        create_task(self.explain_at(ras, view_name))
+        self.request_explanation(ras, view_name)
+
+    def request_explanation(self, ras: Sequence[float], view_name: str = "") -> None:
+        """Explain at ``ras`` as soon as the running explanation (if any) ends.
+
+        Clicks coalesce: while one explanation runs, only the latest click waits, so a burst of
+        clicks costs one explanation more, not one per click.
+        """
+        clicks = self._pending_seed[2] + 1 if self._pending_seed is not None else 1
+        self._pending_seed = (np.asarray(ras, dtype=float), view_name, clicks)
+        if not self._explaining:
+            self._explaining = True
+            create_task(self._explain_pending())
 
     def _show_bundle(self) -> None:
         self.state.update({
@@ -353,39 +383,64 @@ class ExplainViewer(TrameApp):
         if self.volume_node is not None and self.seed_node.GetNumberOfControlPoints() > 0:
             seed = [0.0, 0.0, 0.0]
             self.seed_node.GetNthControlPointPositionWorld(0, seed)
-            create_task(self.explain_at(seed))
+            self.request_explanation(seed)
 
-    async def explain_at(self, ras: Sequence[float], view_name: str = "") -> None:
+    async def _explain_pending(self) -> None:
+        try:
+            while self._pending_seed is not None:
+                ras, view_name, clicks = self._pending_seed
+                self._pending_seed = None
+                await self.explain_at(ras, view_name, clicks)
+        finally:
+            self._explaining = False
+
+    async def explain_at(self, ras: Sequence[float], view_name: str = "", clicks: int = 1) -> None:
+        """Explain at ``ras``: the scene is read and written here, the networks run in a worker
+        thread meanwhile (the page stays responsive and further clicks are taken)."""
         ras = np.asarray(ras, dtype=float)
+        generation = self._volume_generation
         with self.state:
             self.state.busy = True
             self.state.error_text = ""
             self.state.status_text = "Explaining ({:.1f}, {:.1f}, {:.1f}) mm...".format(*ras)
-        await asyncio.sleep(0.05)  # let the page show that work is under way
         try:
-            result = mrml_explain.explain_volume_node(
-                self.scene, self.volume_node, ras, self.bundle_dir, self.state.device,
-                status=self._show_status, allow_unknown_bundle=self.allow_unknown_bundle,
-            )
+            request = mrml_explain.prepare_request(self.volume_node, ras, self.bundle_dir, self.state.device,
+                                                   allow_unknown_bundle=self.allow_unknown_bundle)
+            batch = await asyncio.to_thread(mrml_explain.compute, request)
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             with self.state:
                 self._report_error(error, "Could not explain the clicked point")
+                self._clear_result()  # never the previous seed's figures as if they were this one's
+                self._hide_overlay()
                 self.state.status_text = ""
-                self.state.busy = False
+                self.state.busy = self._pending_seed is not None
             return
+        if generation != self._volume_generation or self._pending_seed is not None:
+            # Another CT was opened meanwhile, or a newer click supersedes this one.
+            with self.state:
+                self.state.busy = self._pending_seed is not None
+                self.state.status_text = ""
+            return
+        result = mrml_explain.show(self.scene, request, batch)
         self.overlay_node = result.overlay_node
         self.focus_ras = ras
         self._place_seed(ras)
         # Bring the other views to the seed's slices without panning the view that was clicked.
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *map(float, ras), slicer.vtkMRMLSliceNode.DefaultJumpSlice)
         self._show_overlay()
-        self._show_result(result, view_name)
+        self._show_result(result, view_name, clicks)
+
+    def _hide_overlay(self) -> None:
+        if self.overlay_node is not None:
+            mrml_overlay.show_in_slice_views(self.scene, self.overlay_node, self.volume_node,
+                                             float(self.state.overlay_opacity), False)
+            self._render()
 
     def _show_status(self, message: str) -> None:
         self.state.status_text = message
         self.state.flush()
 
-    def _show_result(self, result: "mrml_explain.VolumeExplanation", view_name: str) -> None:
+    def _show_result(self, result: "mrml_explain.VolumeExplanation", view_name: str, clicks: int = 1) -> None:
         explanation = result.batch[result.central_index]
         batch = result.batch
         with self.state:
@@ -397,9 +452,10 @@ class ExplainViewer(TrameApp):
                 "p_neg": f"{explanation.p_neg:.3f}",
                 "device_text": f"{batch.device}, {batch.seconds:.2f} s",
                 "warnings_text": "\n".join(batch.warnings),
-                "status_text": (f"Explained the point clicked in the {view_name} view." if view_name
-                                else f"Explained the seed with {batch.bundle_name}."),
-                "busy": False,
+                "status_text": (f"Explained the point clicked in the {view_name} view" if view_name
+                                else f"Explained the seed with {batch.bundle_name}")
+                               + (f" (the latest of {clicks} clicks made while busy)." if clicks > 1 else "."),
+                "busy": self._pending_seed is not None,
             })
 
     @change("overlay_visible", "overlay_opacity")
@@ -412,12 +468,14 @@ class ExplainViewer(TrameApp):
 
 
 def serve(volume: Union[str, Path, None] = None, port: int = 0, host: str = "127.0.0.1", device: str = "auto",
-          bundle_dir: Union[str, Path, None] = None, allow_unknown_bundle: bool = False) -> None:
-    """Start the viewer and block; prints the URL (``port=0`` picks a free port)."""
+          bundle_dir: Union[str, Path, None] = None, allow_unknown_bundle: bool = False,
+          limits: UploadLimits = UploadLimits()) -> None:
+    """Start the viewer and block; prints the URL with its access token (``port=0``: a free port)."""
     if not os.environ.get("DISPLAY"):
         # Without an X server VTK would try X first, warn, then fall back to EGL: go to EGL directly.
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    viewer = ExplainViewer(device=device, bundle_dir=bundle_dir, allow_unknown_bundle=allow_unknown_bundle)
+    viewer = ExplainViewer(device=device, bundle_dir=bundle_dir, allow_unknown_bundle=allow_unknown_bundle,
+                           limits=limits)
     if volume is None:
         viewer.load_sample()
     else:
@@ -425,8 +483,19 @@ def serve(volume: Union[str, Path, None] = None, port: int = 0, host: str = "127
     if viewer.state.error_text:  # also shown in the page, where another CT can be opened
         print(f"warning: {viewer.state.error_text}", file=sys.stderr, flush=True)
 
+    # Every host gets a token, loopback included: other users of a shared machine reach it too.
+    token = new_token()
+    guard = SingleSessionGuard(token)
+    viewer.server.controller.on_server_bind.add(guard.bind)
+    viewer.server.cli.set_defaults(authKey=token)  # wslink checks it on every websocket
+    if not is_loopback(host):
+        print(f"warning: serving on {host!r}, reachable from other machines. Anyone who has the address below "
+              "(it holds the access token) can see and drive this session, and the connection is not "
+              "encrypted: use it only on a network you trust.", file=sys.stderr, flush=True)
+
     def announce(**_) -> None:
-        print(f"CycleGANExplain web viewer: http://{host}:{viewer.server.port}/  ({RESEARCH_NOTICE})", flush=True)
+        print(f"CycleGANExplain web viewer: http://{host}:{viewer.server.port}/?{TOKEN_PARAMETER}={token}  "
+              f"({RESEARCH_NOTICE})", flush=True)
 
     viewer.server.controller.on_server_ready.add(announce)
     viewer.server.start(port=port, host=host, open_browser=False, show_connection_info=False, timeout=0)
