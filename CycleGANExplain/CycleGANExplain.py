@@ -343,6 +343,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExplain(self) -> None:
         parameters = self._parameterNode
+        # Cleared first: if this explanation fails, no earlier seed's figures stay on screen as if current.
+        self.clearResult()
         with slicer.util.tryWithErrorDisplay("Could not explain the seed point.", waitCursor=True):
             self._choiceShownOrTried = (parameters.method, parameters.bundle)
             if not self.ensureTorch() or not self.ensureMethodPackages(parameters.method):
@@ -364,6 +366,11 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Status-bar progress that keeps the application responsive between steps."""
         slicer.util.showStatusMessage(message)
         slicer.app.processEvents()
+
+    def clearResult(self) -> None:
+        for label in (self.ui.probabilityXLabel, self.ui.probabilityPosLabel, self.ui.probabilityNegLabel,
+                      self.ui.deviceUsedLabel, self.ui.methodUsedLabel, self.ui.warningsLabel):
+            label.text = ""
 
     def showResult(self, result: "mrml_explain.VolumeExplanation") -> None:
         explanation = result.batch[result.central_index]

@@ -130,3 +130,14 @@ def test_resampled_dicom_series_is_reported_on_the_console_and_in_the_summary(tm
     assert "note: the slice spacing varies from 2.50 to 5.00 mm" in capsys.readouterr().err
     notes = json.loads((tmp_path / "out" / "summary.json").read_text())["volume_notes"]
     assert any("resampled onto a regular grid" in note for note in notes)
+
+
+def test_a_header_claiming_too_many_voxels_is_refused_before_reading(tmp_path, tiny_bundle, ct_file, capsys):
+    claims = tmp_path / "claims.nrrd"
+    claims.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2048 2048 768\nencoding: raw\n"
+                       b"endian: little\n\n" + b"\0" * 64)
+    assert run_cli(claims, tmp_path / "out", tiny_bundle) == 2
+    assert "declares 2048 x 2048 x 768 = 3,221,225,472 voxels" in capsys.readouterr().err
+    assert run_cli(ct_file, tmp_path / "out", tiny_bundle, "--max-voxels", "1000") == 2
+    assert "raise the limit with --max-voxels" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
