@@ -155,3 +155,8 @@ def test_bundles_command_prints_each_digest(capsys):
     for bundle_dir in shipped_bundles():
         assert f"SHA256SUMS digest: {bundle_digest(bundle_dir)} (known: shipped with this package)" in out
     assert model_bundle.DEFAULT_BUNDLE_NAME in out
+
+
+def test_web_viewer_refuses_an_unknown_bundle_at_start(bundle_copy, capsys):
+    assert main(["web", "--bundle", str(bundle_copy), "--port", "0"]) == 2
+    assert "--allow-unknown-bundle" in capsys.readouterr().err
