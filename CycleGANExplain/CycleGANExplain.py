@@ -29,6 +29,7 @@ from slicer.util import VTKObservationMixin
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explanation import colour_legend
+from CycleGANExplainLib.inference_threads import prefer_passive_openmp
 from CycleGANExplainLib.bundle_trust import bundle_digest
 from CycleGANExplainLib.model_bundle import (
     DEVICE_CHOICES,
@@ -488,6 +489,9 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         """``bundleDir``: the bundle used when ``explain`` is given none: a shipped bundle's name or a
         bundle folder (default: the default shipped bundle)."""
         ScriptedLoadableModuleLogic.__init__(self)
+        # Sleeping OpenMP waits keep a click fast while Slicer renders (effective only if no
+        # module has imported torch yet); inference_threads chooses the thread count either way.
+        prefer_passive_openmp()
         self.bundleDir = resolve_bundle(bundleDir)
 
     def getParameterNode(self):

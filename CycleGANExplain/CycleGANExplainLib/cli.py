@@ -28,6 +28,7 @@ import numpy as np
 from . import __version__
 from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
 from .explanation import ExplanationBatch, display_limit, explain, require_method
+from .inference_threads import prefer_passive_openmp
 from .explanation_figure import RELEVANCE_TITLE, ExplanationFigureWriter
 from .model_bundle import (DEVICE_CHOICES, BundleError, check_trust, default_bundle_dir, load_bundle, read_metadata,
                            resolve_bundle, shipped_bundles)
@@ -343,6 +344,7 @@ def _ras_extent_text(shape_kji: Sequence[int], ijk_to_ras: np.ndarray) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    prefer_passive_openmp()  # before anything imports torch
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "web":

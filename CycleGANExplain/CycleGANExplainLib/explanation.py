@@ -25,6 +25,7 @@ from .attribution_methods import (
     method_info,
     missing_packages,
 )
+from .inference_threads import inference_threads
 from .intensity import normalise_hu
 from .overlay import MINIMUM_LIMIT, symmetric_limit
 from .model_bundle import ModelBundle, load_bundle
@@ -146,7 +147,11 @@ def run_networks(
     def probability(images: "torch.Tensor") -> "torch.Tensor":
         return torch.softmax(bundle.classifier(images), dim=1)[:, malignant]
 
-    with torch.inference_mode():
+    # optimized_execution(False): TorchScript's optimising executor profiles the first calls and
+    # recompiles on the second, a third of a second of a cold command's time, for no gain on
+    # these small networks (benchmarks/cold_start.py).
+    with torch.inference_mode(), torch.jit.optimized_execution(False), \
+            inference_threads(min(len(x), batch_size), bundle.device):
         for start in range(0, len(x), batch_size):
             images = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))[:, None]
             images = images.to(bundle.device)

@@ -415,7 +415,7 @@ def _check_networks_run(networks: Dict[str, Any], metadata: BundleMetadata, devi
     for role, shape in expected.items():
         filename = MODEL_FILES[role]
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.jit.optimized_execution(False):  # as explanation.run_networks
                 output = networks[role](dummy)
         except Exception as error:  # noqa: BLE001 - any failure of foreign code is the bundle's fault
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -35,7 +36,8 @@ from trame_server.utils.asynchronous import create_task
 from vtkmodules.vtkCommonCore import vtkCommand
 
 from CycleGANExplainLib import mrml_explain, mrml_overlay
-from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, read_metadata, resolve_bundle, shipped_bundles
+from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
+                                             shipped_bundles)
 from CycleGANExplainLib.sample_data import DEFAULT_NODULE_ID, sample_nodule, sample_volume_path
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
@@ -133,6 +135,18 @@ class ExplainViewer(TrameApp):
 
         self._initialise_state(device)
         self._build_ui()
+
+    def preload_bundle(self) -> None:
+        """Verify and load the bundle in a background thread while the page is being opened, so
+        that the first click does not pay for it (the loader's cache lock makes that click wait
+        for this load rather than start another one). A failure is reported at the click."""
+        def load() -> None:
+            try:
+                load_bundle(self.bundle_dir, self.state.device, allow_unknown=self.allow_unknown_bundle)
+            except Exception:  # noqa: BLE001 - the click reports it, with the page to show it in
+                logger.debug("preloading the bundle failed", exc_info=True)
+
+        threading.Thread(target=load, name="bundle-preload", daemon=True).start()
 
     # --- scene ---------------------------------------------------------------------------------
 
@@ -476,6 +490,7 @@ def serve(volume: Union[str, Path, None] = None, port: int = 0, host: str = "127
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     viewer = ExplainViewer(device=device, bundle_dir=bundle_dir, allow_unknown_bundle=allow_unknown_bundle,
                            limits=limits)
+    viewer.preload_bundle()
     if volume is None:
         viewer.load_sample()
     else:
