@@ -7,7 +7,6 @@ the work is done by CycleGANExplainLib. Research use only; not a medical device.
 # No `from __future__ import annotations` here: parameterNodeWrapper reads the annotations.
 import html
 import importlib.util
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Callable, List, Optional, Union
@@ -27,6 +26,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from CycleGANExplainLib import mrml_explain, mrml_overlay
+from CycleGANExplainLib.background_explainer import BackgroundExplainer
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explanation import colour_legend
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
@@ -58,6 +58,8 @@ BASELINE_SELF_TEST_METHOD = "integrated-gradients"
 BASELINE_MINIMUM_ENRICHMENT = 2.0
 # Moving the seed re-explains once the point has rested this long (debounce).
 REEXPLAIN_DELAY_MS = 300
+# How often the GUI thread looks for a finished explanation (short beside any explanation).
+POLL_INTERVAL_MS = 50
 
 
 def sampleNoduleRAS(noduleId: str = SAMPLE_NODULE_ID) -> np.ndarray:
@@ -204,6 +206,9 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._torchReady = False
         self._allowedBundleDigests = set()  # unknown bundles the user confirmed in this session
         self._explainTimer = None
+        self._pollTimer = None
+        self._explainer = None
+        self._busyRow = None
         self._choiceShownOrTried = None
         self._bundleShown = None
 
@@ -222,20 +227,52 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._explainTimer.setInterval(REEXPLAIN_DELAY_MS)
         self._explainTimer.connect("timeout()", self.onExplain)
 
+        # The networks run in a worker thread (background_explainer); the GUI thread polls it, so
+        # Slicer stays responsive whatever the method, and the scene is only touched here.
+        self._explainer = BackgroundExplainer(mrml_explain.compute, self.onExplanationDone, self.onExplanationFailed)
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self.onPoll)
+        self._busyRow = self._createBusyRow()
+        self.layout.addWidget(self._busyRow)
+
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.explainButton.connect("clicked(bool)", self.onExplain)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.initializeParameterNode()
 
+    def _createBusyRow(self):
+        """An indeterminate progress bar and a Cancel button, shown while an explanation runs."""
+        row = qt.QWidget()
+        rowLayout = qt.QHBoxLayout(row)
+        rowLayout.setContentsMargins(0, 0, 0, 0)
+        progress = qt.QProgressBar()
+        progress.setRange(0, 0)
+        progress.setTextVisible(False)
+        rowLayout.addWidget(progress)
+        cancelButton = qt.QPushButton("Cancel")
+        cancelButton.toolTip = "Stop waiting for this explanation (its result is discarded)."
+        cancelButton.connect("clicked(bool)", self.onCancel)
+        rowLayout.addWidget(cancelButton)
+        row.visible = False
+        return row
+
     def cleanup(self) -> None:
-        self._explainTimer.stop()
+        # Any part may be missing when setup() did not finish.
+        for timer in (self._explainTimer, self._pollTimer):
+            if timer is not None:
+                timer.stop()
+        if self._explainer is not None:
+            self._explainer.shutdown()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
+        self._explainTimer.stop()  # a pending re-explain must not fire with no parameter node
+        self.onCancel()
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
@@ -343,30 +380,57 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._explainTimer.start()
 
     def onExplain(self) -> None:
+        """Check and read the request here, then compute it in the worker (a newer seed
+        supersedes one still running)."""
         parameters = self._parameterNode
+        if parameters is None:
+            return
         # Cleared first: if this explanation fails, no earlier seed's figures stay on screen as if current.
         self.clearResult()
-        with slicer.util.tryWithErrorDisplay("Could not explain the seed point.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay("Could not explain the seed point."):
             self._choiceShownOrTried = (parameters.method, parameters.bundle)
             if not self.ensureTorch() or not self.ensureMethodPackages(parameters.method):
                 return
             allowUnknown = self.confirmUnknownBundle(self.logic.bundleDirFor(parameters.bundle))
             if allowUnknown is None:
                 return
-            seedRAS = self.logic.seedPosition(parameters.seedNode)
-            result = self.logic.explain(parameters.inputVolume, seedRAS, parameters.device,
-                                        parameters.neighbourSlices, self.showProgress, method=parameters.method,
-                                        bundle=parameters.bundle, allowUnknownBundle=allowUnknown)
-            parameters.overlayVolume = result.overlay_node
-            self.logic.showOverlay(result.overlay_node, parameters.inputVolume, parameters.overlayOpacity,
-                                   parameters.showOverlay, jumpToRAS=seedRAS)
-            self.showResult(result)
-        slicer.util.showStatusMessage("")
+            request = self.logic.prepareRequest(parameters.inputVolume, self.logic.seedPosition(parameters.seedNode),
+                                                parameters.device, parameters.neighbourSlices,
+                                                method=parameters.method, bundle=parameters.bundle,
+                                                allowUnknownBundle=allowUnknown)
+            self._explainer.submit(request)
+            self._busyRow.visible = True
+            slicer.util.showStatusMessage("Explaining the seed point...")
+            self._pollTimer.start()
 
-    def showProgress(self, message: str) -> None:
-        """Status-bar progress that keeps the application responsive between steps."""
-        slicer.util.showStatusMessage(message)
-        slicer.app.processEvents()
+    def onPoll(self) -> None:
+        self._explainer.poll()
+        if not self._explainer.busy:
+            self._pollTimer.stop()
+            self._busyRow.visible = False
+            slicer.util.showStatusMessage("")
+
+    def onCancel(self) -> None:
+        if self._explainer is not None and self._explainer.busy:
+            self._explainer.cancel()
+            slicer.util.showStatusMessage("Explanation cancelled.", 3000)
+        if self._busyRow is not None:
+            self._busyRow.visible = False
+
+    def onExplanationDone(self, request: "mrml_explain.ExplainRequest", batch) -> None:
+        parameters = self._parameterNode
+        if parameters is None or parameters.inputVolume is None or \
+                parameters.inputVolume.GetID() != request.volume_node.GetID():
+            return  # the module was left, or another volume chosen, while it ran
+        result = mrml_explain.show(slicer.mrmlScene, request, batch)
+        parameters.overlayVolume = result.overlay_node
+        self.logic.showOverlay(result.overlay_node, parameters.inputVolume, parameters.overlayOpacity,
+                               parameters.showOverlay, jumpToRAS=request.seeds[request.central_index])
+        self.showResult(result)
+
+    def onExplanationFailed(self, request: "mrml_explain.ExplainRequest", error: BaseException) -> None:
+        logging.error("Explanation failed", exc_info=(type(error), error, error.__traceback__))
+        slicer.util.errorDisplay("Could not explain the seed point." + f"\n\n{error}")
 
     def clearResult(self) -> None:
         for label in (self.ui.probabilityXLabel, self.ui.probabilityPosLabel, self.ui.probabilityNegLabel,
@@ -532,6 +596,14 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
             seedNode.AddControlPointWorld(*map(float, ras))
         else:
             seedNode.SetNthControlPointPositionWorld(0, *map(float, ras))
+
+    def prepareRequest(self, volumeNode, seedRAS, device: str = "auto", neighbourSlices: int = 0,
+                       method: str = DEFAULT_METHOD, bundle: Union[str, Path, None] = None,
+                       allowUnknownBundle: bool = False) -> "mrml_explain.ExplainRequest":
+        """Read and check what ``explain`` needs, for ``mrml_explain.compute`` in a worker thread
+        (the widget's way: the scene is read here, on the calling thread)."""
+        return mrml_explain.prepare_request(volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
+                                            method, allowUnknownBundle)
 
     def explain(
         self,

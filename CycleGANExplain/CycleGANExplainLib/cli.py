@@ -15,7 +15,6 @@ model bundles with their training data and evaluation. Research use only.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
