@@ -530,6 +530,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             import SampleData
 
             self.showProgress("Loading the sample CT...")
+            # Registered again here: a module loaded after start-up missed startupCompleted (idempotent).
+            registerSampleData()
             volumeNode = SampleData.downloadSample(SAMPLE_NAME)
             self._parameterNode.inputVolume = volumeNode
             # Placing the seed triggers the (debounced) explanation when auto-update is on.
@@ -661,6 +663,7 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         import SampleData
 
         self.delayDisplay("Loading the sample CT")
+        registerSampleData()  # as Slicer's template test does: the module may have loaded after start-up
         volumeNode = SampleData.downloadSample(SAMPLE_NAME)
         seedNode = CycleGANExplainLogic().createSeedNode()
         CycleGANExplainLogic.placeSeed(seedNode, sampleNoduleRAS())
@@ -675,6 +678,7 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
             self.delayDisplay(f"Skipped the baseline check: {', '.join(missing_packages(BASELINE_SELF_TEST_METHOD))} "
                               "not installed (choose the method in the module to install it).")
             return
+        registerSampleData()
         volumeNode = SampleData.downloadSample(SAMPLE_NAME)
         self.delayDisplay(f"Explaining the nodule with {METHODS[BASELINE_SELF_TEST_METHOD].label}")
         self.checkBaselineExplanation(volumeNode)
