@@ -6,13 +6,35 @@ matplotlib is imported inside the functions: the Slicer module never draws these
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .overlay import BENIGN_RGB, MALIGNANT_RGB, blend_over_grey, relevance_to_rgba, symmetric_limit
 
 RELEVANCE_TITLE = "R = G\u207a(x) \u2212 G\u207b(x)"
+
+
+def explanation_panels(
+    x: np.ndarray,
+    g_neg: np.ndarray,
+    g_pos: np.ndarray,
+    relevance: np.ndarray,
+    p_x: float,
+    p_neg: float,
+    p_pos: float,
+    limit: float,
+    label: Optional[str] = None,
+    relevance_title: str = RELEVANCE_TITLE,
+) -> List[Tuple[np.ndarray, str]]:
+    """The four panels' images (grey levels in [0, 1], or RGB) and titles."""
+    to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
+    return [
+        (to_grey(x), f"x{f' ({label})' if label else ''}\np(malignant) = {p_x:.2f}"),
+        (to_grey(g_neg), f"G\u207b(x), towards benign\np = {p_neg:.2f}"),
+        (to_grey(g_pos), f"G\u207a(x), towards malignant\np = {p_pos:.2f}"),
+        (blend_over_grey(to_grey(x), relevance_to_rgba(relevance, limit)), f"{relevance_title}\n\u00b1{limit:.2g}"),
+    ]
 
 
 def draw_explanation_row(
@@ -35,13 +57,7 @@ def draw_explanation_row(
     true class in the first panel's title; ``relevance_title`` names the map (the method).
     """
     limit = symmetric_limit(relevance) if limit is None else limit
-    to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
-    panels = [
-        (to_grey(x), f"x{f' ({label})' if label else ''}\np(malignant) = {p_x:.2f}"),
-        (to_grey(g_neg), f"G\u207b(x), towards benign\np = {p_neg:.2f}"),
-        (to_grey(g_pos), f"G\u207a(x), towards malignant\np = {p_pos:.2f}"),
-        (blend_over_grey(to_grey(x), relevance_to_rgba(relevance, limit)), f"{relevance_title}\n\u00b1{limit:.2g}"),
-    ]
+    panels = explanation_panels(x, g_neg, g_pos, relevance, p_x, p_neg, p_pos, limit, label, relevance_title)
     for axis, (image, title) in zip(axes, panels):
         axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         axis.set_title(title, fontsize=fontsize)
@@ -69,7 +85,7 @@ class ExplanationFigureWriter:
         self._titles: list = []
         self._heading = None
 
-    def _lay_out(self, panels: Sequence[np.ndarray], titles: Sequence[str], heading: str) -> None:
+    def _lay_out(self, explanation: tuple, heading: str) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.patches import Patch as LegendPatch
@@ -78,11 +94,9 @@ class ExplanationFigureWriter:
         figure = Figure(figsize=(10, 3.3), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.subplots(1, 4)
-        for axis, image, title in zip(axes, panels, titles):
-            self._images.append(axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest"))
-            self._titles.append(axis.set_title(title, fontsize=9))
-            axis.set_xticks([])
-            axis.set_yticks([])
+        draw_explanation_row(axes, *explanation, relevance_title=self.relevance_title)
+        self._images = [axis.images[0] for axis in axes]
+        self._titles = [axis.title for axis in axes]
         self._heading = figure.suptitle(heading, fontsize=10)
         if self.signed:
             handles = [
@@ -103,15 +117,12 @@ class ExplanationFigureWriter:
               limit: Optional[float] = None) -> Path:
         """One figure; ``limit`` fixes the colour range (default: overlay.symmetric_limit of the map)."""
         limit = symmetric_limit(relevance) if limit is None else limit
-        to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
-        panels = [to_grey(x), to_grey(g_neg), to_grey(g_pos),
-                  blend_over_grey(to_grey(x), relevance_to_rgba(relevance, limit))]
-        titles = [f"x\np(malignant) = {p_x:.2f}", f"G\u207b(x), towards benign\np = {p_neg:.2f}",
-                  f"G\u207a(x), towards malignant\np = {p_pos:.2f}", f"{self.relevance_title}\n\u00b1{limit:.2g}"]
+        explanation = (x, g_neg, g_pos, relevance, p_x, p_neg, p_pos, limit)
         if self._figure is None:
-            self._lay_out(panels, titles, heading)
+            self._lay_out(explanation, heading)
         else:
-            for image, text, panel, title in zip(self._images, self._titles, panels, titles):
+            panels = explanation_panels(*explanation, relevance_title=self.relevance_title)
+            for image, text, (panel, title) in zip(self._images, self._titles, panels):
                 image.set_data(panel)
                 text.set_text(title)
             self._heading.set_text(heading)
