@@ -30,11 +30,11 @@ from CycleGANExplainLib.background_explainer import BackgroundExplainer
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explanation import colour_legend
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
-from CycleGANExplainLib.bundle_trust import bundle_digest
 from CycleGANExplainLib.model_bundle import (
     DEVICE_CHOICES,
     BundleMetadata,
     UntrustedBundleError,
+    bundle_digest,
     check_trust,
     default_bundle_dir,
     read_metadata,

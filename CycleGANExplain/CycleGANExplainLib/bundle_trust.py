@@ -7,17 +7,15 @@ module holds the digest of each shipped bundle's SHA256SUMS (which pins every fi
 loader verifies them against it), and a bundle whose digest is not here is refused unless the
 user says, for this load, that they trust where it came from.
 
-To ship a new bundle, export it, then add the digest that the refusal message (or
-``cyclegan-explain bundles``) prints to ``KNOWN_BUNDLE_DIGESTS``; a test fails until you do.
+The digest is ``model_bundle.bundle_digest``. To ship a new bundle, export it, then add the
+digest that ``export`` (or ``cyclegan-explain bundles``) prints to ``KNOWN_BUNDLE_DIGESTS``; a
+test fails until you do.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Dict, Optional
-
-CHECKSUM_FILE = "SHA256SUMS"
 
 # SHA-256 of each shipped bundle's SHA256SUMS file, by "name version".
 KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
@@ -26,11 +24,6 @@ KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
 }
 
 ALLOW_FLAG = "--allow-unknown-bundle"
-
-
-def bundle_digest(bundle_dir: Path) -> str:
-    """SHA-256 of the bundle's SHA256SUMS: one value that names every file of the bundle."""
-    return hashlib.sha256((Path(bundle_dir) / CHECKSUM_FILE).read_bytes()).hexdigest()
 
 
 def known_bundle_name(digest: str) -> Optional[str]:

@@ -29,10 +29,10 @@ from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDe
 from .explanation import ExplanationBatch, display_limit, explain, require_method
 from .inference_threads import prefer_passive_openmp
 from .explanation_figure import RELEVANCE_TITLE, ExplanationFigureWriter
-from .model_bundle import (DEVICE_CHOICES, BundleError, check_trust, default_bundle_dir, load_bundle, read_metadata,
-                           resolve_bundle, shipped_bundles)
+from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, check_trust, default_bundle_dir, load_bundle,
+                           read_metadata, resolve_bundle, shipped_bundles)
 from .output_folder import OutputFolderError, RunFolder, check_output_folder
-from .bundle_trust import ALLOW_FLAG, bundle_digest, known_bundle_name
+from .bundle_trust import ALLOW_FLAG, known_bundle_name
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
 from .volume_checks import NotCTError, check_ct_intensities
@@ -158,9 +158,6 @@ def run_bundles() -> int:
         try:
             metadata = read_metadata(path)
             digest = bundle_digest(path)
-        except OSError as error:
-            print(f"{path.name}: unreadable ({error})")
-            continue
         except BundleError as error:
             print(f"{path.name}: unreadable ({error})")
             continue

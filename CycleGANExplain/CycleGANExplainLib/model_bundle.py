@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
-from .bundle_trust import bundle_digest, known_bundle_name, unknown_bundle_message, unknown_bundle_warning
+from .bundle_trust import known_bundle_name, unknown_bundle_message, unknown_bundle_warning
 from .package_resources import models_dir as shipped_models_dir
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -199,12 +199,24 @@ def _refuse_links(bundle_dir: Path, name: str) -> Path:
     return path
 
 
+def _checksum_file(bundle_dir: Path) -> Path:
+    """The bundle's SHA256SUMS: BundleIntegrityError when it is missing or a link."""
+    path = _refuse_links(bundle_dir, CHECKSUM_FILE)
+    if not path.is_file():
+        raise BundleIntegrityError(f"Model bundle {bundle_dir} has no {CHECKSUM_FILE}; refusing to load it.")
+    return path
+
+
+def bundle_digest(bundle_dir: Union[str, Path]) -> str:
+    """SHA-256 of the bundle's SHA256SUMS: one value that names every file of the bundle (the
+    loader checks each file against it), compared with bundle_trust's known digests."""
+    return sha256_of(_checksum_file(Path(bundle_dir)))
+
+
 def verify_checksums(bundle_dir: Union[str, Path]) -> None:
     """Raise BundleIntegrityError naming the first file that is missing, a link or altered."""
     bundle_dir = Path(bundle_dir)
-    sums_path = _refuse_links(bundle_dir, CHECKSUM_FILE)
-    if not sums_path.is_file():
-        raise BundleIntegrityError(f"Model bundle {bundle_dir} has no {CHECKSUM_FILE}; refusing to load it.")
+    sums_path = _checksum_file(bundle_dir)
     expected: Dict[str, str] = {}
     for number, line in enumerate(sums_path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -348,9 +360,6 @@ def check_trust(bundle_dir: Path, allow_unknown: bool = False) -> Optional[str]:
 
     Raises UntrustedBundleError for an unknown bundle without ``allow_unknown``.
     """
-    _refuse_links(bundle_dir, CHECKSUM_FILE)
-    if not (bundle_dir / CHECKSUM_FILE).is_file():
-        raise BundleIntegrityError(f"Model bundle {bundle_dir} has no {CHECKSUM_FILE}; refusing to load it.")
     digest = bundle_digest(bundle_dir)
     if known_bundle_name(digest) is not None:
         return None

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from CycleGANExplainLib import model_bundle
-from CycleGANExplainLib.bundle_trust import KNOWN_BUNDLE_DIGESTS, bundle_digest
+from CycleGANExplainLib.bundle_trust import KNOWN_BUNDLE_DIGESTS
 from CycleGANExplainLib.cli import main
-from CycleGANExplainLib.model_bundle import (BundleError, BundleIntegrityError, UntrustedBundleError, default_bundle_dir,
-                                             load_bundle, read_metadata, shipped_bundles, write_checksums)
+from CycleGANExplainLib.model_bundle import (BundleError, BundleIntegrityError, UntrustedBundleError, bundle_digest,
+                                             default_bundle_dir, load_bundle, read_metadata, shipped_bundles,
+                                             write_checksums)
 from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
 
 

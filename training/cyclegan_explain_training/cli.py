@@ -296,8 +296,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
 
 def _shipping_note(bundle_dir: Path) -> str:
     """What to add to the package's known digests for the front ends to run this bundle unasked."""
-    from CycleGANExplainLib.bundle_trust import bundle_digest
-    from CycleGANExplainLib.model_bundle import read_metadata
+    from CycleGANExplainLib.model_bundle import bundle_digest, read_metadata
 
     metadata = read_metadata(bundle_dir)
     return (f"To ship it, add \"{metadata.name} {metadata.version}\": \"{bundle_digest(bundle_dir)}\" to "
