@@ -341,12 +341,10 @@ class ExplainViewer(TrameApp):
             self._volume_generation += 1  # an explanation still running is for the old CT
             self._pending_seed = None
             self.show_volume(loaded, Path(names[0]).name.split(".")[0] if len(names) == 1 else "DICOM series")
-            status = ""
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             self._report_error(error, f"Could not open {label}")
-            status = ""
         with self.state:
-            self.state.update({"busy": self._explaining, "status_text": status})
+            self.state.update({"busy": self._explaining, "status_text": ""})
 
     def _read_upload(self, files: List[dict]):
         with tempfile.TemporaryDirectory(prefix="cyclegan-explain-upload-") as folder:
