@@ -30,6 +30,8 @@ from CycleGANExplainLib.background_explainer import BackgroundExplainer
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explanation import colour_legend
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
+from CycleGANExplainLib.package_installer import install_requirements
+from CycleGANExplainLib.parameter_gui import connect_gui
 from CycleGANExplainLib.model_bundle import (
     DEVICE_CHOICES,
     BundleMetadata,
@@ -302,7 +304,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._choiceShownOrTried = None
         self._bundleShown = None
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # Not connectGui: before Slicer 5.10 it returns no tag to disconnect (parameter_gui).
+            self._parameterNodeGuiTag = connect_gui(self._parameterNode, self.ui)
             self._labelMethodItems()
             self._describeBundleItems()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
@@ -489,7 +492,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 windowTitle="Install PyTorch",
             ):
                 return False
-            self.showProgress("Installing PyTorch (this can take several minutes)...")
+            slicer.util.showStatusMessage("Installing PyTorch (this can take several minutes)...")
             if torchLogic.installTorch(askConfirmation=False) is None:
                 raise RuntimeError("PyTorch was not installed; see the Python console for the reason.")
         self._torchReady = True
@@ -517,8 +520,12 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 windowTitle="Method not available",
             )
             return False
-        self.showProgress(f"Installing {', '.join(missing)}...")
-        slicer.util.pip_install(" ".join(missing))
+        slicer.util.showStatusMessage(f"Installing {', '.join(missing)}...")
+        try:
+            from slicer.packaging import pip_ensure  # Slicer releases after 5.10
+        except ImportError:
+            pip_ensure = None
+        install_requirements(METHODS[method].requirements, slicer.util.pip_install, pip_ensure)
         importlib.invalidate_caches()
         stillMissing = missing_packages(method)
         if stillMissing:
@@ -529,7 +536,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not load the sample CT.", waitCursor=True):
             import SampleData
 
-            self.showProgress("Loading the sample CT...")
+            slicer.util.showStatusMessage("Loading the sample CT...")
             # Registered again here: a module loaded after start-up missed startupCompleted (idempotent).
             registerSampleData()
             volumeNode = SampleData.downloadSample(SAMPLE_NAME)

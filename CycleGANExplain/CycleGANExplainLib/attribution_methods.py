@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import re
 import threading
 import warnings
 import weakref
@@ -62,12 +63,23 @@ class AttributionMethod:
     library: str
     signed: bool
     """False for maps that are >= 0 by construction (saliency's |gradient|, Grad-CAM after its ReLU)."""
-    packages: Tuple[str, ...]
-    """pip names needed beyond torch (each is also its import name)."""
+    requirements: Tuple[str, ...]
+    """pip requirements needed beyond torch and numpy, with the bounds the code was tested within
+    (pyproject's `baselines` extra holds the same; a test compares them)."""
+
+    @property
+    def packages(self) -> Tuple[str, ...]:
+        """The requirements' distribution names (each is also its import name)."""
+        return tuple(re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0] for requirement in self.requirements)
 
 
-_CAPTUM = ("captum", "monai")
-_ZENNIT = ("zennit", "monai")
+# MONAI builds the eager classifier that hooks and canonizers need (networks.MalignancyClassifier,
+# whose layer names the bundles' weights follow) and blurs SHAP's references.
+_MONAI = "monai>=1.3,<1.7"
+# captum 0.8 and newer accept numpy 2 (Slicer 5.10 ships it).
+_CAPTUM = ("captum>=0.8,<0.10", _MONAI)
+# The BatchNorm canonizer workaround below is exact for zennit 0.5.
+_ZENNIT = ("zennit>=0.5.1,<0.6", _MONAI)
 METHODS: Dict[str, AttributionMethod] = {
     method.key: method
     for method in (

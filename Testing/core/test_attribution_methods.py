@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -231,3 +232,16 @@ def test_classifier_in_training_mode_is_refused(tiny_bundle):
     classifier = MalignancyClassifier(width=4)  # a new module is in training mode
     with pytest.raises(ValueError, match="eval mode"):
         attribute_classifier("saliency", classifier, lung_patches(2), malignant_index=1)
+
+
+def test_the_baselines_extra_is_the_registry_s_requirements():
+    """pip's extra and the Slicer installer ask for the same bounded requirements."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    extra = set(pyproject["project"]["optional-dependencies"]["baselines"])
+    registry = {requirement for method in METHODS.values() for requirement in method.requirements}
+    assert extra == registry
+    assert all(re.search(r"[<=]", requirement) for requirement in registry), "every requirement has an upper bound"
+    assert METHODS["lrp"].packages == ("zennit", "monai")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 import typing
+import unittest
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+
+import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "CycleGANExplain"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "CycleGANExplain.ui"
@@ -133,3 +137,37 @@ def test_help_describes_a_real_ct_bundle_from_its_metadata(module, tiny_bundle, 
             and "classifier AUC 0.777 [0.7, 0.8]; nodule diameter alone 0.701 [0.6, 0.8]; "
                 "targets missed: none. (default)</li>" in help_text)
     assert "Trained on nothing (random weights)" in help_text  # the other bundle, untrained
+
+
+# What Slicer's base classes give a scripted module's classes (read from Slicer v5.8.0's
+# Base/Python/slicer/ScriptedLoadableModule.py and slicer/util.py's VTKObservationMixin).
+SLICER_BASE_ATTRIBUTES = {
+    "CycleGANExplainWidget": {
+        "parent", "moduleName", "developerMode", "layout", "resourcePath", "cleanup", "setup", "enter", "exit",
+        "onReload", "onTest", "onReloadAndTest", "onEditSource", "setupDeveloperSection",
+        "addObserver", "removeObserver", "removeObservers", "hasObserver", "observer", "Observations",
+    },
+    "CycleGANExplainLogic": {"moduleName", "isSingletonParameterNode", "getParameterNode",
+                             "getAllParameterNodes", "createParameterNode"},
+    "CycleGANExplainTest": {"moduleTestNames", "enableScreenshots", "screenshotScaleFactor", "delayDisplay",
+                            "takeScreenshot", "setUp", "tearDown", "runTest", *dir(unittest.TestCase)},
+}
+
+
+@pytest.mark.parametrize("class_name", sorted(SLICER_BASE_ATTRIBUTES))
+def test_every_self_attribute_a_class_reads_is_defined(class_name):
+    """A method or attribute that exists nowhere fails only when Slicer runs that line; this finds it."""
+    tree = ast.parse(MODULE_SCRIPT.read_text())
+    [cls] = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name]
+    defined = set(SLICER_BASE_ATTRIBUTES[class_name])
+    used = {}
+    for node in ast.walk(cls):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            if isinstance(node.ctx, ast.Store):
+                defined.add(node.attr)
+            else:
+                used.setdefault(node.attr, node.lineno)
+    undefined = {name: line for name, line in used.items() if name not in defined}
+    assert not undefined, f"{class_name} reads self.<name> that nothing defines (name: line): {undefined}"
