@@ -6,8 +6,10 @@ the work is done by CycleGANExplainLib. Research use only; not a medical device.
 
 # No `from __future__ import annotations` here: parameterNodeWrapper reads the annotations.
 import html
+import importlib.metadata
 import importlib.util
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Callable, List, Optional, Union
 
@@ -62,6 +64,10 @@ BASELINE_MINIMUM_ENRICHMENT = 2.0
 REEXPLAIN_DELAY_MS = 300
 # How often the GUI thread looks for a finished explanation (short beside any explanation).
 POLL_INTERVAL_MS = 50
+# The oldest torch that loads the shipped bundles: they are TorchScript exports of torch 2.14, whose
+# generators call aten::_upsample_lanczos2d_aa, which torch 2.8 (the newest for Slicer 5.6 and 5.8's
+# Python 3.9) lacks; 2.13.0 and 2.14.1 load them. pyproject's torch floor is the same.
+TORCH_MINIMUM_VERSION = "2.13"
 
 
 def sampleNoduleRAS(noduleId: str = SAMPLE_NODULE_ID) -> np.ndarray:
@@ -144,6 +150,41 @@ def methodLegendHtml(method: str) -> str:
         meaning = f"{red}: evidence for malignant. {blue}: evidence for benign."
     return (f"<b>{info.label}</b> ({info.library}). {meaning} Near zero is transparent. "
             "The colour range is symmetric, scaled to this explanation.")
+
+
+def torchVersionProblem(installed: str, minimum: str = TORCH_MINIMUM_VERSION) -> Optional[str]:
+    """Why an installed torch cannot load the bundles, or None when it can (local tags ignored)."""
+    def release(version: str) -> tuple:
+        return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:2])
+
+    if release(installed) >= release(minimum):
+        return None
+    return (f"The model bundles need PyTorch {minimum} or newer; this Slicer has {installed}. Slicer 5.6 and 5.8 "
+            f"(Python 3.9) cannot install it: use Slicer 5.10 or newer, or install a newer torch in the PyTorch "
+            f"Utils module.")
+
+
+def requireTorchVersion() -> None:
+    """RuntimeError when the installed torch is older than the bundles need."""
+    problem = torchVersionProblem(importlib.metadata.version("torch"))
+    if problem:
+        raise RuntimeError(problem)
+
+
+def installTorch() -> None:
+    """Install torch through the PyTorch extension (PyTorchUtils), which asks nothing in testing mode;
+    RuntimeError naming the extension when it is not installed."""
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError as error:
+        raise RuntimeError(
+            "CycleGAN Explain needs the 'PyTorch' extension. Install it from the Extensions Manager "
+            "(search for PyTorch), restart Slicer, then explain again."
+        ) from error
+    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torchLogic.torchInstalled():
+        if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=f">={TORCH_MINIMUM_VERSION}") is None:
+            raise RuntimeError("PyTorch was not installed; see the Python console for the reason.")
 
 
 def registerSampleData() -> None:
@@ -347,8 +388,11 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters:
             self._showBundle(parameters.bundle)
         if parameters and parameters.overlayVolume:
-            self.logic.showOverlay(parameters.overlayVolume, parameters.inputVolume, parameters.overlayOpacity,
-                                   parameters.showOverlay)
+            # Only the opacity follows the panel: the views' layers change when an explanation is
+            # shown, so a volume chosen since is not covered by another volume's overlay.
+            if not self.logic.updateOverlayDisplay(parameters.overlayVolume, parameters.inputVolume,
+                                                   parameters.overlayOpacity, parameters.showOverlay):
+                self.clearResult()
         self._reexplainIfChoiceChanged(parameters)
 
     def _observeSeedNode(self, seedNode) -> None:
@@ -360,7 +404,6 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.removeObserver(self._observedSeedNode, event, self.onSeedMoved)
         self._observedSeedNode = seedNode
         if seedNode is not None:
-            seedNode.SetMaximumNumberOfControlPoints(1)
             for event in (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
                           slicer.vtkMRMLMarkupsNode.PointModifiedEvent):
                 self.addObserver(seedNode, event, self.onSeedMoved)
@@ -378,7 +421,10 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._explainTimer.start()
 
     def onSeedMoved(self, caller=None, event=None) -> None:
-        """Restart the single-shot timer: dragging re-explains once, when the point rests."""
+        """Restart the single-shot timer: dragging re-explains once, when the point rests. A new
+        click with Place moves the seed there (the node keeps one point)."""
+        if event == slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent and self.logic.keepNewestSeed(caller):
+            return  # moving the seed fires PointModifiedEvent, which comes back here
         if self._parameterNode and self._parameterNode.autoUpdate and self.logic.hasSeed(caller):
             self._explainTimer.start()
 
@@ -473,18 +519,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def ensureTorch(self) -> bool:
         """Make torch importable, installing it through the PyTorch extension after one confirmation."""
-        if self._torchReady or importlib.util.find_spec("torch") is not None:
-            self._torchReady = True
-            return True
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError as error:
-            raise RuntimeError(
-                "CycleGAN Explain needs the 'PyTorch' extension. Install it from the Extensions Manager "
-                "(search for PyTorch), restart Slicer, then explain again."
-            ) from error
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
+        if not self._torchReady and importlib.util.find_spec("torch") is None:
             if not slicer.util.confirmOkCancelDisplay(
                 "CycleGAN Explain needs PyTorch, which is not installed yet.\n\n"
                 "Install it now? The download is large (up to a few GB with GPU support) and can take "
@@ -493,8 +528,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ):
                 return False
             slicer.util.showStatusMessage("Installing PyTorch (this can take several minutes)...")
-            if torchLogic.installTorch(askConfirmation=False) is None:
-                raise RuntimeError("PyTorch was not installed; see the Python console for the reason.")
+            installTorch()
+        requireTorchVersion()
         self._torchReady = True
         return True
 
@@ -578,9 +613,24 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         return read_metadata(self.bundleDirFor(bundle))
 
     def createSeedNode(self):
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CycleGANExplain seed")
-        node.SetMaximumNumberOfControlPoints(1)
-        return node
+        # No maximum number of points: the place widget would disable Place once one is placed.
+        # keepNewestSeed turns a new point into a move of the seed instead.
+        return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CycleGANExplain seed")
+
+    @staticmethod
+    def keepNewestSeed(seedNode) -> bool:
+        """Move the seed to the newest placed point and remove the others; True if it moved."""
+        defined = [index for index in range(seedNode.GetNumberOfControlPoints())
+                   if seedNode.GetNthControlPointPositionStatus(index) == seedNode.PositionDefined]
+        if len(defined) < 2:
+            return False
+        position = [0.0, 0.0, 0.0]
+        seedNode.GetNthControlPointPositionWorld(defined[-1], position)
+        with slicer.util.NodeModify(seedNode):
+            for index in reversed(defined[1:]):
+                seedNode.RemoveNthControlPoint(index)
+            seedNode.SetNthControlPointPositionWorld(defined[0], *position)
+        return True
 
     @staticmethod
     def hasSeed(seedNode) -> bool:
@@ -641,6 +691,16 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         )
 
     @staticmethod
+    def updateOverlayDisplay(overlayNode, inputVolume, opacity: float = 0.6, visible: bool = True) -> bool:
+        """Follow the panel's opacity where the overlay is shown; when ``inputVolume`` is not the
+        volume it explains, take it out of the views instead. Returns whether it explains it."""
+        if not mrml_overlay.overlay_explains(overlayNode, inputVolume):
+            mrml_overlay.remove_from_slice_views(slicer.mrmlScene, overlayNode)
+            return False
+        mrml_overlay.set_overlay_opacity(slicer.mrmlScene, overlayNode, opacity, visible)
+        return True
+
+    @staticmethod
     def showOverlay(overlayNode, backgroundVolume=None, opacity: float = 0.6, visible: bool = True,
                     jumpToRAS=None) -> None:
         """Show the overlay as every slice view's foreground, optionally centring the views on a point."""
@@ -661,10 +721,26 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear(0)
 
     def runTest(self) -> None:
+        problem = self.torchProblem()
+        if problem:
+            self.delayDisplay(f"Skipped the CycleGAN Explain self-test: {problem}")
+            return
         self.setUp()
         self.test_ExplainSampleNodule()
         self.setUp()
         self.test_BaselineOnSampleNodule()
+
+    @staticmethod
+    def torchProblem() -> Optional[str]:
+        """Why the test cannot run (torch missing and not installable, or too old), or None. Installs
+        torch through the PyTorch extension when it is there (in extension CI it is a dependency)."""
+        try:
+            if importlib.util.find_spec("torch") is None:
+                installTorch()
+            requireTorchVersion()
+        except RuntimeError as error:
+            return str(error)
+        return None
 
     def test_ExplainSampleNodule(self) -> None:
         import SampleData

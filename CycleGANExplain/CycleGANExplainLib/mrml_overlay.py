@@ -144,6 +144,26 @@ def show_in_slice_views(scene, overlay_node, background_volume=None, opacity: fl
             composite.SetForegroundOpacity(float(opacity) if visible else 0.0)
 
 
+def overlay_explains(overlay_node, volume) -> bool:
+    """Whether the overlay node holds an explanation of ``volume`` (SOURCE_VOLUME_ATTRIBUTE)."""
+    return volume is not None and overlay_node.GetAttribute(SOURCE_VOLUME_ATTRIBUTE) == volume.GetID()
+
+
+def set_overlay_opacity(scene, overlay_node, opacity: float = 0.6, visible: bool = True) -> None:
+    """Change the overlay's opacity in the slice views that show it; no view's layers change, so a
+    volume the user put in a view stays there."""
+    for composite in slice_composite_nodes(scene):
+        if composite.GetForegroundVolumeID() == overlay_node.GetID():
+            composite.SetForegroundOpacity(float(opacity) if visible else 0.0)
+
+
+def remove_from_slice_views(scene, overlay_node) -> None:
+    """Take the overlay out of the slice views that show it (their background stays)."""
+    for composite in slice_composite_nodes(scene):
+        if composite.GetForegroundVolumeID() == overlay_node.GetID():
+            composite.SetForegroundVolumeID(None)
+
+
 def jump_slice_views(scene, ras: Sequence[float]) -> None:
     """Centre every slice view on ``ras`` (the seed)."""
     import slicer

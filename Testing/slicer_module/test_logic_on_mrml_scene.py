@@ -203,3 +203,39 @@ def test_reexplaining_updates_the_same_nodes(module, scene_app, synthetic_ct, no
     assert scene_app.scene.GetNumberOfNodes() == count
     centre = overlay_ijk_to_ras(second.overlay_node) @ [31.5, 31.5, 0.0, 1.0]
     np.testing.assert_allclose(centre[:3], moved, atol=1e-6)
+
+
+def test_a_new_click_moves_the_seed_instead_of_adding_a_point(module, scene_app, nodule_ras):
+    logic = module.CycleGANExplainLogic()
+    seed = logic.createSeedNode()
+    assert seed.GetMaximumNumberOfControlPoints() < 1, "a maximum would disable Place once the seed is placed"
+    logic.placeSeed(seed, nodule_ras)
+    assert not logic.keepNewestSeed(seed)
+    seed.AddControlPointWorld(1.0, 2.0, 3.0)  # what a click with Place adds
+    assert logic.keepNewestSeed(seed)
+    assert seed.GetNumberOfControlPoints() == 1
+    np.testing.assert_allclose(logic.seedPosition(seed), [1.0, 2.0, 3.0])
+    assert not logic.keepNewestSeed(seed)
+
+
+def test_panel_changes_keep_the_views_layers_and_another_volume_drops_the_overlay(module, scene_app, synthetic_ct,
+                                                                                nodule_ras):
+    logic = module.CycleGANExplainLogic()
+    volume = scene_app.load_volume(synthetic_ct)
+    result = logic.explain(volume, nodule_ras, device="cpu")
+    logic.showOverlay(result.overlay_node, volume, opacity=0.6)
+    composite = scene_app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0)
+    other = scene_app.load_volume(synthetic_ct, "another CT")
+    composite.SetBackgroundVolumeID(other.GetID())  # the user shows another volume in this view
+
+    assert logic.updateOverlayDisplay(result.overlay_node, volume, opacity=0.25)
+    assert composite.GetBackgroundVolumeID() == other.GetID()
+    assert composite.GetForegroundVolumeID() == result.overlay_node.GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.25)
+    assert logic.updateOverlayDisplay(result.overlay_node, volume, opacity=0.25, visible=False)
+    assert composite.GetForegroundOpacity() == 0.0
+
+    # The panel's volume is now the other CT: the overlay, which explains the first, leaves the views.
+    assert not logic.updateOverlayDisplay(result.overlay_node, other, opacity=0.6)
+    assert composite.GetForegroundVolumeID() is None
+    assert composite.GetBackgroundVolumeID() == other.GetID()
