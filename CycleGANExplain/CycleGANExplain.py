@@ -128,6 +128,8 @@ def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
         "attribution map (saliency, integrated gradients, SHAP, occlusion, Grad-CAM, LRP) of the same "
         "classifier instead, with the same colours; saliency and Grad-CAM are unsigned (red is magnitude only).</p>"
         f"<p><b>{html.escape(RESEARCH_NOTICE)}</b> Not cleared or approved for diagnosis or any clinical decision.</p>"
+        f"<p>Needs Slicer 5.10 or newer and the PyTorch extension (torch {TORCH_MINIMUM_VERSION} or newer, "
+        "installed on first use after asking).</p>"
         "<p>Model bundles (\"Bundle\" chooses one). What each was trained on and its figures on its held-out "
         "test split are read from the bundle's metadata.json:</p>"
         f"<ul>{''.join(bundles) or '<li>none installed</li>'}</ul>"

@@ -171,3 +171,9 @@ def test_every_self_attribute_a_class_reads_is_defined(class_name):
                 used.setdefault(node.attr, node.lineno)
     undefined = {name: line for name, line in used.items() if name not in defined}
     assert not undefined, f"{class_name} reads self.<name> that nothing defines (name: line): {undefined}"
+
+
+def test_module_code_parses_as_python_3_9():
+    """Slicer 5.6 and 5.8 bundle Python 3.9: no match statements, no parenthesised context managers..."""
+    for path in [MODULE_SCRIPT, *sorted((MODULE_DIR / "CycleGANExplainLib").glob("*.py"))]:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
