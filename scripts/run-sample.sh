@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Sets up .venv and runs the main job on the bundled synthetic chest CT:
+# Sets up .venv with the core only (scripts/setup-core.sh) and runs the main job on the bundled
+# synthetic chest CT:
 #   bash scripts/run-sample.sh          explains its documented nodules; results in out/sample/
 #                                       (overlay NRRDs, PNG figures, summary.json)
 #   bash scripts/run-sample.sh web      opens it in the web viewer (prints the address)
 # Further arguments pass through to `cyclegan-explain`, e.g. --device cuda.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup-core.sh "${1:-}"
 SAMPLE=CycleGANExplain/CycleGANExplainLib/resources/sample_data/SyntheticChestCT
 if [ "${1:-}" = "web" ]; then
   shift

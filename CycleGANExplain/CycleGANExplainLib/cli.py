@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
+import warnings
 
 from . import __version__
 from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the citations one per line
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the package's log and third-party warnings (by default each event "
+                             "is reported once, as a 'warning:' line)")
     commands = parser.add_subparsers(dest="command", required=True)
     explain_parser = commands.add_parser(
         "explain",
@@ -341,8 +345,13 @@ def _ras_extent_text(shape_kji: Sequence[int], ijk_to_ras: np.ndarray) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     prefer_passive_openmp()  # before anything imports torch
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.verbose:
+        warnings.simplefilter("default")  # before the package's filters of known third-party warnings
+    else:
+        # The command prints every warning of a result itself; the package's log would say it twice.
+        logging.getLogger(__package__).setLevel(logging.ERROR)
     if args.command == "web":
         return run_web(args)
     if args.command == "bundles":

@@ -1,6 +1,6 @@
 """One call from (volume, geometry, seeds) to explanations: CycleGAN-AM or a baseline attribution method.
 
-CycleGAN-AM's R = G+(x) - G-(x) is in normalised intensity units (DESIGN.md, contract 4): positive
+CycleGAN-AM's R = G+(x) - G-(x) is in normalised intensity units (docs/architecture.md, contract 4): positive
 (red) where the image would have to change to look more malignant, negative (blue) towards benign.
 A baseline (``attribution_methods``) attributes the malignancy log-odds with the same sign
 convention; unsigned baselines (saliency, Grad-CAM) are >= 0 and show only red, as magnitude.

@@ -1,4 +1,4 @@
-"""Intensity normalisation (DESIGN.md, contract 2): the HU window comes from the bundle's metadata."""
+"""Intensity normalisation (docs/architecture.md, contract 2): the HU window comes from the bundle's metadata."""
 
 from __future__ import annotations
 

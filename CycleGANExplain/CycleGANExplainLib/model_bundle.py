@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import threading
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
@@ -29,6 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
 logger = logging.getLogger(__name__)
+# TorchScript is the bundle format by design (docs/architecture.md, contract 3); torch 2.13 and newer
+# say on every load that torch.jit.load is deprecated. Only that message, from the call made here.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning,
+                        module=r"torch\.jit")
 
 MODEL_FILES = {
     "classifier": "classifier.pt",

@@ -1,4 +1,4 @@
-"""The relevance overlay as MRML nodes (DESIGN.md, contract 4).
+"""The relevance overlay as MRML nodes (docs/architecture.md, contract 4).
 
 MRML-level only: uses the ``slicer`` MRML classes and VTK, never Qt, ``slicer.app`` or GUI
 functions, so it runs inside Slicer and on a bare slicer-core scene alike.

@@ -1,7 +1,7 @@
 """The relevance overlay as data: a symmetric blue-white-red colour table and RGBA rendering.
 
 The Slicer module turns the table into a colour node, the command line and the web viewer into
-images; all of them draw R with exactly these colours (DESIGN.md, contract 4):
+images; all of them draw R with exactly these colours (docs/architecture.md, contract 4):
 red = R > 0 (malignancy-indicating), blue = R < 0 (benign-indicating), near zero transparent.
 """
 

@@ -1,4 +1,4 @@
-"""The one patch sampler (DESIGN.md, contract 1).
+"""The one patch sampler (docs/architecture.md, contract 1).
 
 Used by the Slicer module, the command line and training-data preparation alike, so that a
 model always sees patches cut exactly the way it was trained on.
@@ -126,7 +126,7 @@ def extract_patch(
     size_px: int = PATCH_SIZE_PX,
     extent_mm: float = PATCH_EXTENT_MM,
 ) -> Patch:
-    """Cut the axial patch centred on ``seed_ras`` (DESIGN.md, contract 1).
+    """Cut the axial patch centred on ``seed_ras`` (docs/architecture.md, contract 1).
 
     Args:
         volume_kji: the image as (slice, row, column), as Slicer's ``arrayFromVolume`` and

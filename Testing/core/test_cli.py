@@ -162,3 +162,24 @@ def test_help_lists_the_bundles_and_attributes_lidc_idri():
     for bundle_dir in shipped_bundles():
         assert bundle_dir.name in explain_help
     assert f"(default: {default_bundle_dir().name};" in explain_help
+
+
+def test_each_warning_is_said_once_and_known_third_party_warnings_only_with_verbose(tmp_path):
+    """A fresh process (filters and log levels are per process): CUDA asked for on a machine without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA, where --device cuda falls back")
+    seed = "--seed=" + ",".join(str(value) for value in sample_nodule("N2").centre_ras_mm)
+
+    def run(*options):
+        return subprocess.run([sys.executable, "-m", "CycleGANExplainLib.cli", *options, "explain",
+                               str(sample_volume_path()), seed, "--out", str(tmp_path / "o"), "--no-figures",
+                               "--device", "cuda"], capture_output=True, text=True, check=True)
+
+    quiet = run()
+    assert quiet.stderr.count("CUDA was requested but is not available") == 1, quiet.stderr
+    assert "FutureWarning" not in quiet.stderr and "deprecated" not in quiet.stderr, quiet.stderr
+    verbose = run("--verbose")
+    assert "`torch.jit.load` is deprecated" in verbose.stderr
+    assert verbose.stderr.count("CUDA was requested but is not available") == 2  # the log's line too

@@ -2,7 +2,7 @@
 
 The image is what Slicer's Red slice view composites (vtkMRMLSliceLogic), made on a bare
 slicer-core scene: the sample CT in a lung window with the relevance overlay at opacity 0.6.
-Run: /work/venv/bin/python Testing/slicer_module/make_overlay_screenshot.py
+Run: .venv/bin/python Testing/slicer_module/make_overlay_screenshot.py
 """
 
 from __future__ import annotations

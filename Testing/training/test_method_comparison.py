@@ -1,4 +1,4 @@
-"""compare-methods (issue 6): the attribution measures and controls on hand-made cases, then the command
+"""compare-methods: the attribution measures and controls on hand-made cases, then the command
 end to end on a real (untrained, tiny) TorchScript bundle and small prepared datasets with nodule masks:
 synthetic discs with a surround, and real nodule sub-volumes from ../shared/lidc-voi (fails under CI
 when that folder is missing)."""

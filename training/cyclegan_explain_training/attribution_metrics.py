@@ -1,4 +1,4 @@
-"""Per-patch quality measures of attribution maps, the same for every method (issue 6).
+"""Per-patch quality measures of attribution maps, the same for every method.
 
 Every measure takes maps [N, H, W] and returns one value per patch (NaN where undefined), so the
 comparison can bootstrap and pair them. Where a measure needs a magnitude it ranks and sums |map|:

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .method_comparison import DEFAULT_FILL, EVALUATION_FILLS  # here: this block's only module-level needs
 
     compare = commands.add_parser(
-        "compare-methods", help="CycleGAN-AM beside the attribution baselines on the test split (issue 6)")
+        "compare-methods", help="CycleGAN-AM beside the attribution baselines on the test split")
     compare.add_argument("--bundle", required=True, type=Path)
     compare.add_argument("--dataset", required=True, type=Path, help="prepared dataset with nodule masks")
     compare.add_argument("--out", required=True, type=Path, help="folder for baselines.md, .json and .png")

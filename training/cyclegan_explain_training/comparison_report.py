@@ -1,4 +1,4 @@
-"""The method comparison's report: baselines.json, baselines.md and baselines.png (issue 6, item 3).
+"""The method comparison's report: baselines.json, baselines.md and baselines.png.
 
 Means come with percentile bootstrap 95 % CIs (metrics.bootstrap: every method and measure of a
 group on the same resamples, so they stay paired), overall and per predicted class; every other row

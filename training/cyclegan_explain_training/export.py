@@ -1,6 +1,6 @@
 """Export trained (or, for the placeholder bundle, random) networks as a model bundle.
 
-Writes the layout of DESIGN.md contract 3 and loads the result back with the core's loader, so
+Writes the layout of docs/architecture.md, contract 3 and loads the result back with the core's loader, so
 a bundle that the module could not use is never left behind as if it were good.
 """
 

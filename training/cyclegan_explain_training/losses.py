@@ -1,6 +1,6 @@
 """The CycleGAN-AM loss terms (Katzmann et al. 2021, eqs. 1-4).
 
-Images are in the normalised range [-1, 1] (DESIGN.md contract 2). SSIM's luminance term
+Images are in the normalised range [-1, 1] (docs/architecture.md, contract 2). SSIM's luminance term
 assumes non-negative intensities (with negative local means an inverted image would score close
 to +1), so DSSIM maps images to [0, 1] first and uses a data range of 1. The paper's "stabilising parameters c1 = .01, c2 = .03" are the usual SSIM constants K1, K2 of
 Wang et al. (the actual constants are (K * data_range)^2), which is what MONAI's SSIMLoss calls

@@ -1,5 +1,5 @@
 """CycleGAN-AM beside the attribution baselines and two model-free controls, on one classifier and one
-set of test patches (issue 6).
+set of test patches.
 
 The patches are the test split's centre views (one per nodule), with the pixels beyond the nodule's
 sub-volume filled by one of the evaluation surrounds (context_fill.fill_outside), normalised with the
