@@ -30,7 +30,7 @@ from slicer.util import VTKObservationMixin
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.background_explainer import BackgroundExplainer
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
-from CycleGANExplainLib.explanation import colour_legend
+from CycleGANExplainLib.overlay import colour_legend
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
 from CycleGANExplainLib.package_installer import install_requirements
 from CycleGANExplainLib.parameter_gui import connect_gui

@@ -34,7 +34,8 @@ if "--spinning-waits" not in sys.argv:
 import numpy as np  # noqa: E402 - after the OpenMP setting, which torch reads when it loads
 import torch  # noqa: E402
 
-from CycleGANExplainLib.explanation import explain, run_networks
+from CycleGANExplainLib.explanation import explain
+from CycleGANExplainLib.inference import run_networks
 from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import load_bundle
 from CycleGANExplainLib.patch_sampling import extract_patch

@@ -2,7 +2,7 @@
 
     python benchmarks/web_first_click.py [--clicks 5] [--bundle NAME]
 
-Starts `cyclegan-explain web` on the sample CT, opens its page, and times each click on the
+Starts `cyclegan-explain-web` on the sample CT, opens its page, and times each click on the
 nodule from the mouse event until the page shows the new seed's probabilities. The first click
 is the one that would pay for loading the bundle; the viewer loads it in the background at start
 (target: first click <= 2x a warm click). Needs chromium and playwright, as the browser tests do.
@@ -24,7 +24,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 
 def start_viewer(bundle: str):
-    command = [sys.executable, "-m", "CycleGANExplainLib.cli", "web", "--port", "0", "--device", "cpu"]
+    command = [sys.executable, "-m", "cyclegan_explain_web.cli", "--port", "0", "--device", "cpu"]
     if bundle:
         command += ["--bundle", bundle]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

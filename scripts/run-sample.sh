@@ -11,7 +11,7 @@ bash scripts/setup-core.sh "${1:-}"
 SAMPLE=CycleGANExplain/CycleGANExplainLib/resources/sample_data/SyntheticChestCT
 if [ "${1:-}" = "web" ]; then
   shift
-  exec .venv/bin/cyclegan-explain web "$SAMPLE.nrrd" "$@"
+  exec .venv/bin/cyclegan-explain-web "$SAMPLE.nrrd" "$@"
 fi
 mapfile -t SEEDS < <(.venv/bin/python -c "
 import json

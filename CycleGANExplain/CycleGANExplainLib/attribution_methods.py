@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Sequence, Tupl
 
 import numpy as np
 
+from .inference import run_networks
 from .model_bundle import BundleError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -372,8 +373,6 @@ def attribute(key: str, bundle: "ModelBundle", x: np.ndarray, batch_size: int = 
     """
     method_info(key)
     if key == CYCLEGAN_AM:
-        from .explanation import run_networks
-
         outputs = run_networks(bundle, np.asarray(x, dtype=np.float32), batch_size)
         return (outputs["g_pos"] - outputs["g_neg"]).astype(np.float32, copy=False)
     _require_packages(key)

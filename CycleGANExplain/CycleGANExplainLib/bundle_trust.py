@@ -24,6 +24,8 @@ KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
 }
 
 ALLOW_FLAG = "--allow-unknown-bundle"
+ALLOW_HELP = ("run a --bundle that was not shipped with CycleGANExplain. Its TorchScript files are code that runs "
+              "with your permissions: allow only bundles from a source you trust")
 
 
 def known_bundle_name(digest: str) -> Optional[str]:

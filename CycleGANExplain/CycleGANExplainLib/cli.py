@@ -2,8 +2,9 @@
 
     cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda] [--method KEY]
                              [--bundle NAME|PATH] [--no-figures]
-    cyclegan-explain web [CT] [--port N] [--host 127.0.0.1] [--device auto|cpu|cuda] [--bundle NAME|PATH]
     cyclegan-explain bundles
+
+The web viewer is its own command, `cyclegan-explain-web` (`cyclegan-explain web` still runs it).
 
 For each seed it writes the relevance map (by default CycleGAN-AM's R = G+(x) - G-(x); ``--method``
 picks a baseline attribution method instead) as NRRD placed in the CT's patient space (load it over
@@ -15,6 +16,7 @@ model bundles with their training data and evaluation. Research use only.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import re
 import sys
@@ -27,21 +29,21 @@ import warnings
 
 from . import __version__
 from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
-from .explanation import ExplanationBatch, display_limit, explain, require_method
+from .explanation import ExplanationBatch, explain, require_method
 from .inference_threads import prefer_passive_openmp
 from .explanation_figure import RELEVANCE_TITLE, ExplanationFigureWriter
-from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, check_trust, default_bundle_dir, load_bundle,
-                           read_metadata, resolve_bundle, shipped_bundles)
+from .overlay import colour_legend, display_limit
+from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, bundle_option_help, default_bundle_dir,
+                           load_bundle, read_metadata, resolve_bundle, shipped_bundles)
 from .output_folder import OutputFolderError, RunFolder, check_output_folder
-from .bundle_trust import ALLOW_FLAG, known_bundle_name
+from .bundle_trust import ALLOW_FLAG, ALLOW_HELP, known_bundle_name
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
 from .volume_checks import NotCTError, check_ct_intensities
 from .volume_io import DEFAULT_MAX_VOXELS, UnreadableVolumeError, read_volume, write_volume
 
 EXIT_BAD_INPUT = 2
-# The web viewer's default upload limit (its own package holds the rest of the upload rules).
-DEFAULT_MAX_UPLOAD_MB = 1024.0
+WEB_COMMAND = "cyclegan-explain-web"
 # Seeds listed on stdout one per line; beyond this summary.json holds them.
 MAX_SEEDS_PRINTED = 20
 DEFAULT_MARKER = "(default)"
@@ -69,17 +71,6 @@ def method_help() -> str:
     unsigned = ", ".join(method.label for method in METHODS.values() if not method.signed)
     return (f"how the relevance map is computed (default: {DEFAULT_METHOD}). {listed}. Baselines need "
             f"pip install 'cyclegan-explain[baselines]'. Unsigned maps, shown in red only: {unsigned}")
-
-
-def bundle_help() -> str:
-    """--bundle's help: the shipped bundles by name, and which one is the default."""
-    names = ", ".join(path.name for path in shipped_bundles()) or "none installed"
-    return (f"model bundle: a shipped bundle's name ({names}) or a bundle folder's path "
-            f"(default: {default_bundle_dir().name}; 'cyclegan-explain bundles' describes them)")
-
-
-ALLOW_HELP = ("run a --bundle that was not shipped with CycleGANExplain. Its TorchScript files are code that runs "
-              "with your permissions: allow only bundles from a source you trust")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--no-figures", action="store_true",
                                 help="write the overlays and summary.json only, no PNG figure per seed")
     explain_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
-    explain_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
+    explain_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_option_help())
     explain_parser.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle",
                                 help=ALLOW_HELP)
     explain_parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
@@ -124,24 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
     explain_parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="METHOD",
                                 help=method_help().replace("%", "%%"))
-    web_parser = commands.add_parser(
-        "web",
-        help="open a CT in the web viewer and explain the points clicked in it",
-        description="Serve Slicer's slice views to a browser (trame-slicer; needs the 'web' extra). Click a "
-        "nodule to see R = G+(x) - G-(x) over the CT. Opens the bundled synthetic sample CT when no "
-        "volume is given. " + RESEARCH_NOTICE,
-    )
-    web_parser.add_argument("volume", type=Path, nargs="?", default=None,
-                            help="CT volume: NRRD, NIfTI, MHA file or a DICOM series folder (default: the sample CT)")
-    web_parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: a free port)")
-    web_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    web_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
-    web_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_help())
-    web_parser.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle", help=ALLOW_HELP)
-    web_parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
-                            help=f"refuse a volume whose header declares more voxels (default {DEFAULT_MAX_VOXELS:,})")
-    web_parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
-                            help=f"largest upload, and largest unpacked .zip, accepted (default {DEFAULT_MAX_UPLOAD_MB:g} MB)")
+    # The web viewer is its own command (the web package's cli); this alias passes everything on.
+    web_parser = commands.add_parser("web", add_help=False, help=f"deprecated: use {WEB_COMMAND} (same arguments)")
+    web_parser.add_argument("arguments", nargs=argparse.REMAINDER)
     commands.add_parser(
         "bundles",
         help="list the shipped model bundles: training data and evaluation",
@@ -176,27 +152,17 @@ def run_bundles() -> int:
     return 0
 
 
-def run_web(args: argparse.Namespace) -> int:
-    """Serve the web viewer until interrupted; the URL is printed on stdout."""
-    try:  # imported here so that nothing else (the Slicer module included) needs trame
-        from cyclegan_explain_web.viewer import serve
-        from cyclegan_explain_web.volume_upload import UploadLimits
-    except ModuleNotFoundError as error:
-        print(f"error: the web viewer needs trame-slicer ({error}); install it with: "
-              "pip install 'cyclegan-explain[web]'", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        bundle_dir = resolve_bundle(args.bundle)
-        trust_warning = check_trust(bundle_dir, args.allow_unknown_bundle)  # refused now, not at the first click
-    except BundleError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if trust_warning:
-        print(f"warning: {trust_warning}", file=sys.stderr)
-    limits = UploadLimits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_voxels=args.max_voxels)
-    serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=bundle_dir,
-          allow_unknown_bundle=args.allow_unknown_bundle, limits=limits)
-    return 0
+def run_web(arguments: Sequence[str]) -> int:
+    """The deprecated `cyclegan-explain web`: runs the web viewer's own command, found by its entry point
+    (so that the core does not import a front end)."""
+    print(f"note: 'cyclegan-explain web' is deprecated; use '{WEB_COMMAND}' with the same arguments.", file=sys.stderr)
+    scripts = importlib.metadata.entry_points()
+    scripts = scripts.select(group="console_scripts") if hasattr(scripts, "select") else scripts.get("console_scripts", [])
+    for script in scripts:
+        if script.name == WEB_COMMAND:
+            return script.load()(list(arguments))
+    print(f"error: {WEB_COMMAND} is not installed; install it with: pip install 'cyclegan-explain[web]'", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 class ProgressLine:
@@ -254,7 +220,7 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
         "seconds": batch.seconds,
         "volume_notes": list(notes),
         "warnings": batch.warnings,
-        "colours": batch.colour_legend,
+        "colours": colour_legend(batch.method),
         "seeds": [],
     }
     figure_writer = ExplanationFigureWriter(relevance_title, batch.signed) if figures else None
@@ -321,7 +287,7 @@ def run_explain(args: argparse.Namespace) -> int:
     replaced = run.commit()
     print(f"{RESEARCH_NOTICE} Bundle: {batch.bundle_name}{'' if batch.trained else ' (UNTRAINED: random weights)'}; "
           f"method {batch.method_label}; device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
-    print(f"Colours: {batch.colour_legend}.")
+    print(f"Colours: {colour_legend(batch.method)}.")
     shown = summary["seeds"] if len(summary["seeds"]) <= MAX_SEEDS_PRINTED else summary["seeds"][:MAX_SEEDS_PRINTED]
     for number, seed in enumerate(shown, start=1):
         p = seed["malignancy_probability"]
@@ -345,6 +311,9 @@ def _ras_extent_text(shape_kji: Sequence[int], ijk_to_ras: np.ndarray) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     prefer_passive_openmp()  # before anything imports torch
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["web"]:  # before parsing: argparse would take the viewer's options for its own
+        return run_web(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.verbose:
@@ -352,8 +321,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         # The command prints every warning of a result itself; the package's log would say it twice.
         logging.getLogger(__package__).setLevel(logging.ERROR)
-    if args.command == "web":
-        return run_web(args)
     if args.command == "bundles":
         return run_bundles()
     try:

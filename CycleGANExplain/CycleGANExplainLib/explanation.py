@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -25,20 +25,13 @@ from .attribution_methods import (
     method_info,
     missing_packages,
 )
-from .inference_threads import inference_threads
+from .inference import ProgressCallback, run_networks
 from .intensity import normalise_hu
-from .overlay import MINIMUM_LIMIT, symmetric_limit
 from .model_bundle import ModelBundle, load_bundle
 from .patch_sampling import extract_patch
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import torch
-
 logger = logging.getLogger(__name__)
 
-# A baseline's maps are on its own scale (LRP's are ~100 times smaller than CycleGAN-AM's), so the
-# normalised-intensity floor overlay.MINIMUM_LIMIT would hide them; only a positive range is needed.
-BASELINE_MINIMUM_LIMIT = float(np.finfo(np.float32).tiny)
 # A seed whose patch is mostly outside the volume explains little; callers are warned.
 OUTSIDE_WARNING_FRACTION = 0.25
 
@@ -82,10 +75,6 @@ class ExplanationBatch:
         """False for maps that are >= 0 by construction: red shows magnitude, and there is no blue."""
         return method_info(self.method).signed
 
-    @property
-    def colour_legend(self) -> str:
-        return colour_legend(self.method)
-
     def __len__(self) -> int:
         return len(self.explanations)
 
@@ -102,23 +91,6 @@ def _is_cuda_failure(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("CUDA" in message or "cuDNN" in message or "CUBLAS" in message)
 
 
-ProgressCallback = Callable[[int, int], None]
-
-
-def colour_legend(method: str) -> str:
-    """What the overlay's colours mean for ``method``'s maps (summaries, legends, figures)."""
-    if method_info(method).signed:
-        return "red = malignancy-indicating (R > 0), blue = benign-indicating (R < 0)"
-    # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
-    return ("unsigned map (magnitude only): red = relevant to the malignancy score in either direction; "
-            "this method cannot show benign-indicating evidence, so there is never blue")
-
-
-def display_limit(relevance: np.ndarray, method: str) -> float:
-    """Half-width of the symmetric colour range for ``method``'s map (overlay, figure, summary)."""
-    return symmetric_limit(relevance, minimum=MINIMUM_LIMIT if method == CYCLEGAN_AM else BASELINE_MINIMUM_LIMIT)
-
-
 def require_method(method: str) -> AttributionMethod:
     """The method's description, once its packages are importable.
 
@@ -130,45 +102,6 @@ def require_method(method: str) -> AttributionMethod:
     if missing:
         raise MissingDependencyError(missing)
     return info
-
-
-def run_networks(
-    bundle: ModelBundle, x: np.ndarray, batch_size: int = 32, progress: Optional[ProgressCallback] = None
-) -> dict:
-    """G+(x), G-(x) and the malignancy probabilities of x, G+(x), G-(x) for a stack [N, H, W].
-
-    ``progress(done, total)`` is called after each batch.
-    """
-    import torch
-
-    outputs = {name: [] for name in ("g_pos", "g_neg", "p_x", "p_pos", "p_neg")}
-    malignant = bundle.metadata.malignant_index
-
-    def probability(images: "torch.Tensor") -> "torch.Tensor":
-        return torch.softmax(bundle.classifier(images), dim=1)[:, malignant]
-
-    # optimized_execution(False): TorchScript's optimising executor profiles the first calls and
-    # recompiles on the second, a third of a second of a cold command's time, for no gain on
-    # these small networks (benchmarks/cold_start.py).
-    with torch.inference_mode(), torch.jit.optimized_execution(False), \
-            inference_threads(min(len(x), batch_size), bundle.device):
-        for start in range(0, len(x), batch_size):
-            images = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))[:, None]
-            images = images.to(bundle.device)
-            g_pos = bundle.generator_pos(images)
-            g_neg = bundle.generator_neg(images)
-            batch = {
-                "g_pos": g_pos[:, 0],
-                "g_neg": g_neg[:, 0],
-                "p_x": probability(images),
-                "p_pos": probability(g_pos),
-                "p_neg": probability(g_neg),
-            }
-            for name, value in batch.items():
-                outputs[name].append(value.float().cpu().numpy())
-            if progress is not None:
-                progress(min(start + batch_size, len(x)), len(x))
-    return {name: np.concatenate(values) for name, values in outputs.items()}
 
 
 def _run_method(

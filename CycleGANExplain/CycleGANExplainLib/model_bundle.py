@@ -302,6 +302,13 @@ def resolve_bundle(name_or_path: Union[str, Path, None] = None, models_dir: Unio
                       f"Shipped bundles: {available}; or give the path of a bundle folder.")
 
 
+def bundle_option_help() -> str:
+    """The --bundle option's help, in every command: the shipped bundles by name, and the default."""
+    names = ", ".join(path.name for path in shipped_bundles()) or "none installed"
+    return (f"model bundle: a shipped bundle's name ({names}) or a bundle folder's path "
+            f"(default: {default_bundle_dir().name}; 'cyclegan-explain bundles' describes them)")
+
+
 def resolve_device(requested: str = "auto") -> Tuple[str, Optional[str]]:
     """Choose the torch device; returns (device, warning or None).
 
@@ -429,7 +436,7 @@ def _check_networks_run(networks: Dict[str, Any], metadata: BundleMetadata, devi
     for role, shape in expected.items():
         filename = MODEL_FILES[role]
         try:
-            with torch.inference_mode(), torch.jit.optimized_execution(False):  # as explanation.run_networks
+            with torch.inference_mode(), torch.jit.optimized_execution(False):  # as inference.run_networks
                 output = networks[role](dummy)
         except Exception as error:  # noqa: BLE001 - any failure of foreign code is the bundle's fault
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -16,8 +16,8 @@ from typing import List, Sequence
 import numpy as np
 
 from .attribution_methods import DEFAULT_METHOD, method_info
-from .explanation import Explanation, display_limit
-from .overlay import COLOUR_TABLE_NAME, colour_table
+from .explanation import Explanation
+from .overlay import COLOUR_TABLE_NAME, colour_table, display_limit
 
 ROLE_ATTRIBUTE = "CycleGANExplain.Role"
 OVERLAY_ROLE = "RelevanceOverlay"
@@ -85,7 +85,7 @@ def update_overlay_node(scene, explanations: Sequence["Explanation"], source_vol
 
     The node is a vtkMRMLScalarVolumeNode of shape [len(explanations), rows, columns] whose
     geometry is ``stacked_patch_to_ras``; its display uses the relevance colour table with the
-    symmetric window [-limit, +limit] (``explanation.display_limit`` over all slices). Its name
+    symmetric window [-limit, +limit] (``overlay.display_limit`` over all slices). Its name
     and METHOD_ATTRIBUTE say which attribution method produced the map.
     """
     import slicer

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .attribution_methods import CYCLEGAN_AM, method_info
+
 COLOUR_TABLE_NAME = "CycleGANExplainRelevance"
 COLOUR_TABLE_LEVELS = 256
 # ColorBrewer RdBu end colours: distinguishable for red-green colour-blind readers.
@@ -58,3 +60,22 @@ def blend_over_grey(grey: np.ndarray, rgba: np.ndarray, opacity: float = 1.0) ->
     alpha = rgba[..., 3:4].astype(np.float64) / 255.0 * opacity
     base = np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=-1)
     return (1.0 - alpha) * base + alpha * rgba[..., :3].astype(np.float64) / 255.0
+
+
+# A baseline's maps are on its own scale (LRP's are ~100 times smaller than CycleGAN-AM's), so the
+# normalised-intensity floor MINIMUM_LIMIT would hide them; only a positive range is needed.
+BASELINE_MINIMUM_LIMIT = float(np.finfo(np.float32).tiny)
+
+
+def colour_legend(method: str) -> str:
+    """What the overlay's colours mean for ``method``'s maps (summaries, legends, figures)."""
+    if method_info(method).signed:
+        return "red = malignancy-indicating (R > 0), blue = benign-indicating (R < 0)"
+    # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
+    return ("unsigned map (magnitude only): red = relevant to the malignancy score in either direction; "
+            "this method cannot show benign-indicating evidence, so there is never blue")
+
+
+def display_limit(relevance: np.ndarray, method: str) -> float:
+    """Half-width of the symmetric colour range for ``method``'s map (overlay, figure, summary)."""
+    return symmetric_limit(relevance, minimum=MINIMUM_LIMIT if method == CYCLEGAN_AM else BASELINE_MINIMUM_LIMIT)

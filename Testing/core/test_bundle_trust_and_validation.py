@@ -159,5 +159,14 @@ def test_bundles_command_prints_each_digest(capsys):
 
 
 def test_web_viewer_refuses_an_unknown_bundle_at_start(bundle_copy, capsys):
-    assert main(["web", "--bundle", str(bundle_copy), "--port", "0"]) == 2
+    from cyclegan_explain_web.cli import main as web_main
+
+    assert web_main(["--bundle", str(bundle_copy), "--port", "0"]) == 2
     assert "--allow-unknown-bundle" in capsys.readouterr().err
+
+
+def test_the_deprecated_web_command_runs_the_viewer_s_own_command(bundle_copy, capsys):
+    assert main(["web", "--bundle", str(bundle_copy), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "'cyclegan-explain web' is deprecated; use 'cyclegan-explain-web'" in err
+    assert "--allow-unknown-bundle" in err

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from CycleGANExplainLib.attribution_methods import METHODS, MissingDependencyError, attribute
-from CycleGANExplainLib.explanation import colour_legend, explain
+from CycleGANExplainLib.explanation import explain
+from CycleGANExplainLib.overlay import colour_legend
 from CycleGANExplainLib.model_bundle import load_bundle
 
 SEEDS = [[0.0, 0.0, 0.0], [10.0, -5.0, 2.5]]
@@ -86,7 +87,7 @@ def test_colour_legend_says_when_a_map_is_unsigned():
 
 
 def test_display_limit_keeps_small_baseline_maps_visible():
-    from CycleGANExplainLib.explanation import display_limit
+    from CycleGANExplainLib.overlay import display_limit
     from CycleGANExplainLib.overlay import MINIMUM_LIMIT, TRANSPARENT_BELOW, relevance_to_rgba
 
     # LRP's maps are around 0.005 on some nodules: CycleGAN-AM's floor would make them transparent.

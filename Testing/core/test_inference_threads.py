@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from CycleGANExplainLib import inference_threads
-from CycleGANExplainLib.explanation import run_networks
+from CycleGANExplainLib.inference import run_networks
 from CycleGANExplainLib.model_bundle import load_bundle
 
 

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.image import imread
 from sklearn.metrics import roc_auc_score
 
-from CycleGANExplainLib.explanation import run_networks
+from CycleGANExplainLib.inference import run_networks
 from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import BundleIntegrityError, load_bundle, sha256_of
 from cyclegan_explain_training import figures

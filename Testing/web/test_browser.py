@@ -1,4 +1,4 @@
-"""End to end: `cyclegan-explain web` in a subprocess, driven through Debian's chromium (headless).
+"""End to end: `cyclegan-explain-web` in a subprocess, driven through Debian's chromium (headless).
 
 The server opens the bundled sample CT with every view centred on its documented nodule N2, so
 a click at the centre of the axial view is a click on N2 (the page then reports the seed's RAS,
@@ -90,14 +90,14 @@ def browser_context(chromium, tmp_path_factory):
 
 
 class ViewerServer:
-    """`cyclegan-explain web` on a free port; its URL is read from its stdout."""
+    """`cyclegan-explain-web` on a free port; its URL is read from its stdout."""
 
     URL_PATTERN = re.compile(r"http://127\.0\.0\.1:\d+/\?secret=[\w-]+")
 
     def __init__(self, log_path: Path, *extra_args: str) -> None:
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "CycleGANExplainLib.cli", "web", "--port", "0", "--device", "cpu", *extra_args],
+            [sys.executable, "-m", "cyclegan_explain_web.cli", "--port", "0", "--device", "cpu", *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=REPO_ROOT,
         )
         lines: "queue.Queue[str]" = queue.Queue()

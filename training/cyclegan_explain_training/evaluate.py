@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from CycleGANExplainLib.explanation import run_networks
+from CycleGANExplainLib.inference import run_networks
 from CycleGANExplainLib.intensity import denormalise_to_hu, normalise_hu
 from CycleGANExplainLib.model_bundle import MODEL_FILES, ModelBundle, load_bundle, sha256_of
 

@@ -247,7 +247,7 @@ def load_sanity_bundle(path: Union[str, Path], bundle: ModelBundle, data: Prepar
 def cyclegan_flip_test(bundle: ModelBundle, sanity: ModelBundle, x: np.ndarray,
                        malignancy: Callable[[np.ndarray], np.ndarray]) -> Dict[str, Any]:
     """Do generators trained against a randomised classifier still flip the TRAINED one? (They should not.)"""
-    from CycleGANExplainLib.explanation import run_networks
+    from CycleGANExplainLib.inference import run_networks
 
     real, randomised = run_networks(bundle, x), run_networks(sanity, x)
     p_x = malignancy(x)
@@ -274,7 +274,7 @@ def randomisation_test(methods: Sequence[str], bundle: ModelBundle, sanity: Opti
     bundle's R; without one, the baselines get the bundle's architecture re-initialised with ``seed``
     and CycleGAN-AM is not run (its R cannot be recomputed for a new classifier without training).
     """
-    from CycleGANExplainLib.explanation import run_networks
+    from CycleGANExplainLib.inference import run_networks
 
     if sanity is not None:
         random_model = eager_classifier(sanity)

@@ -75,7 +75,7 @@ class SingleSessionGuard:
             return _message_page("This viewer is in use",
                                  "Another browser is connected to this viewer, which serves one session at a "
                                  "time (it would see and drive the same CT). Close the other tab, or start "
-                                 "another viewer with: cyclegan-explain web", 409)
+                                 "another viewer with: cyclegan-explain-web", 409)
         if is_page:
             if TOKEN_PARAMETER not in request.query or request.path == "/":
                 # The page's client sends the token it finds in the address on its websocket; but

@@ -26,7 +26,7 @@ LUNG_WINDOW = (1500.0, -600.0)
 @dataclass(frozen=True)
 class UploadLimits:
     """What one upload may cost the server: its bytes, a .zip's unpacked bytes, the voxels its
-    header declares (checked before any pixel is read). ``cyclegan-explain web`` has flags for each."""
+    header declares (checked before any pixel is read). ``cyclegan-explain-web`` has flags for each."""
 
     max_upload_bytes: int = 1_024_000_000
     max_unpacked_bytes: Optional[int] = None  # None: twice max_upload_bytes
@@ -54,7 +54,7 @@ def write_uploaded_files(files: Iterable[Mapping], upload_dir: Path, limits: Upl
     total = sum(sum(map(len, chunk)) if isinstance(chunk, list) else len(chunk) for chunk in chunks)
     if total > limits.max_upload_bytes:
         raise UnreadableVolumeError(f"The upload is {_megabytes(total)}, more than the limit of "
-                                    f"{_megabytes(limits.max_upload_bytes)} (cyclegan-explain web --max-upload-mb).")
+                                    f"{_megabytes(limits.max_upload_bytes)} (cyclegan-explain-web --max-upload-mb).")
     for number, (file, content) in enumerate(zip(files, chunks)):
         with open(upload_dir / _flat_name(number, str(file.get("name", ""))), "wb") as stream:
             for part in content if isinstance(content, list) else [content]:  # large files arrive in chunks
@@ -72,7 +72,7 @@ def _extract_zip(archive: Path, limits: UploadLimits) -> Path:
             declared = sum(member.file_size for member in members)
             if declared > limit:
                 raise UnreadableVolumeError(f"{name} declares {_megabytes(declared)} of files, more than the limit of "
-                                            f"{_megabytes(limit)} (cyclegan-explain web --max-upload-mb).")
+                                            f"{_megabytes(limit)} (cyclegan-explain-web --max-upload-mb).")
             # zipfile reads no member beyond its declared size (a larger one fails its CRC check), so
             # the declared total bounds what is written, and members are streamed, not held in memory.
             for number, member in enumerate(members):

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Regenerates the README's figures with the default shipped bundle, and records which bundle made
+# them in Resources/Screenshots/figures.json (Testing/core/test_readme_figures.py fails when a
+# figure is older than the shipped bundle). Needs the full set-up: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FIGURES=Resources/Screenshots
+SAMPLE=CycleGANExplain/CycleGANExplainLib/resources/sample_data/SyntheticChestCT
+SEED=$(.venv/bin/python -c "
+from CycleGANExplainLib.sample_data import sample_nodule
+print(','.join(str(v) for v in sample_nodule('N2').centre_ras_mm))")
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# The command line's figure of nodule N2.
+.venv/bin/cyclegan-explain explain "$SAMPLE.nrrd" "--seed=$SEED" --out "$WORK/cli" --device cpu
+cp "$WORK/cli/explanation_seed01.png" "$FIGURES/cli_sample_N2.png"
+# The module's overlay, as Slicer's slice logic composites it.
+.venv/bin/python Testing/slicer_module/make_overlay_screenshot.py
+# The web viewer after a click on N2, from the browser test.
+CYCLEGAN_EXPLAIN_SCREENSHOTS="$FIGURES" .venv/bin/python -m pytest -p no:cacheprovider -q \
+  Testing/web/test_browser.py -k test_click_on_nodule_shows_overlay_and_probabilities
+
+.venv/bin/python - "$FIGURES/figures.json" <<'PY'
+import json, sys
+from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata
+
+metadata = read_metadata(default_bundle_dir())
+record = {"bundle": f"{metadata.name} {metadata.version}", "made_by": "bash scripts/make-figures.sh",
+          "figures": ["cli_sample_N2.png", "overlay_axial.png", "web_viewer.png"]}
+with open(sys.argv[1], "w", encoding="utf-8") as file:
+    json.dump(record, file, indent=2)
+    file.write("\n")
+print(f"Figures made with {record['bundle']}")
+PY
