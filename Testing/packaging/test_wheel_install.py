@@ -72,3 +72,12 @@ def test_the_core_alone_explains_the_sample_as_the_development_install_does(core
         runs[name] = json.loads((out / "summary.json").read_text())["seeds"][0]["malignancy_probability"]
     # Two torch releases (2.13 here, the development install's own): equal within float32 noise.
     assert runs["wheel"] == pytest.approx(runs["development"], abs=1e-4)
+
+
+def test_the_training_command_without_its_extra_names_the_pip_command(core_environment):
+    _, python, work = core_environment
+    result = subprocess.run([python.parent / "cyclegan-explain-train", "--help"], cwd=work, capture_output=True,
+                            text=True)
+    assert result.returncode == 2
+    assert "needs the 'training' extra" in result.stderr and "pip install 'cyclegan-explain[training]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -112,3 +112,17 @@ def test_paper_config_file_is_the_defaults_and_unknown_keys_are_named(tmp_path):
     assert tiny.cyclegan.learning_rate == TrainingConfig().cyclegan.learning_rate  # unset keys keep defaults
     with pytest.raises(ValueError, match="Unknown cyclegan setting.*'widht'"):
         config_from_dict({"cyclegan": {"widht": 8}})
+
+
+def test_training_that_cannot_choose_a_model_says_why(make_disc_dataset, tmp_path, monkeypatch):
+    import cyclegan_explain_training.train_classifier as training
+
+    dataset = make_disc_dataset(40, seed=1)
+    config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 0})
+    with pytest.raises(ValueError, match="max_epochs must be at least 1"):
+        train_classifier(dataset, config, tmp_path, device="cpu", progress=False)
+    config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 2, "patience": 5})
+    monkeypatch.setattr(training, "compute_roc_auc", lambda *args: float("nan"))  # as diverged outputs give
+    with pytest.raises(RuntimeError, match="No epoch of 2 gave a finite validation AUC"):
+        train_classifier(dataset, config, tmp_path, device="cpu", progress=False)
+    assert not (tmp_path / training.CLASSIFIER_CHECKPOINT).exists()

@@ -122,7 +122,12 @@ def train_classifier(
     context_rng = np.random.default_rng(settings.seed)
     log = MetricsLog(out_dir / CLASSIFIER_METRICS)
     checkpoint_path = out_dir / CLASSIFIER_CHECKPOINT
-    best_auc, best_epoch = -1.0, -1
+    if settings.max_epochs < 1:
+        raise ValueError(f"classifier.max_epochs must be at least 1 (it is {settings.max_epochs}).")
+    if len(np.unique(held_out.labels)) < 2:
+        raise ValueError(f"The {len(held_out)} validation nodules are all of one class, so their AUC is undefined: "
+                         "use more patients, or another classifier.validation_fraction or seed.")
+    best, best_auc, best_epoch = None, -1.0, -1
     bar = Progress(settings.max_epochs, "classifier epochs", enabled=progress)
     for epoch in range(settings.max_epochs):
         epoch_started = time.perf_counter()
@@ -173,6 +178,9 @@ def train_classifier(
             save_checkpoint(best, checkpoint_path)  # at once, so a crash keeps the best so far
         elif epoch - best_epoch >= settings.patience:
             break
+    if best is None:  # a NaN AUC every epoch: the outputs were not finite
+        raise RuntimeError(f"No epoch of {epoch + 1} gave a finite validation AUC (non-finite outputs: lower "
+                           "classifier.learning_rate); nothing was saved.")
     best.update(epochs_run=epoch + 1, seconds=time.perf_counter() - started)
     save_checkpoint(best, checkpoint_path)
     bar.close()
