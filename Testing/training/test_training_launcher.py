@@ -1,7 +1,6 @@
 """cyclegan-explain-train checks its extra before importing it."""
 
 
-
 def test_the_launcher_knows_every_requirement_of_the_training_extra():
     import re
     import tomllib
