@@ -316,7 +316,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        self._explainTimer.stop()  # a pending re-explain must not fire with no parameter node
+        if self._explainTimer is not None:  # a pending re-explain must not fire with no parameter node
+            self._explainTimer.stop()
         self.onCancel()
         self.setParameterNode(None)
 
