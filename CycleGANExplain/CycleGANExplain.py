@@ -426,8 +426,10 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSeedMoved(self, caller=None, event=None) -> None:
         """Restart the single-shot timer: dragging re-explains once, when the point rests. A new
         click with Place moves the seed there (the node keeps one point)."""
-        if event == slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent and self.logic.keepNewestSeed(caller):
-            return  # moving the seed fires PointModifiedEvent, which comes back here
+        # Whatever the event (VTK passes custom events to Python by name, "UserEvent"): only a second
+        # placed point makes keepNewestSeed act; moving the seed fires PointModifiedEvent, back here.
+        if caller is not None and self.logic.keepNewestSeed(caller):
+            return
         if self._parameterNode and self._parameterNode.autoUpdate and self.logic.hasSeed(caller):
             self._explainTimer.start()
 
