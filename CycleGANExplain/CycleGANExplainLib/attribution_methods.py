@@ -104,10 +104,20 @@ class MissingDependencyError(ImportError):
     def __init__(self, packages: Sequence[str]):
         self.packages: Tuple[str, ...] = tuple(packages)
         names = ", ".join(self.packages)
+        requirements = " ".join(f"'{bounded_requirement(name)}'" for name in self.packages)
         super().__init__(
             f"This attribution method needs {names}, which {'is' if len(self.packages) == 1 else 'are'} not "
-            f"installed. Install the baselines with: {INSTALL_COMMAND} (or: pip install {' '.join(self.packages)})."
+            f"installed. Install the baselines with: {INSTALL_COMMAND} (or: pip install {requirements})."
         )
+
+
+def bounded_requirement(package: str) -> str:
+    """The registry's requirement for ``package``, with its bounds (the name alone if none names it)."""
+    for method in METHODS.values():
+        for requirement, name in zip(method.requirements, method.packages):
+            if name == package:
+                return requirement
+    return package
 
 
 def method_info(key: str) -> AttributionMethod:

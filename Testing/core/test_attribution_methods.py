@@ -225,6 +225,7 @@ def test_missing_captum_names_the_package_and_the_pip_command(tiny_bundle, monke
         attribute("occlusion", bundle, lung_patches(1))
     assert error.value.packages == ("captum",)
     assert 'pip install "cyclegan-explain[baselines]"' in str(error.value)
+    assert "pip install 'captum>=0.8,<0.10'" in str(error.value)  # the registry's bounds
     assert attribute("cyclegan-am", bundle, lung_patches(1)).shape == (1, SIZE, SIZE)  # needs no captum
 
 
