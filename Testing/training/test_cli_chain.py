@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from CycleGANExplainLib.explanation import explain
 from CycleGANExplainLib.model_bundle import load_bundle
@@ -22,7 +21,6 @@ TINY_CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ti
 
 
 def test_prepare_train_export_evaluate(tmp_path, lung_volume, capsys):
-    pytest.importorskip("cyclegan_explain_training.prepare")
     data, classifier_dir, gan_dir, bundle = (tmp_path / name for name in ("data", "classifier", "gan", "bundle"))
     assert main(["prepare", "--out", str(data), "--source", "phantoms", "--limit", "40", "--quiet"]) == 0
 
@@ -56,7 +54,6 @@ def test_prepare_train_export_evaluate(tmp_path, lung_volume, capsys):
                  str(gan_dir / "cyclegan.pt"), "--out", str(bundle)]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
-    pytest.importorskip("cyclegan_explain_training.evaluate")
     assert main(["evaluate", "--bundle", str(bundle), "--dataset", str(data), "--out", str(tmp_path / "eval"),
                  "--bootstrap", "50", "--device", "cpu"]) == 0
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())

@@ -8,12 +8,10 @@ import asyncio
 import numpy as np
 import pytest
 
-pytest.importorskip("trame_slicer", reason="the web viewer needs the 'web' extra (trame-slicer)")
+from trame.app import get_server
 
-from trame.app import get_server  # noqa: E402
-
-from cyclegan_explain_web import viewer as viewer_module  # noqa: E402
-from CycleGANExplainLib import mrml_explain  # noqa: E402
+from cyclegan_explain_web import viewer as viewer_module
+from CycleGANExplainLib import mrml_explain
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,16 @@ import zipfile
 import numpy as np
 import pytest
 
-pytest.importorskip("trame_slicer", reason="the web viewer needs the 'web' extra (trame-slicer)")
-
-from cyclegan_explain_web.slice_clicks import slice_xy_to_ras  # noqa: E402
-from cyclegan_explain_web.volume_upload import (  # noqa: E402
+from cyclegan_explain_web.slice_clicks import slice_xy_to_ras
+from cyclegan_explain_web.volume_upload import (
     LUNG_WINDOW,
     add_volume_node,
     read_uploaded_volume,
     write_uploaded_files,
 )
 
-from CycleGANExplainLib.volume_checks import NotCTError  # noqa: E402
-from CycleGANExplainLib.volume_io import LoadedVolume, UnreadableVolumeError, read_volume, write_volume  # noqa: E402
+from CycleGANExplainLib.volume_checks import NotCTError
+from CycleGANExplainLib.volume_io import LoadedVolume, UnreadableVolumeError, read_volume, write_volume
 
 def _as_uploads(paths, names=None) -> list:
     """What trame hands the server for uploaded files: dicts with the name and the bytes."""
