@@ -21,11 +21,11 @@ import logging
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
-import warnings
 
 from . import __version__
 from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
@@ -115,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
     explain_parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="METHOD",
                                 help=method_help().replace("%", "%%"))
-    # The web viewer is its own command (the web package's cli); this alias passes everything on.
-    web_parser = commands.add_parser("web", add_help=False, help=f"deprecated: use {WEB_COMMAND} (same arguments)")
-    web_parser.add_argument("arguments", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands `web ...` to the web viewer's own command before parsing.
+    commands.add_parser("web", add_help=False, help=f"deprecated: use {WEB_COMMAND} (same arguments)")
     commands.add_parser(
         "bundles",
         help="list the shipped model bundles: training data and evaluation",
