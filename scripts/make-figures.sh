@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FIGURES=Resources/Screenshots
-SAMPLE=CycleGANExplain/CycleGANExplainLib/resources/sample_data/SyntheticChestCT
-SEED=$(.venv/bin/python -c "
-from CycleGANExplainLib.sample_data import sample_nodule
-print(','.join(str(v) for v in sample_nodule('N2').centre_ras_mm))")
+# The sample's path and nodule N2's centre, from the module that owns them.
+{ read -r SAMPLE; read -r SEED; } < <(.venv/bin/python -c "
+from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
+print(sample_volume_path()); print(','.join(str(v) for v in sample_nodule('N2').centre_ras_mm))")
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 # The command line's figure of nodule N2.
-.venv/bin/cyclegan-explain explain "$SAMPLE.nrrd" "--seed=$SEED" --out "$WORK/cli" --device cpu
+.venv/bin/cyclegan-explain explain "$SAMPLE" "--seed=$SEED" --out "$WORK/cli" --device cpu
 cp "$WORK/cli/explanation_seed01.png" "$FIGURES/cli_sample_N2.png"
 # The module's overlay, as Slicer's slice logic composites it.
 .venv/bin/python Testing/slicer_module/make_overlay_screenshot.py
