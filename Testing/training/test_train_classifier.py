@@ -9,6 +9,7 @@ from monai.metrics import compute_roc_auc
 
 from CycleGANExplainLib.intensity import normalise_hu
 from cyclegan_explain_training.augment import classifier_augmentation
+from cyclegan_explain_training.batched_inference import malignancy_probabilities
 from cyclegan_explain_training.checkpoint import load_checkpoint
 from cyclegan_explain_training.config import load_config, with_overrides
 from cyclegan_explain_training.run_log import read_metrics
@@ -16,7 +17,6 @@ from cyclegan_explain_training.train_classifier import (
     CLASSIFIER_METRICS,
     class_weights,
     load_classifier,
-    malignancy_probabilities,
     images_in_context,
     patient_validation_mask,
     train_classifier,
@@ -122,7 +122,7 @@ def test_training_that_cannot_choose_a_model_says_why(make_disc_dataset, tmp_pat
     with pytest.raises(ValueError, match="max_epochs must be at least 1"):
         train_classifier(dataset, config, tmp_path, device="cpu", progress=False)
     config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 2, "patience": 5})
-    monkeypatch.setattr(training, "compute_roc_auc", lambda *args: float("nan"))  # as diverged outputs give
+    monkeypatch.setattr(training, "roc_auc", lambda *args: float("nan"))  # as diverged outputs give
     with pytest.raises(RuntimeError, match="No epoch of 2 gave a finite validation AUC"):
         train_classifier(dataset, config, tmp_path, device="cpu", progress=False)
     assert not (tmp_path / training.CLASSIFIER_CHECKPOINT).exists()

@@ -27,6 +27,7 @@ from CycleGANExplainLib.inference import run_networks
 from CycleGANExplainLib.intensity import denormalise_to_hu, normalise_hu
 from CycleGANExplainLib.model_bundle import MODEL_FILES, ModelBundle, load_bundle, sha256_of
 
+from .batched_inference import in_batches
 from .calibration import TEMPERATURE_BOUNDS, expected_calibration_error, fit_temperature, reliability_bins, sigmoid
 from .dataset import BENIGN, CENTRE, MALIGNANT, MANIFEST_FILE, PreparedDataset, load_prepared
 from .evaluation_conditions import Condition, evaluation_conditions
@@ -302,18 +303,15 @@ def _same_weights(first, second) -> bool:
 def classifier_margins(bundle: ModelBundle, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The bundle classifier's logit margin (malignant minus benign) per image [N, H, W];
     calibration.sigmoid of it is the malignancy probability (two-class softmax)."""
-    import torch
-
     if len(bundle.metadata.class_names) != 2:
         raise ValueError("The evaluation expects a two-class (benign, malignant) classifier.")
     malignant = bundle.metadata.malignant_index
-    margins = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            images = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))[:, None]
-            logits = bundle.classifier(images.to(bundle.device)).float()
-            margins.append((logits[:, malignant] - logits[:, 1 - malignant]).cpu().numpy())
-    return np.concatenate(margins).astype(np.float64)
+
+    def margin(images):
+        logits = bundle.classifier(images).float()
+        return logits[:, malignant] - logits[:, 1 - malignant]
+
+    return in_batches(margin, x, bundle.device, batch_size).numpy().astype(np.float64)
 
 
 def _fit_references(bundle: ModelBundle, dataset: PreparedDataset, conditions: List[Condition],

@@ -24,14 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from .batched_inference import in_batches, malignancy_probabilities
 from .context_fill import EVALUATION_FILLS
 from .dataset import CENTRE, PreparedDataset
 from .losses import structural_similarity
+from .metrics import flip_rates
 from .nodule_regions import within_mm_of_masks
-from .train_classifier import images_in_context, malignancy_probabilities
+from .train_classifier import images_in_context
 
 LOCAL_RELEVANCE_MM = 5.0
-DECISION_THRESHOLD = 0.5
+INFERENCE_BATCH_SIZE = 64
 
 
 @dataclass
@@ -51,14 +53,6 @@ def validation_set(validation: PreparedDataset, hu_window: Sequence[float]) -> V
     )
 
 
-def _generate(generator: nn.Module, images: torch.Tensor, device: str, batch_size: int = 64) -> torch.Tensor:
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            outputs.append(generator(images[start : start + batch_size].to(device)).float().cpu())
-    return torch.cat(outputs)
-
-
 def validate_generators(generator_pos: nn.Module, generator_neg: nn.Module, classifier: nn.Module,
                         data: ValidationSet, batchnorm_images: torch.Tensor, batch_size: int,
                         device: str) -> Dict[str, float]:
@@ -71,12 +65,11 @@ def validate_generators(generator_pos: nn.Module, generator_neg: nn.Module, clas
     result: Dict[str, float] = {}
     scores = []
     for fill, images in data.images_by_fill.items():
-        fake_pos, fake_neg = (_generate(network, images, device) for network in copies)
+        fake_pos, fake_neg = (in_batches(network, images, device, INFERENCE_BATCH_SIZE) for network in copies)
         p_x, p_pos, p_neg = (malignancy_probabilities(classifier, batch, device).numpy()
                              for batch in (images, fake_pos, fake_neg))
-        benign, malignant = p_x < DECISION_THRESHOLD, p_x >= DECISION_THRESHOLD
-        flip_pos = float((p_pos[benign] >= DECISION_THRESHOLD).mean()) if benign.any() else float("nan")
-        flip_neg = float((p_neg[malignant] < DECISION_THRESHOLD).mean()) if malignant.any() else float("nan")
+        flips = flip_rates(p_x, p_pos, p_neg)
+        flip_pos, flip_neg = flips["flipped_to_malignant"], flips["flipped_to_benign"]
         ssim_pos = float(structural_similarity(images, fake_pos).mean())
         ssim_neg = float(structural_similarity(images, fake_neg).mean())
         relevance = (fake_pos - fake_neg).abs()[:, 0].numpy()

@@ -29,6 +29,7 @@ from CycleGANExplainLib.model_bundle import BundleMetadata, ModelBundle, load_bu
 from CycleGANExplainLib.patch_sampling import PATCH_SIZE_PX
 
 from . import attribution_metrics as measures
+from .batched_inference import malignancy_probabilities
 from .context_fill import EVALUATION_FILLS, fill_outside
 from .dataset import CENTRE, MANIFEST_FILE, PreparedDataset, load_prepared
 from .metrics import flip_rates
@@ -146,20 +147,9 @@ def select_patches(count: int, limit: Optional[int], seed: int) -> np.ndarray:
 
 def malignancy_of(bundle: ModelBundle, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
     """images [M, H, W] (normalised) -> p(malignant) [M] of the bundle's own (TorchScript) classifier."""
-    import torch
-
-    malignant = bundle.metadata.malignant_index
-
     def malignancy(images: np.ndarray) -> np.ndarray:
-        outputs = [np.empty(0, dtype=np.float32)]
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                # a writable copy where needed: torch refuses read-only views (broadcast references)
-                chunk = np.require(images[start : start + batch_size], np.float32, ["C", "W"])
-                batch = torch.from_numpy(chunk)[:, None]
-                logits = bundle.classifier(batch.to(bundle.device)).float()
-                outputs.append(torch.softmax(logits, dim=1)[:, malignant].cpu().numpy())
-        return np.concatenate(outputs)
+        return malignancy_probabilities(bundle.classifier, images, bundle.device, batch_size,
+                                        bundle.metadata.malignant_index).numpy()
 
     return malignancy
 

@@ -18,7 +18,6 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.metrics import compute_roc_auc
 from monai.utils import convert_to_tensor
 
 from CycleGANExplainLib.intensity import normalise_hu
@@ -26,10 +25,12 @@ from CycleGANExplainLib.model_bundle import resolve_device
 from CycleGANExplainLib.networks import MalignancyClassifier
 
 from .augment import classifier_augmentation
+from .batched_inference import malignancy_probabilities
 from .checkpoint import save_checkpoint
 from .config import TrainingConfig
 from .context_fill import EVALUATION_FILLS, fill_outside, random_context
-from .dataset import CENTRE, MALIGNANT, PreparedDataset
+from .dataset import CENTRE, PreparedDataset
+from .metrics import roc_auc
 from .run_log import MetricsLog, Progress
 
 CLASSIFIER_CHECKPOINT = "classifier.pt"
@@ -78,17 +79,6 @@ def _augmented(images: torch.Tensor, transform) -> torch.Tensor:
     return torch.stack([convert_to_tensor(transform(image), track_meta=False) for image in images])
 
 
-def malignancy_probabilities(classifier: torch.nn.Module, images: torch.Tensor, device: str,
-                             batch_size: int = 64) -> torch.Tensor:
-    classifier.eval()
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            logits = classifier(images[start : start + batch_size].to(device))
-            outputs.append(torch.softmax(logits.float(), dim=1)[:, MALIGNANT].cpu())
-    return torch.cat(outputs)
-
-
 def train_classifier(
     dataset: PreparedDataset,
     config: TrainingConfig,
@@ -111,7 +101,6 @@ def train_classifier(
     fit = train.select(~validation)
     held_out = train.select(validation & (train.views == CENTRE))
     validation_sets = {fill: images_in_context(held_out, config.hu_window, fill) for fill in EVALUATION_FILLS}
-    validation_labels = torch.from_numpy(held_out.labels.astype(np.int64))
     fit_labels = torch.from_numpy(fit.labels.astype(np.int64))
     weights = class_weights(fit.labels).to(device)
 
@@ -145,7 +134,7 @@ def train_classifier(
             loss.backward()
             optimiser.step()
             losses.append(float(loss.detach()))
-        aucs = {fill: float(compute_roc_auc(malignancy_probabilities(classifier, images, device), validation_labels))
+        aucs = {fill: roc_auc(held_out.labels, malignancy_probabilities(classifier, images, device).numpy())
                 for fill, images in validation_sets.items()}
         auc = min(aucs.values())  # the worst surround decides
         log.write({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_auc": auc,
