@@ -201,8 +201,8 @@ def test_deletion_removes_the_most_relevant_pixels_first():
     # Wrong map (negative: ranked by magnitude): the quadrant is deleted last (ties by position), inserted last.
     assert deletion[1] == pytest.approx([1, 1, 1, 1, 0])
     assert insertion[1] == pytest.approx([0, 0, 0, 0, 1])
-    auc = measures.curve_auc(deletion)
-    assert auc[0] == pytest.approx(0.125) and auc[1] == pytest.approx(0.875)
+    area = measures.area_under_perturbation_curves(deletion)
+    assert area[0] == pytest.approx(0.125) and area[1] == pytest.approx(0.875)
 
 
 def test_a_predicted_benign_patch_follows_one_minus_the_malignancy():

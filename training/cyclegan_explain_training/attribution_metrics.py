@@ -231,8 +231,9 @@ def perturbation_curves(
     return deletion, insertion
 
 
-def curve_auc(curves: np.ndarray) -> np.ndarray:
-    """Trapezoidal area under each curve [N, steps + 1] over the perturbed fraction [0, 1]."""
+def area_under_perturbation_curves(curves: np.ndarray) -> np.ndarray:
+    """Trapezoidal area under each deletion or insertion curve [N, steps + 1] over the perturbed fraction
+    [0, 1] (the "deletion AUC" of Petsiuk et al.; not a ROC AUC, which is metrics.roc_auc)."""
     return trapezoid(curves, dx=1.0 / (curves.shape[1] - 1), axis=1)
 
 

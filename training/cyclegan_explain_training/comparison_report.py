@@ -27,7 +27,7 @@ from .attribution_metrics import DEFINITIONS, GROUPS, MASK_DILATIONS_MM, SCORE_C
 from .dataset import MALIGNANT
 from .evaluate import _json_safe, _number, _with_ci
 from .figures import choose_examples
-from .metrics import bootstrap
+from .metrics import bootstrap, nan_mean
 
 JSON_FILE = "baselines.json"
 MARKDOWN_FILE = "baselines.md"
@@ -73,7 +73,6 @@ def summarise(per_patch: Dict[str, Dict[str, np.ndarray]], resamples: int, seed:
     columns = [(measure, method) for method, values in per_patch.items() for measure in values]
     matrix = np.column_stack([np.asarray(per_patch[method][measure], dtype=np.float64)
                               for measure, method in columns])
-    defined = np.isfinite(matrix)
     summary: Dict[str, Any] = {}
     for measure, method in columns:
         summary.setdefault(measure, {})[method] = {
@@ -83,11 +82,7 @@ def summarise(per_patch: Dict[str, Dict[str, np.ndarray]], resamples: int, seed:
         return summary
 
     def statistics(indices: np.ndarray) -> Dict[str, float]:
-        counts = defined[indices].sum(axis=0)
-        sums = np.where(defined[indices], matrix[indices], 0.0).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
-        return {str(column): float(mean) for column, mean in enumerate(means)}
+        return {str(column): float(mean) for column, mean in enumerate(nan_mean(matrix[indices], axis=0))}
 
     for column, estimate in bootstrap(statistics, len(matrix), resamples, seed, CONFIDENCE).items():
         measure, method = columns[int(column)]

@@ -200,8 +200,8 @@ def score_maps(maps: np.ndarray, x: np.ndarray, regions: Dict[float, np.ndarray]
     scores = measures.localisation_scores(maps, regions, valid)
     for name, reference in references.items():
         deletion, insertion = measures.perturbation_curves(malignancy, x, maps, reference)
-        scores[f"deletion_auc_{name}"] = measures.curve_auc(deletion)
-        scores[f"insertion_auc_{name}"] = measures.curve_auc(insertion)
+        scores[f"deletion_auc_{name}"] = measures.area_under_perturbation_curves(deletion)
+        scores[f"insertion_auc_{name}"] = measures.area_under_perturbation_curves(insertion)
     scores["sparseness_gini"] = measures.sparseness_gini(maps)
     scores["complexity_entropy"] = measures.complexity_entropy(maps)
     return scores
