@@ -6,7 +6,6 @@ the work is done by CycleGANExplainLib. Research use only; not a medical device.
 
 # No `from __future__ import annotations` here: parameterNodeWrapper reads the annotations.
 import html
-import importlib.metadata
 import importlib.util
 import logging
 import re
@@ -25,27 +24,27 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.i18n import tr as _
 from slicer.util import VTKObservationMixin
 
+import CycleGANExplainLib
 from CycleGANExplainLib import mrml_explain, mrml_overlay
-from CycleGANExplainLib.background_explainer import BackgroundExplainer
 from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
-from CycleGANExplainLib.overlay import colour_legend
+from CycleGANExplainLib.explain_controller import ExplainController
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
-from CycleGANExplainLib.package_installer import install_requirements
-from CycleGANExplainLib.parameter_gui import connect_gui
 from CycleGANExplainLib.model_bundle import (
     DEVICE_CHOICES,
     BundleMetadata,
-    UntrustedBundleError,
-    bundle_digest,
-    check_trust,
     default_bundle_dir,
     read_metadata,
     resolve_bundle,
     shipped_bundles,
 )
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
+from CycleGANExplainLib.overlay import colour_legend
+from CycleGANExplainLib.package_installer import (TORCH_MINIMUM_VERSION, DependencyInstaller, install_torch,
+                                                  require_torch_version)
+from CycleGANExplainLib.parameter_gui import connect_gui
 from CycleGANExplainLib.sample_data import (DEFAULT_NODULE_ID, SAMPLE_NAME, sample_file_sha256, sample_nodule,
                                            sample_volume_path)
 
@@ -64,10 +63,6 @@ BASELINE_MINIMUM_ENRICHMENT = 2.0
 REEXPLAIN_DELAY_MS = 300
 # How often the GUI thread looks for a finished explanation (short beside any explanation).
 POLL_INTERVAL_MS = 50
-# The oldest torch that loads the shipped bundles: they are TorchScript exports of torch 2.14, whose
-# generators call aten::_upsample_lanczos2d_aa, which torch 2.8 (the newest for Slicer 5.6 and 5.8's
-# Python 3.9) lacks; 2.13.0 and 2.14.1 load them. pyproject's torch floor is the same.
-TORCH_MINIMUM_VERSION = "2.13"
 
 
 def sampleNoduleRAS(noduleId: str = SAMPLE_NODULE_ID) -> np.ndarray:
@@ -83,15 +78,14 @@ def sampleNoduleRAS(noduleId: str = SAMPLE_NODULE_ID) -> np.ndarray:
 class CycleGANExplain(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "CycleGAN Explain"
-        self.parent.categories = ["Explainability"]
+        self.parent.title = _("CycleGAN Explain")
+        self.parent.categories = [_("Explainability")]
         self.parent.dependencies = []  # PyTorch (extension) is checked when first explaining
         self.parent.contributors = ["CycleGANExplain contributors"]
         self.parent.helpText = moduleHelpText()
-        self.parent.acknowledgementText = """
-Method: Katzmann A. et al., "Explaining clinical decision support systems in medical imaging
-using cycle-consistent activation maximization", Neurocomputing 2021.
-"""
+        self.parent.acknowledgementText = _(
+            "Method: Katzmann A. et al., \"Explaining clinical decision support systems in medical imaging "
+            "using cycle-consistent activation maximization\", Neurocomputing 2021.")
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
@@ -103,7 +97,8 @@ def shippedBundleNames() -> List[str]:
 
 def bundleDescription(metadata: BundleMetadata) -> str:
     """A bundle's training data and headline evaluation, from its metadata.json."""
-    return f"Trained on {metadata.trained_on}. Evaluation: {metadata.headline_evaluation}."
+    return _("Trained on {data}. Evaluation: {evaluation}.").format(data=metadata.trained_on,
+                                                                     evaluation=metadata.headline_evaluation)
 
 
 def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
@@ -117,23 +112,26 @@ def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
             metadata = read_metadata(path)
             text = f"<b>{html.escape(metadata.display_name)}</b>: {html.escape(bundleDescription(metadata))}"
         except Exception as error:  # noqa: BLE001 - the help text must not stop the module from loading
-            text = f"<b>{html.escape(path.name)}</b>: unreadable ({html.escape(str(error))})"
-        bundles.append(f"<li>{text}{' (default)' if path == default else ''}</li>")
+            text = _("<b>{name}</b>: unreadable ({error})").format(name=html.escape(path.name),
+                                                                   error=html.escape(str(error)))
+        bundles.append(f"<li>{text}{_(' (default)') if path == default else ''}</li>")
     citations = "".join(f"<li>{html.escape(citation)}</li>" for citation in LIDC_IDRI_CITATIONS)
     return (
-        "<p>Explains a lung-nodule malignancy classifier with cycle-consistent activation maximisation. "
-        "Place a seed on a nodule: a 45 mm axial patch around it is classified, transformed towards "
-        "malignant (G+) and towards benign (G-), and R = G+(x) - G-(x) is painted over the CT: red where "
-        "the image would change to look more malignant, blue towards benign. \"Method\" shows a baseline "
-        "attribution map (saliency, integrated gradients, SHAP, occlusion, Grad-CAM, LRP) of the same "
-        "classifier instead, with the same colours; saliency and Grad-CAM are unsigned (red is magnitude only).</p>"
-        f"<p><b>{html.escape(RESEARCH_NOTICE)}</b> Not cleared or approved for diagnosis or any clinical decision.</p>"
-        f"<p>Needs Slicer 5.10 or newer and the PyTorch extension (torch {TORCH_MINIMUM_VERSION} or newer, "
-        "installed on first use after asking).</p>"
-        "<p>Model bundles (\"Bundle\" chooses one). What each was trained on and its figures on its held-out "
-        "test split are read from the bundle's metadata.json:</p>"
-        f"<ul>{''.join(bundles) or '<li>none installed</li>'}</ul>"
-        f"<p>{html.escape(LIDC_IDRI_LICENCE)} Please cite:</p><ul>{citations}</ul>"
+        "<p>" + _("Explains a lung-nodule malignancy classifier with cycle-consistent activation maximisation. "
+                  "Place a seed on a nodule: a 45 mm axial patch around it is classified, transformed towards "
+                  "malignant (G+) and towards benign (G-), and R = G+(x) - G-(x) is painted over the CT: red where "
+                  "the image would change to look more malignant, blue towards benign. \"Method\" shows a baseline "
+                  "attribution map (saliency, integrated gradients, SHAP, occlusion, Grad-CAM, LRP) of the same "
+                  "classifier instead, with the same colours; saliency and Grad-CAM are unsigned (red is magnitude "
+                  "only).") + "</p>"
+        f"<p><b>{html.escape(RESEARCH_NOTICE)}</b> "
+        + _("Not cleared or approved for diagnosis or any clinical decision.") + "</p><p>"
+        + _("Needs Slicer 5.10 or newer and the PyTorch extension (torch {version} or newer, installed on first use "
+            "after asking).").format(version=TORCH_MINIMUM_VERSION) + "</p><p>"
+        + _("Model bundles (\"Bundle\" chooses one). What each was trained on and its figures on its held-out "
+            "test split are read from the bundle's metadata.json:") + "</p>"
+        f"<ul>{''.join(bundles) or '<li>' + _('none installed') + '</li>'}</ul>"
+        f"<p>{html.escape(LIDC_IDRI_LICENCE)} " + _("Please cite:") + f"</p><ul>{citations}</ul>"
     )
 
 
@@ -152,41 +150,6 @@ def methodLegendHtml(method: str) -> str:
         meaning = f"{red}: evidence for malignant. {blue}: evidence for benign."
     return (f"<b>{info.label}</b> ({info.library}). {meaning} Near zero is transparent. "
             "The colour range is symmetric, scaled to this explanation.")
-
-
-def torchVersionProblem(installed: str, minimum: str = TORCH_MINIMUM_VERSION) -> Optional[str]:
-    """Why an installed torch cannot load the bundles, or None when it can (local tags ignored)."""
-    def release(version: str) -> tuple:
-        return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:2])
-
-    if release(installed) >= release(minimum):
-        return None
-    return (f"The model bundles need PyTorch {minimum} or newer; this Slicer has {installed}. Slicer 5.6 and 5.8 "
-            f"(Python 3.9) cannot install it: use Slicer 5.10 or newer, or install a newer torch in the PyTorch "
-            f"Utils module.")
-
-
-def requireTorchVersion() -> None:
-    """RuntimeError when the installed torch is older than the bundles need."""
-    problem = torchVersionProblem(importlib.metadata.version("torch"))
-    if problem:
-        raise RuntimeError(problem)
-
-
-def installTorch() -> None:
-    """Install torch through the PyTorch extension (PyTorchUtils), which asks nothing in testing mode;
-    RuntimeError naming the extension when it is not installed."""
-    try:
-        import PyTorchUtils
-    except ModuleNotFoundError as error:
-        raise RuntimeError(
-            "CycleGAN Explain needs the 'PyTorch' extension. Install it from the Extensions Manager "
-            "(search for PyTorch), restart Slicer, then explain again."
-        ) from error
-    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    if not torchLogic.torchInstalled():
-        if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=f">={TORCH_MINIMUM_VERSION}") is None:
-            raise RuntimeError("PyTorch was not installed; see the Python console for the reason.")
 
 
 def registerSampleData() -> None:
@@ -241,20 +204,19 @@ class CycleGANExplainParameterNode:
 
 
 class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: builds the widgets, binds them to the parameter node and hands every event to an
+    ExplainController (CycleGANExplainLib.explain_controller), which decides and is tested headless.
+    What stays here is Qt: dialogs, labels, timers."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.controller = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._observedSeedNode = None
-        self._torchReady = False
-        self._allowedBundleDigests = set()  # unknown bundles the user confirmed in this session
-        self._explainTimer = None
-        self._pollTimer = None
-        self._explainer = None
         self._busyRow = None
-        self._choiceShownOrTried = None
         self._bundleShown = None
 
     def setup(self) -> None:
@@ -263,29 +225,33 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-
-        self.logic = CycleGANExplainLogic()
         self.ui.seedPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
-
-        self._explainTimer = qt.QTimer()
-        self._explainTimer.setSingleShot(True)
-        self._explainTimer.setInterval(REEXPLAIN_DELAY_MS)
-        self._explainTimer.connect("timeout()", self.onExplain)
-
-        # The networks run in a worker thread (background_explainer); the GUI thread polls it, so
-        # Slicer stays responsive whatever the method, and the scene is only touched here.
-        self._explainer = BackgroundExplainer(mrml_explain.compute, self.onExplanationDone, self.onExplanationFailed)
-        self._pollTimer = qt.QTimer()
-        self._pollTimer.setInterval(POLL_INTERVAL_MS)
-        self._pollTimer.connect("timeout()", self.onPoll)
         self._busyRow = self._createBusyRow()
         self.layout.addWidget(self._busyRow)
 
+        self.logic = CycleGANExplainLogic()
+        debounceTimer = qt.QTimer()
+        debounceTimer.setSingleShot(True)
+        debounceTimer.setInterval(REEXPLAIN_DELAY_MS)
+        # The GUI thread polls the worker (MRML is touched on this thread only).
+        pollTimer = qt.QTimer()
+        pollTimer.setInterval(POLL_INTERVAL_MS)
+        self.controller = ExplainController(self.logic, self._createInstaller(), self, debounceTimer, pollTimer)
+        debounceTimer.connect("timeout()", self.controller.explain)
+        pollTimer.connect("timeout()", self.controller.poll)
+
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.explainButton.connect("clicked(bool)", self.onExplain)
+        self.ui.explainButton.connect("clicked(bool)", self.controller.explain)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.initializeParameterNode()
+
+    def _createInstaller(self) -> DependencyInstaller:
+        try:
+            from slicer.packaging import pip_ensure  # Slicer releases after 5.10
+        except ImportError:
+            pip_ensure = None
+        return DependencyInstaller(self.ask, self.tell, self.show_status, slicer.util.pip_install, pip_ensure)
 
     def _createBusyRow(self):
         """An indeterminate progress bar and a Cancel button, shown while an explanation runs."""
@@ -296,33 +262,32 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         progress.setRange(0, 0)
         progress.setTextVisible(False)
         rowLayout.addWidget(progress)
-        cancelButton = qt.QPushButton("Cancel")
-        cancelButton.toolTip = "Stop waiting for this explanation (its result is discarded)."
-        cancelButton.connect("clicked(bool)", self.onCancel)
+        cancelButton = qt.QPushButton(_("Cancel"))
+        cancelButton.toolTip = _("Stop waiting for this explanation (its result is discarded).")
+        cancelButton.connect("clicked(bool)", lambda: self.controller.cancel())
         rowLayout.addWidget(cancelButton)
         row.visible = False
         return row
 
     def cleanup(self) -> None:
-        # Any part may be missing when setup() did not finish.
-        for timer in (self._explainTimer, self._pollTimer):
-            if timer is not None:
-                timer.stop()
-        if self._explainer is not None:
-            self._explainer.shutdown()
+        if self.controller is not None:  # None when setup() did not get that far
+            self.controller.shutdown()
         self.removeObservers()
+
+    def onReload(self) -> None:
+        """Reload the library too: Slicer's reload re-imports only this file."""
+        CycleGANExplainLib.forget_loaded_modules()
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._explainTimer is not None:  # a pending re-explain must not fire with no parameter node
-            self._explainTimer.stop()
-        self.onCancel()
+        if self.controller is not None:
+            self.controller.cancel()
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._explainTimer.stop()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -331,22 +296,15 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode and firstVolumeNode != self._parameterNode.overlayVolume:
-                self._parameterNode.inputVolume = firstVolumeNode
-        if not self._parameterNode.seedNode:
-            self._parameterNode.seedNode = self.logic.createSeedNode()
-        if self._parameterNode.bundle not in shippedBundleNames():  # a scene saved with a bundle not installed
-            self._parameterNode.bundle = default_bundle_dir().name
+        self.logic.completeParameters(self._parameterNode)
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
-        self._choiceShownOrTried = None
         self._bundleShown = None
+        self.controller.set_parameters(inputParameterNode)
         if self._parameterNode:
             # Not connectGui: before Slicer 5.10 it returns no tag to disconnect (parameter_gui).
             self._parameterNodeGuiTag = connect_gui(self._parameterNode, self.ui)
@@ -368,7 +326,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             try:
                 tooltip = bundleDescription(self.logic.bundleMetadata(name))
             except Exception as error:  # noqa: BLE001 - a broken bundle must not break the panel
-                tooltip = f"Unreadable: {error}"
+                tooltip = _("Unreadable: {error}").format(error=error)
             self.ui.bundleComboBox.setItemData(index, tooltip, qt.Qt.ToolTipRole)
 
     def _showBundle(self, bundle: Optional[str]) -> None:
@@ -380,7 +338,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             metadata = self.logic.bundleMetadata(bundle)
             self.ui.bundleLabel.text = f"{metadata.display_name}. {bundleDescription(metadata)}"
         except Exception as error:  # noqa: BLE001 - shown; explaining reports it again
-            self.ui.bundleLabel.text = f"{bundle}: unreadable ({error})"
+            self.ui.bundleLabel.text = _("{bundle}: unreadable ({error})").format(bundle=bundle, error=error)
 
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         parameters = self._parameterNode
@@ -390,193 +348,29 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.explainButton.enabled = bool(parameters and parameters.inputVolume and seedNode)
         if parameters:
             self._showBundle(parameters.bundle)
-        if parameters and parameters.overlayVolume:
-            # Only the opacity follows the panel: the views' layers change when an explanation is
-            # shown, so a volume chosen since is not covered by another volume's overlay.
-            if not self.logic.updateOverlayDisplay(parameters.overlayVolume, parameters.inputVolume,
-                                                   parameters.overlayOpacity, parameters.showOverlay):
-                self.clearResult()
-        self._reexplainIfChoiceChanged(parameters)
+        self.controller.parameters_modified()
 
     def _observeSeedNode(self, seedNode) -> None:
         if seedNode is self._observedSeedNode:
             return
+        events = (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, slicer.vtkMRMLMarkupsNode.PointModifiedEvent)
         if self._observedSeedNode is not None:
-            for event in (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
-                          slicer.vtkMRMLMarkupsNode.PointModifiedEvent):
+            for event in events:
                 self.removeObserver(self._observedSeedNode, event, self.onSeedMoved)
         self._observedSeedNode = seedNode
         if seedNode is not None:
-            for event in (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
-                          slicer.vtkMRMLMarkupsNode.PointModifiedEvent):
+            for event in events:
                 self.addObserver(seedNode, event, self.onSeedMoved)
 
-    def _reexplainIfChoiceChanged(self, parameters) -> None:
-        """Choosing another method or bundle re-explains the shown map (into the same overlay node),
-        once per choice: a failed attempt is not retried on every later parameter change."""
-        if not (parameters and parameters.overlayVolume and self.logic.hasSeed(parameters.seedNode)):
-            return
-        if self._choiceShownOrTried is None:
-            # The overlay records its method; its bundle is the one saved beside it in the parameter node.
-            self._choiceShownOrTried = (mrml_overlay.overlay_method(parameters.overlayVolume), parameters.bundle)
-        if (parameters.method, parameters.bundle) != self._choiceShownOrTried:
-            self._choiceShownOrTried = (parameters.method, parameters.bundle)
-            self._explainTimer.start()
-
     def onSeedMoved(self, caller=None, event=None) -> None:
-        """Restart the single-shot timer: dragging re-explains once, when the point rests. A new
-        click with Place moves the seed there (the node keeps one point)."""
-        # Whatever the event (VTK passes custom events to Python by name, "UserEvent"): only a second
-        # placed point makes keepNewestSeed act; moving the seed fires PointModifiedEvent, back here.
-        if caller is not None and self.logic.keepNewestSeed(caller):
-            return
-        if self._parameterNode and self._parameterNode.autoUpdate and self.logic.hasSeed(caller):
-            self._explainTimer.start()
-
-    def onExplain(self) -> None:
-        """Check and read the request here, then compute it in the worker (a newer seed
-        supersedes one still running)."""
-        parameters = self._parameterNode
-        if parameters is None:
-            return
-        # Cleared first: if this explanation fails, no earlier seed's figures stay on screen as if current.
-        self.clearResult()
-        with slicer.util.tryWithErrorDisplay("Could not explain the seed point."):
-            self._choiceShownOrTried = (parameters.method, parameters.bundle)
-            if not self.ensureTorch() or not self.ensureMethodPackages(parameters.method):
-                return
-            allowUnknown = self.confirmUnknownBundle(self.logic.bundleDirFor(parameters.bundle))
-            if allowUnknown is None:
-                return
-            request = self.logic.prepareRequest(parameters.inputVolume, self.logic.seedPosition(parameters.seedNode),
-                                                parameters.device, parameters.neighbourSlices,
-                                                method=parameters.method, bundle=parameters.bundle,
-                                                allowUnknownBundle=allowUnknown)
-            self._explainer.submit(request)
-            self._busyRow.visible = True
-            slicer.util.showStatusMessage("Explaining the seed point...")
-            self._pollTimer.start()
-
-    def onPoll(self) -> None:
-        self._explainer.poll()
-        if not self._explainer.busy:
-            self._pollTimer.stop()
-            self._busyRow.visible = False
-            slicer.util.showStatusMessage("")
-
-    def onCancel(self) -> None:
-        if self._explainer is not None and self._explainer.busy:
-            self._explainer.cancel()
-            slicer.util.showStatusMessage("Explanation cancelled.", 3000)
-        if self._busyRow is not None:
-            self._busyRow.visible = False
-
-    def onExplanationDone(self, request: "mrml_explain.ExplainRequest", batch) -> None:
-        parameters = self._parameterNode
-        if parameters is None or parameters.inputVolume is None or \
-                parameters.inputVolume.GetID() != request.volume_node.GetID():
-            return  # the module was left, or another volume chosen, while it ran
-        result = mrml_explain.show(slicer.mrmlScene, request, batch)
-        parameters.overlayVolume = result.overlay_node
-        self.logic.showOverlay(result.overlay_node, parameters.inputVolume, parameters.overlayOpacity,
-                               parameters.showOverlay, jumpToRAS=request.seeds[request.central_index])
-        self.showResult(result)
-
-    def onExplanationFailed(self, request: "mrml_explain.ExplainRequest", error: BaseException) -> None:
-        logging.error("Explanation failed", exc_info=(type(error), error, error.__traceback__))
-        slicer.util.errorDisplay("Could not explain the seed point." + f"\n\n{error}")
-
-    def clearResult(self) -> None:
-        for label in (self.ui.probabilityXLabel, self.ui.probabilityPosLabel, self.ui.probabilityNegLabel,
-                      self.ui.deviceUsedLabel, self.ui.methodUsedLabel, self.ui.warningsLabel):
-            label.text = ""
-
-    def showResult(self, result: "mrml_explain.VolumeExplanation") -> None:
-        explanation = result.batch[result.central_index]
-        self.ui.probabilityXLabel.text = f"{explanation.p_x:.3f}"
-        self.ui.probabilityPosLabel.text = f"{explanation.p_pos:.3f}"
-        self.ui.probabilityNegLabel.text = f"{explanation.p_neg:.3f}"
-        self.ui.deviceUsedLabel.text = (
-            f"{result.batch.device}, {result.batch.seconds:.2f} s for {len(result.batch)} patch(es)"
-        )
-        method = METHODS[result.batch.method]
-        self.ui.methodUsedLabel.text = f"{method.label} ({method.library}); bundle {result.batch.bundle_name}"
-        self.ui.legendLabel.text = methodLegendHtml(method.key)
-        self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
-        for warning in result.batch.warnings:
-            logging.warning(warning)
-
-    def confirmUnknownBundle(self, bundleDir: Path) -> Optional[bool]:
-        """False for a shipped bundle; True once the user confirms an unknown one (asked once per
-        bundle content and session); None when they decline."""
-        try:
-            check_trust(bundleDir, allow_unknown=False)
-            return False
-        except UntrustedBundleError as refusal:
-            digest = bundle_digest(bundleDir)
-            if digest in self._allowedBundleDigests:
-                return True
-            if not slicer.util.confirmOkCancelDisplay(
-                    f"{refusal}\n\nRun this model bundle anyway?", windowTitle="Unknown model bundle"):
-                return None
-            self._allowedBundleDigests.add(digest)
-            return True
-
-    def ensureTorch(self) -> bool:
-        """Make torch importable, installing it through the PyTorch extension after one confirmation."""
-        if not self._torchReady and importlib.util.find_spec("torch") is None:
-            if not slicer.util.confirmOkCancelDisplay(
-                "CycleGAN Explain needs PyTorch, which is not installed yet.\n\n"
-                "Install it now? The download is large (up to a few GB with GPU support) and can take "
-                "several minutes; Slicer is busy meanwhile.",
-                windowTitle="Install PyTorch",
-            ):
-                return False
-            slicer.util.showStatusMessage("Installing PyTorch (this can take several minutes)...")
-            installTorch()
-        requireTorchVersion()
-        self._torchReady = True
-        return True
-
-    def ensureMethodPackages(self, method: str) -> bool:
-        """Make the method's packages importable, installing them with pip after one confirmation.
-
-        At use time, never at import: CycleGAN-AM needs nothing beyond torch. On refusal the
-        method goes back to CycleGAN-AM (re-explaining a shown map with it) and a message says why.
-        """
-        missing = missing_packages(method)
-        if not missing:
-            return True
-        label = METHODS[method].label
-        if not slicer.util.confirmOkCancelDisplay(
-            f"The {label} map needs the Python package(s) {', '.join(missing)}, which are not installed.\n\n"
-            "Install them now with pip? Slicer is busy for a minute or so meanwhile.",
-            windowTitle=f"Install packages for {label}",
-        ):
-            self._parameterNode.method = DEFAULT_METHOD
-            slicer.util.infoDisplay(
-                f"{label} was not computed because {', '.join(missing)} is not installed. The method is back "
-                f"to {METHODS[DEFAULT_METHOD].label}; choose {label} again to install it.",
-                windowTitle="Method not available",
-            )
-            return False
-        slicer.util.showStatusMessage(f"Installing {', '.join(missing)}...")
-        try:
-            from slicer.packaging import pip_ensure  # Slicer releases after 5.10
-        except ImportError:
-            pip_ensure = None
-        install_requirements(METHODS[method].requirements, slicer.util.pip_install, pip_ensure)
-        importlib.invalidate_caches()
-        stillMissing = missing_packages(method)
-        if stillMissing:
-            raise RuntimeError(f"Could not install {', '.join(stillMissing)}; see the Python console for pip's output.")
-        return True
+        # Whatever the event: VTK passes custom events to Python by name ("UserEvent").
+        self.controller.seed_moved(caller)
 
     def onLoadSample(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Could not load the sample CT.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Could not load the sample CT."), waitCursor=True):
             import SampleData
 
-            slicer.util.showStatusMessage("Loading the sample CT...")
+            slicer.util.showStatusMessage(_("Loading the sample CT..."))
             # Registered again here: a module loaded after start-up missed startupCompleted (idempotent).
             registerSampleData()
             volumeNode = SampleData.downloadSample(SAMPLE_NAME)
@@ -585,6 +379,43 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.placeSeed(self._parameterNode.seedNode, sampleNoduleRAS())
             mrml_overlay.jump_slice_views(slicer.mrmlScene, sampleNoduleRAS())
         slicer.util.showStatusMessage("")
+
+    # --- the controller's view (explain_controller.PanelView) ---------------------------------
+
+    def ask(self, question: str, title: str) -> bool:
+        return slicer.util.confirmOkCancelDisplay(question, windowTitle=title)
+
+    def tell(self, message: str, title: str) -> None:
+        slicer.util.infoDisplay(message, windowTitle=title)
+
+    def show_error(self, message: str, error: BaseException) -> None:
+        slicer.util.errorDisplay(f"{message}\n\n{error}")
+
+    def show_status(self, message: str, duration_ms: int = 0) -> None:
+        slicer.util.showStatusMessage(message, duration_ms)
+
+    def set_busy(self, busy: bool) -> None:
+        self._busyRow.visible = busy
+
+    def clear_result(self) -> None:
+        for label in (self.ui.probabilityXLabel, self.ui.probabilityPosLabel, self.ui.probabilityNegLabel,
+                      self.ui.deviceUsedLabel, self.ui.methodUsedLabel, self.ui.warningsLabel):
+            label.text = ""
+
+    def show_result(self, result: "mrml_explain.VolumeExplanation") -> None:
+        explanation = result.batch[result.central_index]
+        self.ui.probabilityXLabel.text = f"{explanation.p_x:.3f}"
+        self.ui.probabilityPosLabel.text = f"{explanation.p_pos:.3f}"
+        self.ui.probabilityNegLabel.text = f"{explanation.p_neg:.3f}"
+        self.ui.deviceUsedLabel.text = _("{device}, {seconds:.2f} s for {count} patch(es)").format(
+            device=result.batch.device, seconds=result.batch.seconds, count=len(result.batch))
+        method = METHODS[result.batch.method]
+        self.ui.methodUsedLabel.text = _("{label} ({library}); bundle {bundle}").format(
+            label=method.label, library=method.library, bundle=result.batch.bundle_name)
+        self.ui.legendLabel.text = methodLegendHtml(method.key)
+        self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
+        for warning in result.batch.warnings:
+            logging.warning(warning)
 
 
 #
@@ -610,6 +441,19 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return CycleGANExplainParameterNode(super().getParameterNode())
 
+    @staticmethod
+    def completeParameters(parameters) -> None:
+        """Fill what a new (or loaded) parameter node lacks: the scene's first CT, a seed point list,
+        and the default bundle when the saved one is not installed."""
+        if not parameters.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode and firstVolumeNode != parameters.overlayVolume:
+                parameters.inputVolume = firstVolumeNode
+        if not parameters.seedNode:
+            parameters.seedNode = CycleGANExplainLogic.createSeedNode()
+        if parameters.bundle not in shippedBundleNames():
+            parameters.bundle = default_bundle_dir().name
+
     def bundleDirFor(self, bundle: Union[str, Path, None] = None) -> Path:
         """The folder of ``bundle`` (a shipped bundle's name or a folder); None: this logic's bundle."""
         return self.bundleDir if bundle is None else resolve_bundle(bundle)
@@ -617,7 +461,8 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
     def bundleMetadata(self, bundle: Union[str, Path, None] = None) -> BundleMetadata:
         return read_metadata(self.bundleDirFor(bundle))
 
-    def createSeedNode(self):
+    @staticmethod
+    def createSeedNode():
         # No maximum number of points: the place widget would disable Place once one is placed.
         # keepNewestSeed turns a new point into a move of the seed instead.
         return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CycleGANExplain seed")
@@ -648,7 +493,7 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
     def seedPosition(self, seedNode) -> np.ndarray:
         """World RAS position of the seed (the point list's first point)."""
         if not self.hasSeed(seedNode):
-            raise ValueError("Place the seed on a nodule first (the place button, then click in a slice view).")
+            raise ValueError(_("Place the seed on a nodule first (the place button, then click in a slice view)."))
         position = [0.0, 0.0, 0.0]
         seedNode.GetNthControlPointPositionWorld(0, position)
         return np.array(position)
@@ -694,6 +539,15 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
             slicer.mrmlScene, volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
             statusCallback, method=method, allow_unknown_bundle=allowUnknownBundle,
         )
+
+    def showExplanation(self, request: "mrml_explain.ExplainRequest", batch, opacity: float = 0.6,
+                        visible: bool = True) -> "mrml_explain.VolumeExplanation":
+        """Write a computed explanation into the overlay node and show it over the request's volume,
+        the views centred on the seed (on the GUI thread: MRML is not thread-safe)."""
+        result = mrml_explain.show(slicer.mrmlScene, request, batch)
+        self.showOverlay(result.overlay_node, request.volume_node, opacity, visible,
+                         jumpToRAS=request.seeds[request.central_index])
+        return result
 
     @staticmethod
     def updateOverlayDisplay(overlayNode, inputVolume, opacity: float = 0.6, visible: bool = True) -> bool:
@@ -741,8 +595,8 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         torch through the PyTorch extension when it is there (in extension CI it is a dependency)."""
         try:
             if importlib.util.find_spec("torch") is None:
-                installTorch()
-            requireTorchVersion()
+                install_torch()
+            require_torch_version()
         except RuntimeError as error:
             return str(error)
         return None

@@ -16,14 +16,14 @@ LIBRARY = REPO_ROOT / "CycleGANExplain" / "CycleGANExplainLib"
 
 # Lowest first. Each module may import only from its own layer or one below.
 LAYERS = {
-    "core": ["__init__", "package_resources", "sample_data", "patch_sampling", "intensity", "bundle_trust",
+    "core": ["__init__", "translation", "package_resources", "sample_data", "patch_sampling", "intensity", "bundle_trust",
              "model_bundle", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads",
              "inference", "background_explainer", "output_folder"],
     "methods": ["attribution_methods"],
     "explain": ["explanation"],
     "presentation": ["overlay", "notices", "explanation_figure"],
     "mrml": ["mrml_overlay", "mrml_explain"],
-    "front ends": ["cli", "parameter_gui", "package_installer"],
+    "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller"],
 }
 LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 FRONT_END_PACKAGES = ("cyclegan_explain_web", "cyclegan_explain_training")

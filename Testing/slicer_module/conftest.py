@@ -2,10 +2,11 @@
 
 slicer-core provides the real MRML scene, volumes, markups, colour and slice logics (no Qt).
 What it lacks is the Qt application layer that CycleGANExplain.py imports at module level:
-``qt``, ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper``. The STAND-IN
-below provides exactly the names that importing the module and running its Logic and self-test
-need, and nothing more. It is not Slicer: the Widget cannot run here (no widgets, no
-parameter-node GUI binding), and the stand-in's parameterNodeWrapper only records the class.
+``qt``, ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` and ``slicer.i18n``.
+The STAND-IN below provides exactly the names that importing the module and running its Logic,
+its ExplainController and self-test need, and nothing more. It is not Slicer: the Widget cannot
+run here (no widgets, no parameter-node GUI binding); the stand-in's parameter node keeps its
+values as attributes, not in the MRML node.
 """
 
 from __future__ import annotations
@@ -85,12 +86,25 @@ def _install_slicer_application_stand_in() -> None:
         choices: tuple
 
     def parameterNodeWrapper(cls):
-        """Records the class unchanged (Slicer's wrapper adds properties bound to the node)."""
+        """An instance holds the annotated parameters as plain attributes, starting at their defaults
+        (Slicer's wrapper stores them in the node, which is what saves them with the scene)."""
+        def __init__(self, node) -> None:
+            self.parameterNode = node
+            for name in cls.__annotations__:
+                setattr(self, name, getattr(cls, name, None))
+
+        cls.__init__ = __init__
         cls.isStandInParameterNodeWrapper = True
         return cls
 
     wrapper.WithinRange, wrapper.Choice, wrapper.parameterNodeWrapper = WithinRange, Choice, parameterNodeWrapper
 
+    i18n = types.ModuleType("slicer.i18n")  # Slicer's translation needs its Qt application: text as written
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+
+    sys.modules["slicer.i18n"] = i18n
+    slicer.i18n = i18n
     sys.modules["slicer.ScriptedLoadableModule"] = scripted
     sys.modules["slicer.parameterNodeWrapper"] = wrapper
     slicer.ScriptedLoadableModule = scripted

@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from CycleGANExplainLib.package_installer import torch_version_problem
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,13 +18,13 @@ def test_pyproject_and_the_module_ask_for_the_same_torch(module):
     assert re.sub(r"\s", "", torch) == f"torch>={module.TORCH_MINIMUM_VERSION}"
 
 
-def test_older_torch_is_refused_with_the_slicer_release_to_use(module):
-    assert module.torchVersionProblem("2.14.1+cu130") is None
-    assert module.torchVersionProblem("2.13.0+cpu") is None
-    assert module.torchVersionProblem("3.0") is None
-    problem = module.torchVersionProblem("2.8.0")
+def test_older_torch_is_refused_with_the_slicer_release_to_use():
+    assert torch_version_problem("2.14.1+cu130") is None
+    assert torch_version_problem("2.13.0+cpu") is None
+    assert torch_version_problem("3.0") is None
+    problem = torch_version_problem("2.8.0")
     assert "PyTorch 2.13 or newer" in problem and "2.8.0" in problem and "Slicer 5.10" in problem
-    assert module.torchVersionProblem("2.9.1+cu128") is not None
+    assert torch_version_problem("2.9.1+cu128") is not None
 
 
 def test_self_test_without_torch_or_the_extension_says_it_is_skipped(module, monkeypatch):
