@@ -177,3 +177,46 @@ def test_module_code_parses_as_python_3_9():
     """Slicer 5.6 and 5.8 bundle Python 3.9: no match statements, no parenthesised context managers..."""
     for path in [MODULE_SCRIPT, *sorted((MODULE_DIR / "CycleGANExplainLib").glob("*.py"))]:
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+
+
+# What the panel shows the user: dialogs, the status bar, buttons, labels, the module's title.
+USER_TEXT_CALLS = {"errorDisplay", "infoDisplay", "warningDisplay", "confirmOkCancelDisplay", "showStatusMessage",
+                   "tryWithErrorDisplay", "QPushButton", "QLabel", "ask", "tell", "show_error", "show_status"}
+USER_TEXT_ATTRIBUTES = {"text", "toolTip", "title", "helpText", "acknowledgementText", "windowTitle"}
+TRANSLATED_FILES = [MODULE_SCRIPT, MODULE_DIR / "CycleGANExplainLib" / "explain_controller.py",
+                    MODULE_DIR / "CycleGANExplainLib" / "package_installer.py"]
+
+
+def untranslated_text(path: Path) -> list:
+    """Literal text (a non-empty string or an f-string) given straight to a user-facing call or label,
+    not through ``_()``, Slicer's translation function."""
+    def literal(node) -> bool:  # words, not only numbers formatted into a string
+        if isinstance(node, ast.JoinedStr):
+            return any(literal(part) for part in node.values)
+        return isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search("[A-Za-z]", node.value)
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            texts = [*node.args[:2], *(keyword.value for keyword in node.keywords if keyword.arg == "windowTitle")]
+            if name in USER_TEXT_CALLS and any(literal(text) for text in texts):
+                found.append(f"{path.name}:{node.lineno} {name}(...)")
+        elif isinstance(node, ast.Assign) and literal(node.value):
+            for target in node.targets:
+                if isinstance(target, ast.Attribute) and target.attr in USER_TEXT_ATTRIBUTES:
+                    found.append(f"{path.name}:{node.lineno} .{target.attr} = ...")
+    return sorted(found, key=lambda place: int(place.split(':')[1].split()[0]))
+
+
+@pytest.mark.parametrize("path", TRANSLATED_FILES, ids=lambda path: path.name)
+def test_text_the_user_reads_goes_through_the_translation_function(path):
+    assert untranslated_text(path) == []
+
+
+def test_the_translation_check_finds_literal_text(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('slicer.util.errorDisplay("Failed")\nlabel.text = f"{value} s"\nok = _("Fine")\n'
+                      'slicer.util.infoDisplay(_("Fine"), windowTitle="Title")\nlabel.text = ""\n')
+    assert untranslated_text(sample) == ["sample.py:1 errorDisplay(...)", "sample.py:2 .text = ...",
+                                         "sample.py:4 infoDisplay(...)"]
