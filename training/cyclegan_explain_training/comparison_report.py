@@ -25,9 +25,9 @@ from CycleGANExplainLib.overlay import BENIGN_RGB, MALIGNANT_RGB, blend_over_gre
 
 from .attribution_metrics import DEFINITIONS, GROUPS, MASK_DILATIONS_MM, SCORE_CONVENTION
 from .dataset import MALIGNANT
-from .evaluate import _json_safe, _number, _with_ci
 from .figures import choose_examples
 from .metrics import bootstrap, nan_mean
+from .reporting import UNTRAINED_BANNER, estimate_text, json_safe, markdown_table, number_text
 
 JSON_FILE = "baselines.json"
 MARKDOWN_FILE = "baselines.md"
@@ -197,17 +197,12 @@ def comparison_figure(path: Union[str, Path], x: np.ndarray, maps: Dict[str, np.
     return path
 
 
-def table_label(info: Dict[str, Any]) -> str:
-    """The row's label with its pipes escaped ("Saliency (|gradient|)" would split a Markdown table row)."""
-    return info["label"].replace("|", "\\|")
-
-
 def _estimate_cell(estimate: Optional[Dict[str, Any]], group_size: int) -> str:
     if estimate is None:
         return "not run"
     if estimate["n"] == 0:
         return "n/a"
-    return _with_ci(estimate) + ("" if estimate["n"] == group_size else f" (n = {estimate['n']})")
+    return estimate_text(estimate) + ("" if estimate["n"] == group_size else f" (n = {estimate['n']})")
 
 
 def _test_cell(test: Optional[Dict[str, Any]]) -> str:
@@ -222,19 +217,19 @@ def _test_cell(test: Optional[Dict[str, Any]]) -> str:
 def _tables(report: Dict[str, Any], columns: Sequence[Tuple[str, str, str]], title: str) -> List[str]:
     """Two tables with one row per method: mean [95 % CI] per (measure, group) column, then the paired tests."""
     methods, sizes = report["methods"], report["dataset"]["group_sizes"]
-    header = "| Method | " + " | ".join(label for _, _, label in columns) + " |"
-    rule = "|---" * (len(columns) + 1) + "|"
-    estimates = [f"### {title}: mean [95 % CI]", "", header, rule]
-    tests = [f"### {title}: median difference vs CycleGAN-AM, Wilcoxon p", "", header, rule]
+    header = ["Method"] + [label for _, _, label in columns]
+    estimate_rows, test_rows = [], []
     for key, info in methods.items():
-        cells, test_cells = [], []
+        cells, test_cells = [info["label"]], [info["label"]]
         for measure, group, _ in columns:
             entry = report["measures"][measure][group]
             cells.append(_estimate_cell(entry["estimates"][key], sizes[group]))
             test_cells.append(_test_cell(entry["wilcoxon_vs_cyclegan_am"].get(key)))
-        estimates.append(f"| {table_label(info)} | " + " | ".join(cells) + " |")
-        tests.append(f"| {table_label(info)} | " + " | ".join(test_cells) + " |")
-    return estimates + [""] + tests + [""]
+        estimate_rows.append(cells)
+        test_rows.append(test_cells)
+    return ([f"### {title}: mean [95 % CI]", ""] + markdown_table(header, estimate_rows) + [""]
+            + [f"### {title}: median difference vs CycleGAN-AM, Wilcoxon p", ""] + markdown_table(header, test_rows)
+            + [""])
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
@@ -243,7 +238,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
     perturbation = settings["perturbation"]
     lines = [f"# Attribution methods compared: {bundle['name']} {bundle['version']}", ""]
     if not bundle["trained"]:
-        lines += ["**UNTRAINED bundle (random weights): these numbers only test the pipeline.**", ""]
+        lines += [UNTRAINED_BANNER, ""]
     dilations = ", ".join(f"{d:g}" for d in settings["mask_dilations_mm"])
     areas = ", ".join(f"{d:g} mm {dataset['region_area_fraction'][f'{d:g}mm']:.3f}"
                       for d in settings["mask_dilations_mm"])
@@ -355,15 +350,13 @@ def _randomisation_lines(report: Dict[str, Any]) -> List[str]:
         "no part: a low value is weaker evidence for CycleGAN-AM than for a baseline. Without a sanity bundle it "
         "is not run (no number computed another way).",
         "",
-        "| Method | Mean Spearman [95 % CI] |",
-        "|---|---|",
     ]
+    rows = []
     for key, info in report["methods"].items():
         estimate = randomisation["estimates"].get(key)
-        cell = (_estimate_cell(estimate, randomisation["patches"]) if estimate is not None
-                else randomisation["not_run"][key])
-        lines.append(f"| {table_label(info)} | {cell} |")
-    lines.append("")
+        rows.append([info["label"], _estimate_cell(estimate, randomisation["patches"]) if estimate is not None
+                     else randomisation["not_run"][key]])
+    lines += markdown_table(["Method", "Mean Spearman [95 % CI]"], rows) + [""]
     sanity = randomisation["cyclegan_am_flip_test"]
     if sanity is None:
         return lines + ["CycleGAN-AM flip test: not run (pass `--sanity-bundle`).", ""]
@@ -374,18 +367,18 @@ def _randomisation_lines(report: Dict[str, Any]) -> List[str]:
         f"{sanity['sanity_bundle']['version']}`. Generators that learned nothing about the trained classifier "
         "should not flip it.",
         "",
-        "| Rate (metrics.flip_rates) | This bundle's generators | Sanity bundle's generators |",
-        "|---|---|---|",
     ]
-    for name, text in (("flipped_to_malignant", "Flipped to malignant by G+ (of those benign on x)"),
-                       ("flipped_to_benign", "Flipped to benign by G\u2212 (of those malignant on x)"),
-                       ("malignant_after_pos", "Malignant after G+ (all)"),
-                       ("benign_after_neg", "Benign after G\u2212 (all)")):
-        lines.append(f"| {text} | {_number(trained[name])} | {_number(randomised[name])} |")
+    rates = (("flipped_to_malignant", "Flipped to malignant by G+ (of those benign on x)"),
+             ("flipped_to_benign", "Flipped to benign by G\u2212 (of those malignant on x)"),
+             ("malignant_after_pos", "Malignant after G+ (all)"),
+             ("benign_after_neg", "Benign after G\u2212 (all)"))
+    lines += markdown_table(["Rate (metrics.flip_rates)", "This bundle's generators", "Sanity bundle's generators"],
+                            [[text, number_text(trained[name]), number_text(randomised[name])]
+                             for name, text in rates])
     means = sanity["mean_malignancy"]
-    lines += ["", f"Mean malignancy: x {_number(means['x'])}; this bundle's G+ {_number(means['trained_g_pos'])}, "
-              f"G\u2212 {_number(means['trained_g_neg'])}; sanity bundle's G+ {_number(means['randomised_g_pos'])}, "
-              f"G\u2212 {_number(means['randomised_g_neg'])}.", ""]
+    lines += ["", f"Mean malignancy: x {number_text(means['x'])}; this bundle's G+ {number_text(means['trained_g_pos'])}, "
+              f"G\u2212 {number_text(means['trained_g_neg'])}; sanity bundle's G+ {number_text(means['randomised_g_pos'])}, "
+              f"G\u2212 {number_text(means['randomised_g_neg'])}.", ""]
     return lines
 
 
@@ -399,12 +392,11 @@ def _speed_lines(report: Dict[str, Any]) -> List[str]:
              + ", ".join(f"{value:g} maps/s for {name}" for name, value in speed["anchor_maps_per_second"].items())
              + " (Titan RTX GPU, 576 x 448 px mammograms: not the same task or hardware). This run's wall time: "
              + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items()) + ".",
-             "", "| Method | Batch 1 (maps/s) | Batch 32 (maps/s) |", "|---|---|---|"]
-    for method, info in report["methods"].items():
-        runs = speed["per_method"][method]
-        lines.append(f"| {table_label(info)} | {runs['batch_1']['maps_per_second']:.1f} | "
-                     f"{runs['batch_32']['maps_per_second']:.1f} |")
-    return lines + [""]
+             ""]
+    rows = [[info["label"], f"{speed['per_method'][method]['batch_1']['maps_per_second']:.1f}",
+             f"{speed['per_method'][method]['batch_32']['maps_per_second']:.1f}"]
+            for method, info in report["methods"].items()]
+    return lines + markdown_table(["Method", "Batch 1 (maps/s)", "Batch 32 (maps/s)"], rows) + [""]
 
 
 def write_report(comparison: Dict[str, Any], out_dir: Union[str, Path], resamples: int = 1000, seed: int = 0,
@@ -414,7 +406,7 @@ def write_report(comparison: Dict[str, Any], out_dir: Union[str, Path], resample
     out_dir.mkdir(parents=True, exist_ok=True)
     # numpy values become plain ones, then NaN becomes null (strict JSON has no NaN)
     plain = json.loads(json.dumps(build_report(comparison, resamples, seed, command), default=lambda v: v.tolist()))
-    report = _json_safe(plain)
+    report = json_safe(plain)
     examples = choose_examples(comparison["labels"], comparison["p_x"], FIGURE_EXAMPLES_PER_CLASS, seed)
     bundle, dataset = comparison["bundle"], comparison["dataset"]
     comparison_figure(out_dir / FIGURE_FILE, comparison["x"], comparison["maps"], comparison["labels"],

@@ -31,7 +31,7 @@ from .batched_inference import in_batches
 from .calibration import TEMPERATURE_BOUNDS, expected_calibration_error, fit_temperature, reliability_bins, sigmoid
 from .dataset import BENIGN, CENTRE, MALIGNANT, MANIFEST_FILE, PreparedDataset, load_prepared
 from .evaluation_conditions import Condition, evaluation_conditions
-from .evaluation_report import _json_safe, _number, _with_ci, render_markdown  # noqa: F401 - shared helpers
+from .evaluation_report import render_markdown
 from .explanation_checks import area_share, paste_within, share_of_magnitude, unrelated_partners
 from .figures import choose_examples_by_label, explanation_figure, reliability_diagram
 from .losses import SSIM_DATA_RANGE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
@@ -42,6 +42,7 @@ from .metrics import (
     ssim_per_image,
 )
 from .nodule_regions import within_mm_of_masks
+from .reporting import json_safe
 from .simple_baselines import (
     TWO_FEATURES, LogisticBaseline, diameter_tertile_edges, fit_logistic_baseline, nodule_features, tertile_of,
     visible_area,
@@ -270,7 +271,7 @@ def evaluate(
         (condition["label"], result["calibration"][condition["key"]]["reliability_before"],
          result["calibration"][condition["key"]].get("reliability_after"))
         for condition in result["conditions"]])
-    result = _json_safe(result)
+    result = json_safe(result)
     (out_dir / JSON_FILE).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     (out_dir / MARKDOWN_FILE).write_text(render_markdown(result))
     logger.info("Wrote %s, %s, %s and %s to %s.", JSON_FILE, MARKDOWN_FILE, FIGURE_FILE, RELIABILITY_FILE, out_dir)

@@ -6,10 +6,10 @@ the main bundle's), each with a line saying how to read it.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .metrics import TABLE1_METRICS
+from .reporting import UNTRAINED_BANNER, estimate_text, markdown_table, number_text
 
 METRIC_LABELS = {
     "accuracy": "Accuracy", "f1": "F1", "sensitivity": "Sensitivity", "specificity": "Specificity",
@@ -17,33 +17,6 @@ METRIC_LABELS = {
     "mcc": "MCC", "auc": "AUC",
 }
 IMAGE_LABELS = {"x": "x", "g_neg": "G\u2212(x)", "g_pos": "G+(x)"}
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null: strict JSON has no NaN."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _number(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _with_ci(entry: Optional[Dict[str, Any]]) -> str:
-    if entry is None:
-        return ""
-    if entry["ci_low"] is None:  # undefined in every resample
-        text = _number(entry["value"])
-    else:
-        text = f"{_number(entry['value'])} [{_number(entry['ci_low'])}, {_number(entry['ci_high'])}]"
-    if entry.get("undefined_resamples"):
-        text += f" ({entry['undefined_resamples']} resamples undefined)"
-    return text
 
 
 def _get(tree: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
@@ -55,13 +28,6 @@ def _get(tree: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
     return node
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"  # |R| inside a cell
-
-    return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
-
-
 def _condition_table(result: Dict[str, Any], section: str, rows: Sequence[Tuple[str, str]],
                      extra_column: Optional[Tuple[str, Dict[str, str]]] = None) -> List[str]:
     """Rows (label, path within section/<condition>/), one column per condition."""
@@ -69,11 +35,11 @@ def _condition_table(result: Dict[str, Any], section: str, rows: Sequence[Tuple[
     header = ["Figure"] + [c["label"] for c in conditions] + ([extra_column[0]] if extra_column else [])
     body = []
     for label, path in rows:
-        row = [label] + [_with_ci(_get(result[section], f"{c['key']}/{path}")) for c in conditions]
+        row = [label] + [estimate_text(_get(result[section], f"{c['key']}/{path}")) for c in conditions]
         if extra_column:
             row.append(extra_column[1].get(path, ""))
         body.append(row)
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _generator_columns(result: Dict[str, Any]) -> List[Tuple[str, str, str]]:
@@ -102,13 +68,13 @@ def _generator_table(result: Dict[str, Any], rows: Sequence[Tuple[str, str]], fi
         row = [label]
         for condition, bundle, _ in columns:
             if path.startswith("chance_levels:"):
-                row.append(_with_ci(_get(result["chance_levels"], f"{condition}/{path.split(':', 1)[1]}")))
+                row.append(estimate_text(_get(result["chance_levels"], f"{condition}/{path.split(':', 1)[1]}")))
             else:
-                row.append(_with_ci(_get(result["generators"], f"{bundle}/{condition}/{path}")))
+                row.append(estimate_text(_get(result["generators"], f"{bundle}/{condition}/{path}")))
         if paper is not None:
             row.append(paper.get(path, ""))
         body.append(row)
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def render_markdown(result: Dict[str, Any]) -> str:
@@ -116,7 +82,7 @@ def render_markdown(result: Dict[str, Any]) -> str:
     bundle, dataset, settings = result["bundle"], result["dataset"], result["settings"]
     lines = [f"# Evaluation of {bundle['name']} {bundle['version']}", ""]
     if not bundle["trained"]:
-        lines += ["**UNTRAINED bundle (random weights): these numbers only test the pipeline.**", ""]
+        lines += [UNTRAINED_BANNER, ""]
     lines += [
         f"Split `{dataset['split']}` of `{dataset['directory']}` (source: {dataset.get('source') or 'not recorded'}): "
         f"n = {dataset['n']} nodules ({dataset['benign']} benign, {dataset['malignant']} malignant); manifest "
@@ -132,7 +98,7 @@ def render_markdown(result: Dict[str, Any]) -> str:
         "line samples it; lung: parenchyma-like texture).",
         "",
     ]
-    lines += _table(["Key", "Condition", "n"], [[c["key"], c["label"], str(c["n"])] for c in result["conditions"]])
+    lines += markdown_table(["Key", "Condition", "n"], [[c["key"], c["label"], str(c["n"])] for c in result["conditions"]])
     for reason in result["conditions_left_out"]:
         lines.append(f"- Left out: {reason}.")
     lines += _classifier_sections(result) + _calibration_section(result) + _generator_sections(result)
@@ -146,7 +112,7 @@ def render_markdown(result: Dict[str, Any]) -> str:
 
 
 def _classifier_sections(result: Dict[str, Any]) -> List[str]:
-    paper = {name: _with_ci(entry) for name, entry in result["paper"]["classifier"].items()}
+    paper = {name: estimate_text(entry) for name, entry in result["paper"]["classifier"].items()}
     lines = ["", "## Classifier (Table 1)", "",
              "How to read: each metric of the classifier on x, per condition; the paper's value (its own test set) "
              "on the right. The AUC target asks for \u2265 0.90 in every column.", ""]
@@ -224,7 +190,7 @@ def _calibration_section(result: Dict[str, Any]) -> List[str]:
 
 def _generator_sections(result: Dict[str, Any]) -> List[str]:
     settings = result["settings"]
-    paper_means = {f"domain_transfer/{name}": _with_ci(entry)
+    paper_means = {f"domain_transfer/{name}": estimate_text(entry)
                    for name, entry in result["paper"]["mean_malignancy"].items()}
     lines = ["", "## Domain transfer (Sec. 4.1)", "",
              "How to read: the classifier's mean malignancy output on x and on each generator's output; G+ should "
@@ -239,10 +205,10 @@ def _generator_sections(result: Dict[str, Any]) -> List[str]:
         for name in ("g_pos_vs_x", "x_vs_g_neg"):
             test = tests[name]
             p_value = "n/a" if test["p"] is None else f"{test['p']:.3g}"
-            cells.append(f"{_number(test['mean_difference'])}; t = {_number(test['t'])} ({test['df']}), p = {p_value}"
+            cells.append(f"{number_text(test['mean_difference'])}; t = {number_text(test['t'])} ({test['df']}), p = {p_value}"
                          f"; paper t = {test['paper']['t']} ({test['paper']['df']})")
         rows.append([header] + cells)
-    lines += _table(["Condition", "G+(x) \u2212 x", "x \u2212 G\u2212(x)"], rows)
+    lines += markdown_table(["Condition", "G+(x) \u2212 x", "x \u2212 G\u2212(x)"], rows)
     lines += ["", "## Decision flips", "",
               "How to read: of the nodules the classifier calls benign on x, the share G+ turns malignant, and "
               "conversely for G\u2212 (targets \u2265 0.90).", ""]
@@ -319,7 +285,7 @@ def _target_section(result: Dict[str, Any]) -> List[str]:
         else:
             verdict = f"{target['verdict']} by {abs(target['margin']):.3f}"
         rows.append([f"{target['description']} {comparison} {target['target']}", labels[target["judged_on"]],
-                     _number(target["value"]), verdict]
-                    + [_number(target["by_condition"][key]) for key in labels]
+                     number_text(target["value"]), verdict]
+                    + [number_text(target["by_condition"][key]) for key in labels]
                     + ["yes" if target["met_under_every_condition"] else "no"])
-    return lines + _table(header, rows)
+    return lines + markdown_table(header, rows)
