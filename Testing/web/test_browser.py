@@ -385,3 +385,23 @@ def test_after_a_burst_of_clicks_the_next_click_is_explained_and_an_error_clears
     page.mouse.click(*axial_view_point(page, 0.96, 0.5))  # outside the volume
     wait_for_error(page, "outside the volume")
     assert not page.locator("#probabilities").is_visible(), "the previous seed's probabilities stayed on screen"
+
+
+def test_a_session_prints_no_vtk_deprecation_notice_unless_verbose(browser_context, tmp_path):
+    """trame-slicer's views cause VTK 9.6's WindowResizeEvent deprecation notice; the viewer hides
+    that message alone (test_vtk_warnings checks that other VTK warnings still show) and its own
+    resize observer uses the render window's event. --verbose shows trame-slicer's again."""
+    log_path = tmp_path / "server.log"
+    with viewer_page(browser_context, log_path) as page:
+        page.set_viewport_size({"width": 1100, "height": 760})  # the browser resizes every view
+        axial_view_image(page)
+        page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+        page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+        # Refitted to the new size, still centred on N2: the server kept working.
+        np.testing.assert_allclose(seed_ras(page), nodule_centre("N2"), atol=2.0)
+    log = log_path.read_text()
+    assert "WindowResizeEvent" not in log, log[-3000:]
+
+    verbose_log = tmp_path / "verbose.log"
+    ViewerServer(verbose_log, "--verbose").stop()  # the views are created before the URL is printed
+    assert "WindowResizeEvent" in verbose_log.read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"refuse a volume whose header declares more voxels (default {DEFAULT_MAX_VOXELS:,})")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
                         help=f"largest upload, and largest unpacked .zip, accepted (default {DEFAULT_MAX_UPLOAD_MB:g} MB)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the viewer's debug log and the third-party warnings hidden by default "
+                             "(VTK 9.6's WindowResizeEvent deprecation notice, caused by trame-slicer's views)")
     return parser
 
 
@@ -49,6 +53,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prefer_passive_openmp()  # before anything imports torch
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.verbose:
+        # The project's own log; trame's and wslink's would fill the terminal at INFO level.
+        for name in (__package__, "CycleGANExplainLib"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        warnings.simplefilter("default")  # Python's warnings too, those the default filters hide included
     try:  # after the arguments: --help works without the extra
         from .viewer import serve
         from .volume_upload import UploadLimits
@@ -66,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"warning: {trust_warning}", file=sys.stderr)
     limits = UploadLimits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_voxels=args.max_voxels)
     serve(args.volume, port=args.port, host=args.host, device=args.device, bundle_dir=bundle_dir,
-          allow_unknown_bundle=args.allow_unknown_bundle, limits=limits)
+          allow_unknown_bundle=args.allow_unknown_bundle, limits=limits, verbose=args.verbose)
     return 0
 
 

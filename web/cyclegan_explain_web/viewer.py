@@ -10,6 +10,7 @@ and the session goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -47,6 +48,7 @@ from CycleGANExplainLib.volume_io import UnreadableVolumeError
 from .slice_clicks import SliceClickObserver
 from .access import TOKEN_PARAMETER, SingleSessionGuard, is_loopback, new_token
 from .volume_upload import UploadLimits, add_volume_node, read_ct_volume, read_uploaded_volume, write_uploaded_files
+from .vtk_warnings import INTERACTOR_RESIZE_DEPRECATION, hidden_vtk_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +107,8 @@ class ExplainViewer(TrameApp):
     """One MRML scene, three slice views and the explanation panel, served by trame."""
 
     def __init__(self, server=None, device: str = "auto", bundle_dir: Union[str, Path, None] = None,
-                 allow_unknown_bundle: bool = False, limits: UploadLimits = UploadLimits()) -> None:
+                 allow_unknown_bundle: bool = False, limits: UploadLimits = UploadLimits(),
+                 verbose: bool = False) -> None:
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
@@ -124,14 +127,21 @@ class ExplainViewer(TrameApp):
 
         register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_gutter)
         self.layout_manager = LayoutManager(self.scene, self.slicer_app.view_manager, self.server)
-        self.layout_manager.register_layout(LAYOUT_ID, viewer_layout())
+        # Registering the layout creates the views, each of which has trame-slicer observe the
+        # interactor's WindowResizeEvent: VTK 9.6 prints a deprecation notice per view, which
+        # only trame-slicer can act on. Hidden here, by its text alone (--verbose shows it).
+        with contextlib.nullcontext() if verbose else hidden_vtk_warnings(INTERACTOR_RESIZE_DEPRECATION):
+            self.layout_manager.register_layout(LAYOUT_ID, viewer_layout())
         self.layout_manager.set_layout(LAYOUT_ID)
         self.focus_ras: Optional[np.ndarray] = None
         self.click_observers = []
         for view in self.slicer_app.view_manager.get_slice_views():
             self.click_observers.append(SliceClickObserver(view, self.on_slice_click))
-            # After trame-slicer's own resize handler (priority 0), which rescales the slice node.
-            view.interactor().AddObserver(vtkCommand.WindowResizeEvent, lambda *_, v=view: self._fit_view(v), -1.0)
+            # The render window's WindowResizeEvent, which VTK 9.6 recommends instead of the
+            # interactor's (its other choice, ConfigureEvent, is not sent for a remote view). The
+            # browser's resize sets the render window's size before this event is sent, and
+            # _fit_view resizes the slice node to it, so trame-slicer's handler need not run first.
+            view.render_window().AddObserver(vtkCommand.WindowResizeEvent, lambda *_, v=view: self._fit_view(v))
 
         self._initialise_state(device)
         self._build_ui()
@@ -481,13 +491,14 @@ class ExplainViewer(TrameApp):
 
 def serve(volume: Union[str, Path, None] = None, port: int = 0, host: str = "127.0.0.1", device: str = "auto",
           bundle_dir: Union[str, Path, None] = None, allow_unknown_bundle: bool = False,
-          limits: UploadLimits = UploadLimits()) -> None:
-    """Start the viewer and block; prints the URL with its access token (``port=0``: a free port)."""
+          limits: UploadLimits = UploadLimits(), verbose: bool = False) -> None:
+    """Start the viewer and block; prints the URL with its access token (``port=0``: a free port).
+    ``verbose``: also print the third-party warnings hidden by default (see vtk_warnings)."""
     if not os.environ.get("DISPLAY"):
         # Without an X server VTK would try X first, warn, then fall back to EGL: go to EGL directly.
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     viewer = ExplainViewer(device=device, bundle_dir=bundle_dir, allow_unknown_bundle=allow_unknown_bundle,
-                           limits=limits)
+                           limits=limits, verbose=verbose)
     viewer.preload_bundle()
     if volume is None:
         viewer.load_sample()
