@@ -29,7 +29,7 @@ from slicer.util import VTKObservationMixin
 
 import CycleGANExplainLib
 from CycleGANExplainLib import mrml_explain, mrml_overlay
-from CycleGANExplainLib.attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, missing_packages
+from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explain_controller import ExplainController
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
 from CycleGANExplainLib.model_bundle import (
@@ -41,7 +41,7 @@ from CycleGANExplainLib.model_bundle import (
     shipped_bundles,
 )
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
-from CycleGANExplainLib.overlay import colour_legend
+from CycleGANExplainLib.overlay import colour_legend, legend_html
 from CycleGANExplainLib.package_installer import (TORCH_MINIMUM_VERSION, DependencyInstaller, install_torch,
                                                   require_torch_version)
 from CycleGANExplainLib.parameter_gui import connect_gui
@@ -133,23 +133,6 @@ def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
         f"<ul>{''.join(bundles) or '<li>' + _('none installed') + '</li>'}</ul>"
         f"<p>{html.escape(LIDC_IDRI_LICENCE)} " + _("Please cite:") + f"</p><ul>{citations}</ul>"
     )
-
-
-def methodLegendHtml(method: str) -> str:
-    """The overlay legend for ``method``: names the method, and says when red is magnitude only."""
-    info = METHODS[method]
-    red = '<span style="color:#b2182b"><b>Red</b></span>'
-    blue = '<span style="color:#2166ac"><b>Blue</b></span>'
-    if not info.signed:
-        meaning = (f"{red}: relevance <b>magnitude</b>. This map is unsigned: it cannot show benign-indicating "
-                   "evidence, so the absence of blue does not mean there is none.")
-    elif method == CYCLEGAN_AM:
-        meaning = (f"{red}: malignancy-indicating (the image would change there to look more malignant). "
-                   f"{blue}: benign-indicating.")
-    else:
-        meaning = f"{red}: evidence for malignant. {blue}: evidence for benign."
-    return (f"<b>{info.label}</b> ({info.library}). {meaning} Near zero is transparent. "
-            "The colour range is symmetric, scaled to this explanation.")
 
 
 def registerSampleData() -> None:
@@ -412,7 +395,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         method = METHODS[result.batch.method]
         self.ui.methodUsedLabel.text = _("{label} ({library}); bundle {bundle}").format(
             label=method.label, library=method.library, bundle=result.batch.bundle_name)
-        self.ui.legendLabel.text = methodLegendHtml(method.key)
+        self.ui.legendLabel.text = legend_html(method.key)
         self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
         for warning in result.batch.warnings:
             logging.warning(warning)

@@ -20,7 +20,7 @@ import threading
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,8 +57,20 @@ GRADIENT_SHAP_SEED = 0
 """GradientSHAP draws with a fixed seed per image, so the same patch always gets the same map."""
 
 
+# Each classifier runner: (log-odds model, classifier, images [B, 1, H, W], batch_size) -> maps [B, 1, H, W].
+Runner = Callable[["torch.nn.Module", "torch.nn.Module", "torch.Tensor", int], "torch.Tensor"]
+
+
 @dataclass(frozen=True)
 class AttributionMethod:
+    """One entry of the registry: what the front ends show and install, and how its maps are made.
+
+    ``maps`` is the plugin: patches x [N, H, W] in [-1, 1] and run_networks' outputs for them ->
+    maps [N, H, W]. Everything else is read by the front ends: the label and library in menus and
+    legends, ``signed`` and the colour meanings in legends, ``requirements`` by pyproject's extra,
+    the installer and the missing-package message.
+    """
+
     key: str
     label: str
     library: str
@@ -67,35 +79,63 @@ class AttributionMethod:
     requirements: Tuple[str, ...]
     """pip requirements needed beyond torch and numpy, with the bounds the code was tested within
     (pyproject's `baselines` extra holds the same; a test compares them)."""
+    reading: str
+    """How to read the map, one sentence for legends (the colours' meaning is overlay.colour_legend's)."""
+    map_title: str
+    """The map's name over its figure panel."""
+    units: str
+    """The maps' scale, for summaries (and the colour range's floor: overlay.display_limit)."""
+    maps: Callable[["ModelBundle", np.ndarray, Dict[str, np.ndarray], int], np.ndarray]
+    runner: Optional[Runner] = None
+    """For a classifier attribution: the captum/zennit call (None for CycleGAN-AM, which needs the generators)."""
 
     @property
     def packages(self) -> Tuple[str, ...]:
         """The requirements' distribution names (each is also its import name)."""
         return tuple(re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0] for requirement in self.requirements)
 
+    @property
+    def attributes_classifier(self) -> bool:
+        return self.runner is not None
 
-# MONAI builds the eager classifier that hooks and canonizers need (networks.MalignancyClassifier,
-# whose layer names the bundles' weights follow) and blurs SHAP's references.
-_MONAI = "monai>=1.3,<1.7"
-# captum 0.8 and newer accept numpy 2 (Slicer 5.10 ships it).
-_CAPTUM = ("captum>=0.8,<0.10", _MONAI)
-# The BatchNorm canonizer workaround below is exact for zennit 0.5.
-_ZENNIT = ("zennit>=0.5.1,<0.6", _MONAI)
-METHODS: Dict[str, AttributionMethod] = {
-    method.key: method
-    for method in (
-        AttributionMethod("cyclegan-am", "CycleGAN-AM", "CycleGAN-AM (this bundle)", True, ()),
-        AttributionMethod("saliency", "Saliency (|gradient|)", "captum", False, _CAPTUM),
-        AttributionMethod("integrated-gradients", "Integrated gradients", "captum", True, _CAPTUM),
-        AttributionMethod("gradient-shap", "GradientSHAP", "captum", True, _CAPTUM),
-        AttributionMethod("deeplift-shap", "DeepSHAP (DeepLIFT-SHAP)", "captum", True, _CAPTUM),
-        AttributionMethod("occlusion", "Occlusion", "captum", True, _CAPTUM),
-        AttributionMethod("grad-cam", "Grad-CAM", "captum", False, _CAPTUM),
-        AttributionMethod("lrp", "LRP (epsilon-plus-flat)", "zennit", True, _ZENNIT),
-    )
-}
-CYCLEGAN_AM = "cyclegan-am"
-DEFAULT_METHOD = CYCLEGAN_AM
+
+INTENSITY_UNITS = "normalised intensity ([-1, 1] over the bundle's HU window)"
+LOG_ODDS_UNITS = "attribution of the malignancy log-odds (the method's own scale)"
+
+
+def _generator_difference(bundle: "ModelBundle", x: np.ndarray, outputs: Dict[str, np.ndarray],
+                          batch_size: int) -> np.ndarray:
+    """CycleGAN-AM: R = G+(x) - G-(x), from the generators' outputs."""
+    return (outputs["g_pos"] - outputs["g_neg"]).astype(np.float32, copy=False)
+
+
+def _classifier_attribution(key: str):
+    def maps(bundle: "ModelBundle", x: np.ndarray, outputs: Dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+        _require_packages(key)
+        return attribute_classifier(key, eager_classifier(bundle), x, bundle.metadata.malignant_index, batch_size)
+
+    return maps
+
+
+def _cyclegan_am() -> AttributionMethod:
+    return AttributionMethod(
+        "cyclegan-am", "CycleGAN-AM", "CycleGAN-AM (this bundle)", True, (),
+        reading="R = G+(x) - G-(x): red where the image would change to look more malignant, blue where it "
+                "would change to look more benign.", map_title="R = G\u207a(x) \u2212 G\u207b(x)",
+        units=INTENSITY_UNITS, maps=_generator_difference)
+
+
+def _baseline(key: str, label: str, library: str, signed: bool, requirements: Tuple[str, ...],
+              runner: Runner) -> AttributionMethod:
+    if signed:
+        reading = "Attribution of the malignancy log-odds: red is evidence for malignant, blue for benign."
+    else:
+        # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
+        reading = ("Relevance magnitude only: this map cannot show benign-indicating evidence, so the absence "
+                   "of blue does not mean there is none.")
+    return AttributionMethod(key, label, library, signed, requirements, reading=reading,
+                             map_title=label + ("" if signed else " (unsigned)"), units=LOG_ODDS_UNITS,
+                             maps=_classifier_attribution(key), runner=runner)
 
 
 class MissingDependencyError(ImportError):
@@ -219,8 +259,6 @@ def shap_references(images: "torch.Tensor") -> "torch.Tensor":
     return torch.stack(references, dim=1)
 
 
-# Each runner: (log-odds model, classifier, images [B, 1, H, W], batch_size) -> maps [B, 1, H, W].
-Runner = Callable[["torch.nn.Module", "torch.nn.Module", "torch.Tensor", int], "torch.Tensor"]
 
 
 def _saliency(model, classifier, images, batch_size):
@@ -330,15 +368,6 @@ def _lrp(model, classifier, images, batch_size):
     return relevance
 
 
-_RUNNERS: Dict[str, Runner] = {
-    "saliency": _saliency,
-    "integrated-gradients": _integrated_gradients,
-    "gradient-shap": _gradient_shap,
-    "deeplift-shap": _deeplift_shap,
-    "occlusion": _occlusion,
-    "grad-cam": _grad_cam,
-    "lrp": _lrp,
-}
 
 
 def attribute_classifier(
@@ -351,8 +380,8 @@ def attribute_classifier(
     """
     import torch
 
-    method_info(key)
-    if key not in _RUNNERS:
+    method = method_info(key)
+    if not method.attributes_classifier:
         raise ValueError(f"{key!r} is not a classifier attribution: it needs the bundle's generators; use attribute().")
     _require_packages(key)
     if classifier.training:
@@ -365,7 +394,7 @@ def attribute_classifier(
         raise ValueError(f"Patches must be a stack [N, rows, columns], got shape {x.shape}.")
     device = next(classifier.parameters()).device
     model = _log_odds_model(classifier, malignant_index)
-    runner = _RUNNERS[key]
+    runner = method.runner
     maps = []
     for start in range(0, len(x), batch_size):
         images = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))[:, None].to(device)
@@ -381,9 +410,31 @@ def attribute(key: str, bundle: "ModelBundle", x: np.ndarray, batch_size: int = 
 
     "cyclegan-am" is R = G+(x) - G-(x); every other key attributes the bundle's classifier, rebuilt eagerly.
     """
-    method_info(key)
-    if key == CYCLEGAN_AM:
-        outputs = run_networks(bundle, np.asarray(x, dtype=np.float32), batch_size)
-        return (outputs["g_pos"] - outputs["g_neg"]).astype(np.float32, copy=False)
-    _require_packages(key)
-    return attribute_classifier(key, eager_classifier(bundle), x, bundle.metadata.malignant_index, batch_size)
+    method = method_info(key)
+    x = np.asarray(x, dtype=np.float32)
+    outputs = run_networks(bundle, x, batch_size) if not method.attributes_classifier else {}
+    return method.maps(bundle, x, outputs, batch_size)
+
+
+# MONAI builds the eager classifier that hooks and canonizers need (networks.MalignancyClassifier,
+# whose layer names the bundles' weights follow) and blurs SHAP's references.
+_MONAI = "monai>=1.3,<1.7"
+# captum 0.8 and newer accept numpy 2 (Slicer 5.10 ships it).
+_CAPTUM = ("captum>=0.8,<0.10", _MONAI)
+# The BatchNorm canonizer workaround below is exact for zennit 0.5.
+_ZENNIT = ("zennit>=0.5.1,<0.6", _MONAI)
+METHODS: Dict[str, AttributionMethod] = {
+    method.key: method
+    for method in (
+        _cyclegan_am(),
+        _baseline("saliency", "Saliency (|gradient|)", "captum", False, _CAPTUM, _saliency),
+        _baseline("integrated-gradients", "Integrated gradients", "captum", True, _CAPTUM, _integrated_gradients),
+        _baseline("gradient-shap", "GradientSHAP", "captum", True, _CAPTUM, _gradient_shap),
+        _baseline("deeplift-shap", "DeepSHAP (DeepLIFT-SHAP)", "captum", True, _CAPTUM, _deeplift_shap),
+        _baseline("occlusion", "Occlusion", "captum", True, _CAPTUM, _occlusion),
+        _baseline("grad-cam", "Grad-CAM", "captum", False, _CAPTUM, _grad_cam),
+        _baseline("lrp", "LRP (epsilon-plus-flat)", "zennit", True, _ZENNIT, _lrp),
+    )
+}
+CYCLEGAN_AM = "cyclegan-am"
+DEFAULT_METHOD = CYCLEGAN_AM

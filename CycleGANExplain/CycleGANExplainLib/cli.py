@@ -28,10 +28,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import __version__
-from .attribution_methods import CYCLEGAN_AM, DEFAULT_METHOD, METHODS, MissingDependencyError
+from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError
 from .explanation import ExplanationBatch, explain, require_method
 from .inference_threads import prefer_passive_openmp
-from .explanation_figure import RELEVANCE_TITLE, ExplanationFigureWriter
+from .explanation_figure import ExplanationFigureWriter
 from .overlay import colour_legend, display_limit
 from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, bundle_option_help, default_bundle_dir,
                            load_bundle, read_metadata, resolve_bundle, shipped_bundles)
@@ -203,10 +203,7 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
                    notes: Sequence[str], figures: bool) -> dict:
     """Each seed's overlay (and figure), with summary.json rewritten as the seeds are written so
     that an interrupted run leaves a summary of what it finished."""
-    cyclegan_am = batch.method == CYCLEGAN_AM
-    relevance_title = RELEVANCE_TITLE if cyclegan_am else batch.method_label + ("" if batch.signed else " (unsigned)")
-    units = ("normalised intensity ([-1, 1] over the bundle's HU window)" if cyclegan_am
-             else "attribution of the malignancy log-odds (the method's own scale)")
+    method = METHODS[batch.method]
     summary = {
         "notice": RESEARCH_NOTICE,
         "complete": False,
@@ -222,13 +219,13 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
         "colours": colour_legend(batch.method),
         "seeds": [],
     }
-    figure_writer = ExplanationFigureWriter(relevance_title, batch.signed) if figures else None
+    figure_writer = ExplanationFigureWriter(method.map_title, batch.signed) if figures else None
     progress = ProgressLine("wrote") if len(batch) > 1 else None
     digits = max(2, len(str(len(batch))))
     last_summary = time.perf_counter()
     try:
         for number, item in enumerate(batch.explanations, start=1):
-            entry = _seed_entry(item, number, digits, batch.method, units)
+            entry = _seed_entry(item, number, digits, batch.method, method.units)
             write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, run.staging / entry["overlay"])
             if figure_writer is not None:
                 entry["figure"] = entry["overlay"].replace("overlay_", "explanation_").replace(".nrrd", ".png")

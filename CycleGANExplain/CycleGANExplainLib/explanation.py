@@ -16,15 +16,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .attribution_methods import (
-    CYCLEGAN_AM,
-    DEFAULT_METHOD,
-    AttributionMethod,
-    MissingDependencyError,
-    attribute,
-    method_info,
-    missing_packages,
-)
+from .attribution_methods import DEFAULT_METHOD, AttributionMethod, MissingDependencyError, method_info, missing_packages
 from .inference import ProgressCallback, run_networks
 from .intensity import normalise_hu
 from .model_bundle import ModelBundle, load_bundle
@@ -107,12 +99,9 @@ def require_method(method: str) -> AttributionMethod:
 def _run_method(
     bundle: ModelBundle, x: np.ndarray, method: str, batch_size: int, progress: Optional[ProgressCallback]
 ) -> dict:
-    """run_networks' outputs plus "relevance": G+(x) - G-(x) for CycleGAN-AM, else the baseline's map."""
+    """run_networks' outputs plus "relevance", the method's maps (the probabilities come with every method)."""
     outputs = run_networks(bundle, x, batch_size, progress)
-    if method == CYCLEGAN_AM:
-        outputs["relevance"] = outputs["g_pos"] - outputs["g_neg"]
-    else:
-        outputs["relevance"] = np.asarray(attribute(method, bundle, x, batch_size), dtype=np.float32)
+    outputs["relevance"] = np.asarray(method_info(method).maps(bundle, x, outputs, batch_size), dtype=np.float32)
     return outputs
 
 

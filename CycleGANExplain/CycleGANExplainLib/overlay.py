@@ -1,4 +1,5 @@
-"""The relevance overlay as data: a symmetric blue-white-red colour table and RGBA rendering.
+"""The relevance overlay as data: a symmetric blue-white-red colour table, RGBA rendering, and the
+legend that says what the colours mean (one source for every front end).
 
 The Slicer module turns the table into a colour node, the command line and the web viewer into
 images; all of them draw R with exactly these colours (docs/architecture.md, contract 4):
@@ -7,9 +8,12 @@ red = R > 0 (malignancy-indicating), blue = R < 0 (benign-indicating), near zero
 
 from __future__ import annotations
 
+import html
+from typing import List, Tuple
+
 import numpy as np
 
-from .attribution_methods import CYCLEGAN_AM, method_info
+from .attribution_methods import INTENSITY_UNITS, method_info
 
 COLOUR_TABLE_NAME = "CycleGANExplainRelevance"
 COLOUR_TABLE_LEVELS = 256
@@ -67,15 +71,36 @@ def blend_over_grey(grey: np.ndarray, rgba: np.ndarray, opacity: float = 1.0) ->
 BASELINE_MINIMUM_LIMIT = float(np.finfo(np.float32).tiny)
 
 
-def colour_legend(method: str) -> str:
-    """What the overlay's colours mean for ``method``'s maps (summaries, legends, figures)."""
+def legend_entries(method: str) -> List[Tuple[Tuple[float, float, float], str]]:
+    """(colour, meaning) of each colour ``method``'s maps use: what every legend (module, CLI,
+    figures, web page) says."""
     if method_info(method).signed:
-        return "red = malignancy-indicating (R > 0), blue = benign-indicating (R < 0)"
+        return [(MALIGNANT_RGB, "red = malignancy-indicating (R > 0)"), (BENIGN_RGB, "blue = benign-indicating (R < 0)")]
     # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
-    return ("unsigned map (magnitude only): red = relevant to the malignancy score in either direction; "
-            "this method cannot show benign-indicating evidence, so there is never blue")
+    return [(MALIGNANT_RGB, "unsigned map (magnitude only): red = relevant to the malignancy score in either "
+                            "direction; this method cannot show benign-indicating evidence, so there is never blue")]
+
+
+def colour_legend(method: str) -> str:
+    """What the overlay's colours mean for ``method``'s maps, in one line (summaries, tooltips)."""
+    return ", ".join(meaning for _, meaning in legend_entries(method))
+
+
+def rgb_hex(rgb: Tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{round(channel * 255):02x}" for channel in rgb)
+
+
+def legend_html(method: str) -> str:
+    """The legend as HTML (the module's panel): the method, how to read it, each colour in its colour."""
+    info = method_info(method)
+    colours = "<br>".join(f'<span style="color:{rgb_hex(rgb)}"><b>\u25a0</b></span> {html.escape(meaning)}'
+                          for rgb, meaning in legend_entries(method))
+    return (f"<b>{html.escape(info.label)}</b> ({html.escape(info.library)}). {html.escape(info.reading)}<br>{colours}"
+            "<br>Near zero is transparent. The colour range is symmetric, scaled to this explanation.")
 
 
 def display_limit(relevance: np.ndarray, method: str) -> float:
     """Half-width of the symmetric colour range for ``method``'s map (overlay, figure, summary)."""
-    return symmetric_limit(relevance, minimum=MINIMUM_LIMIT if method == CYCLEGAN_AM else BASELINE_MINIMUM_LIMIT)
+    # MINIMUM_LIMIT is in normalised intensity units: it applies only to maps on that scale.
+    in_intensity_units = method_info(method).units == INTENSITY_UNITS
+    return symmetric_limit(relevance, minimum=MINIMUM_LIMIT if in_intensity_units else BASELINE_MINIMUM_LIMIT)

@@ -77,9 +77,13 @@ def test_method_parameter_offers_every_method_with_cyclegan_am_first(module):
     assert module.CycleGANExplainParameterNode.method == DEFAULT_METHOD == "cyclegan-am"
 
 
-def test_legend_names_the_method_and_flags_unsigned_maps(module):
+def test_legend_names_the_method_and_flags_unsigned_maps():
+    from CycleGANExplainLib.overlay import BENIGN_RGB, MALIGNANT_RGB, legend_html, rgb_hex
+
+    assert rgb_hex(MALIGNANT_RGB) == "#b2182b" and rgb_hex(BENIGN_RGB) == "#2166ac"  # ColorBrewer RdBu
     for key, info in METHODS.items():
-        legend = module.methodLegendHtml(key)
-        assert info.label in legend
+        legend = legend_html(key)
+        assert info.label in legend and info.reading in legend
         assert ("unsigned" in legend and "magnitude" in legend) == (not info.signed), key
-        assert ("Blue" in legend) == info.signed, key
+        assert ("blue = benign-indicating" in legend) == info.signed, key
+        assert ("#2166ac" in legend) == info.signed and "#b2182b" in legend, key
