@@ -16,9 +16,9 @@ import torch
 from CycleGANExplainLib.explanation import explain
 from CycleGANExplainLib.model_bundle import load_bundle
 from cyclegan_explain_training.checkpoint import load_checkpoint
-from cyclegan_explain_training.cli import export_from_checkpoints
 from cyclegan_explain_training.cli import main as cli_main
 from cyclegan_explain_training.config import load_config, with_overrides
+from cyclegan_explain_training.export import export_from_checkpoints
 from cyclegan_explain_training.run_log import read_metrics
 from cyclegan_explain_training.train_classifier import load_classifier, train_classifier
 from cyclegan_explain_training.train_cyclegan import (

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from CycleGANExplainLib.attribution_methods import MissingDependencyError
-from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError, sha256_of
-from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
+from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import load_config, with_overrides
-from .dataset import MANIFEST_FILE, load_prepared
+from .dataset import load_prepared
 
 PROGRAM = "cyclegan-explain-train"
 
@@ -123,91 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scalar_items(values: Dict[str, Any]) -> Dict[str, Any]:
-    return {key: value for key, value in values.items() if isinstance(value, (str, int, float, bool)) or value is None}
-
-
-def export_from_checkpoints(
-    classifier_path: Path,
-    cyclegan_path: Path,
-    dataset_dir: Path,
-    out_dir: Path,
-    name: str,
-    version: str,
-    overwrite: bool = False,
-    command: Optional[str] = None,
-) -> Path:
-    """Bundle the trained networks with metadata saying how, on what and for how long they were trained.
-
-    Refuses checkpoints that do not belong together (another classifier, dataset or HU window).
-    """
-    from .export import base_metadata, export_bundle
-    from .train_classifier import load_classifier
-    from .train_cyclegan import batchnorm_patches, load_generators, recompute_batchnorm_statistics, split_like_classifier
-
-    classifier_state = load_checkpoint(classifier_path, "classifier")
-    cyclegan_state = load_checkpoint(cyclegan_path, "cyclegan")
-    dataset = load_prepared(dataset_dir)
-    manifest = dataset.manifest
-    if cyclegan_state["classifier_sha256"] != sha256_of(classifier_path):
-        raise ValueError(f"{cyclegan_path} was trained against another classifier than {classifier_path}.")
-    for role, state in (("classifier", classifier_state), ("CycleGAN", cyclegan_state)):
-        if state["patches_sha256"] != manifest["patches_sha256"]:
-            raise ValueError(f"The {role} checkpoint was trained on another dataset than {dataset_dir}.")
-    if list(cyclegan_state["hu_window"]) != list(classifier_state["hu_window"]):
-        raise ValueError("The classifier and CycleGAN checkpoints use different HU windows.")
-
-    residual = bool(cyclegan_state.get("residual_generators", False))
-    metadata = base_metadata(name, version, trained=True, classifier_width=classifier_state["width"],
-                             generator_width=cyclegan_state["width"], hu_window=classifier_state["hu_window"],
-                             residual_generators=residual)
-    metadata["training_data"] = {
-        "dataset": {**_scalar_items(manifest), "counts": manifest.get("counts"),
-                    "manifest_sha256": sha256_of(Path(dataset_dir) / MANIFEST_FILE)},
-        "classifier": {
-            "seed": classifier_state["seed"],
-            "width": classifier_state["width"],
-            "epochs_run": classifier_state["epochs_run"],
-            "best_epoch": classifier_state["epoch"],
-            "validation_auc": classifier_state["validation_auc"],
-            "validation_auc_by_fill": classifier_state.get("validation_auc_by_fill"),
-            "validation_selection": classifier_state.get("validation_selection"),
-            "class_weights": classifier_state["class_weights"],
-            "counts": classifier_state["counts"],
-            "wall_time_seconds": classifier_state["seconds"],
-            "config": classifier_state["config"]["classifier"],
-        },
-        "cyclegan": {
-            "seed": cyclegan_state["seed"],
-            "width": cyclegan_state["width"],
-            "steps": cyclegan_state["step"],
-            "exported_step": (cyclegan_state.get("best") or {}).get("step", cyclegan_state["step"]),
-            "exported_generators": ("best validation score (generator_validation), step "
-                                    f"{cyclegan_state['best']['step']} of {cyclegan_state['step']}"
-                                    if cyclegan_state.get("best") else "the last step's"),
-            "validation": (cyclegan_state.get("best") or {}).get("validation"),
-            "wall_time_seconds": cyclegan_state["seconds"],
-            "config": cyclegan_state["config"]["cyclegan"],
-        },
-        "commands": [classifier_state["command"], *cyclegan_state["commands"], command],
-    }
-    # Every source here is LIDC-IDRI (images or its readers' contours): CC BY 3.0 asks for attribution.
-    metadata["data_attribution"] = {"licence": LIDC_IDRI_LICENCE, "citations": list(LIDC_IDRI_CITATIONS)}
-    # The generators' BatchNorm statistics are recomputed on the real training patches: see
-    # recompute_batchnorm_statistics for why the ones accumulated during training do not fit.
-    fit, _ = split_like_classifier(dataset, classifier_state)
-    training_images = batchnorm_patches(fit, classifier_state["hu_window"])
-    batch_size = cyclegan_state["config"]["cyclegan"]["batch_size"]
-    generators = [recompute_batchnorm_statistics(generator, training_images, batch_size)
-                  for generator in load_generators(cyclegan_state)]
-    metadata["training_data"]["cyclegan"]["batchnorm_statistics"] = (
-        f"recomputed at export on the {len(training_images)} real training patches of the fitting patients, "
-        f"with random surrounds as in training (torch.optim.swa_utils.update_bn, batches of {batch_size})")
-    generator_pos, generator_neg = generators
-    return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
-                         overwrite=overwrite)
-
-
 def _test_patients(split_csv: Optional[Path]) -> Optional[list]:
     if split_csv is None:
         return None
@@ -267,6 +181,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
         path = save_checkpoint(randomised, args.out / CLASSIFIER_CHECKPOINT)
         print(f"Randomised classifier: {path}")
     elif args.command == "export":
+        from .export import export_from_checkpoints
+
         folder = export_from_checkpoints(args.classifier, args.cyclegan, args.dataset, args.out, args.name,
                                          args.version, args.overwrite, command)
         print(f"Bundle: {folder}")

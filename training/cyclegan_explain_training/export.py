@@ -10,16 +10,20 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
 from CycleGANExplainLib.model_bundle import (
-    METADATA_FILE, MODEL_FILES, TRAINING_DATA_SOURCES, load_bundle, verify_checksums, write_checksums)
+    METADATA_FILE, MODEL_FILES, TRAINING_DATA_SOURCES, load_bundle, sha256_of, verify_checksums, write_checksums)
 from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
+from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 from CycleGANExplainLib.patch_sampling import PATCH_EXTENT_MM, PATCH_SIZE_PX
+
+from .checkpoint import load_checkpoint
+from .dataset import MANIFEST_FILE, PreparedDataset, load_prepared
 
 RESEARCH_USE_NOTICE = (
     "Research use only. Not a medical device: not cleared or approved for diagnosis or any clinical "
@@ -129,6 +133,109 @@ def export_untrained_bundle(
         metadata,
         overwrite=overwrite,
     )
+
+
+def export_from_checkpoints(
+    classifier_path: Path,
+    cyclegan_path: Path,
+    dataset_dir: Path,
+    out_dir: Path,
+    name: str,
+    version: str,
+    overwrite: bool = False,
+    command: Optional[str] = None,
+) -> Path:
+    """Bundle the trained networks with metadata saying how, on what and for how long they were trained.
+
+    Refuses checkpoints that do not belong together (another classifier, dataset or HU window).
+    """
+    from .train_classifier import load_classifier
+
+    classifier_state = load_checkpoint(classifier_path, "classifier")
+    cyclegan_state = load_checkpoint(cyclegan_path, "cyclegan")
+    dataset = load_prepared(dataset_dir)
+    _check_checkpoints_belong_together(classifier_path, classifier_state, cyclegan_path, cyclegan_state, dataset,
+                                       dataset_dir)
+    metadata = base_metadata(name, version, trained=True, classifier_width=classifier_state["width"],
+                             generator_width=cyclegan_state["width"], hu_window=classifier_state["hu_window"],
+                             residual_generators=bool(cyclegan_state.get("residual_generators", False)))
+    metadata["training_data"] = _training_data(classifier_state, cyclegan_state, dataset, dataset_dir, command)
+    # Every source here is LIDC-IDRI (images or its readers' contours): CC BY 3.0 asks for attribution.
+    metadata["data_attribution"] = {"licence": LIDC_IDRI_LICENCE, "citations": list(LIDC_IDRI_CITATIONS)}
+    generator_pos, generator_neg = _generators_for_export(classifier_state, cyclegan_state, dataset,
+                                                          metadata["training_data"]["cyclegan"])
+    return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
+                         overwrite=overwrite)
+
+
+def _check_checkpoints_belong_together(classifier_path: Path, classifier_state: Dict[str, Any], cyclegan_path: Path,
+                                       cyclegan_state: Dict[str, Any], dataset: PreparedDataset,
+                                       dataset_dir: Path) -> None:
+    if cyclegan_state["classifier_sha256"] != sha256_of(classifier_path):
+        raise ValueError(f"{cyclegan_path} was trained against another classifier than {classifier_path}.")
+    for role, state in (("classifier", classifier_state), ("CycleGAN", cyclegan_state)):
+        if state["patches_sha256"] != dataset.manifest["patches_sha256"]:
+            raise ValueError(f"The {role} checkpoint was trained on another dataset than {dataset_dir}.")
+    if list(cyclegan_state["hu_window"]) != list(classifier_state["hu_window"]):
+        raise ValueError("The classifier and CycleGAN checkpoints use different HU windows.")
+
+
+def _scalar_items(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in values.items() if isinstance(value, (str, int, float, bool)) or value is None}
+
+
+def _training_data(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, Any], dataset: PreparedDataset,
+                   dataset_dir: Path, command: Optional[str]) -> Dict[str, Any]:
+    """The metadata's training_data: the dataset, both trainings' settings and results, the commands."""
+    manifest = dataset.manifest
+    best = cyclegan_state.get("best") or {}
+    return {
+        "dataset": {**_scalar_items(manifest), "counts": manifest.get("counts"),
+                    "manifest_sha256": sha256_of(Path(dataset_dir) / MANIFEST_FILE)},
+        "classifier": {
+            "seed": classifier_state["seed"],
+            "width": classifier_state["width"],
+            "epochs_run": classifier_state["epochs_run"],
+            "best_epoch": classifier_state["epoch"],
+            "validation_auc": classifier_state["validation_auc"],
+            "validation_auc_by_fill": classifier_state.get("validation_auc_by_fill"),
+            "validation_selection": classifier_state.get("validation_selection"),
+            "class_weights": classifier_state["class_weights"],
+            "counts": classifier_state["counts"],
+            "wall_time_seconds": classifier_state["seconds"],
+            "config": classifier_state["config"]["classifier"],
+        },
+        "cyclegan": {
+            "seed": cyclegan_state["seed"],
+            "width": cyclegan_state["width"],
+            "steps": cyclegan_state["step"],
+            "exported_step": best.get("step", cyclegan_state["step"]),
+            "exported_generators": (f"best validation score (generator_validation), step {best['step']} of "
+                                    f"{cyclegan_state['step']}" if best else "the last step's"),
+            "validation": best.get("validation"),
+            "wall_time_seconds": cyclegan_state["seconds"],
+            "config": cyclegan_state["config"]["cyclegan"],
+        },
+        "commands": [classifier_state["command"], *cyclegan_state["commands"], command],
+    }
+
+
+def _generators_for_export(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, Any],
+                           dataset: PreparedDataset, cyclegan_metadata: Dict[str, Any]) -> Tuple[nn.Module, nn.Module]:
+    """G+ and G- with their BatchNorm statistics recomputed on the real training patches (see
+    recompute_batchnorm_statistics for why the ones accumulated during training do not fit); says
+    so in ``cyclegan_metadata``."""
+    from .train_cyclegan import batchnorm_patches, load_generators, recompute_batchnorm_statistics, split_like_classifier
+
+    fit, _ = split_like_classifier(dataset, classifier_state)
+    training_images = batchnorm_patches(fit, classifier_state["hu_window"])
+    batch_size = cyclegan_state["config"]["cyclegan"]["batch_size"]
+    generator_pos, generator_neg = (recompute_batchnorm_statistics(generator, training_images, batch_size)
+                                    for generator in load_generators(cyclegan_state))
+    cyclegan_metadata["batchnorm_statistics"] = (
+        f"recomputed at export on the {len(training_images)} real training patches of the fitting patients, "
+        f"with random surrounds as in training (torch.optim.swa_utils.update_bn, batches of {batch_size})")
+    return generator_pos, generator_neg
 
 
 def _estimate_text(estimate: Dict[str, Any]) -> str:
