@@ -28,8 +28,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, shipped_bundles
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
+from CycleGANExplainLib.overlay import legend_entries
 from CycleGANExplainLib.sample_data import sample_description_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -233,6 +235,12 @@ def test_click_on_nodule_shows_overlay_and_probabilities(page, tmp_path):
     attribution = " ".join(page.locator("#data-attribution").inner_text().split())
     assert LIDC_IDRI_LICENCE in attribution and all(citation in attribution for citation in LIDC_IDRI_CITATIONS)
     assert page.locator("#device-used").inner_text().startswith("Device: cpu")
+    legend = page.locator("#legend")
+    for index, (rgb, meaning) in enumerate(legend_entries(DEFAULT_METHOD)):  # the overlay's colours and words
+        assert meaning in legend.inner_text()
+        swatch = legend.locator("span[style*='background']").nth(index)
+        expected = "rgb({}, {}, {})".format(*(round(channel * 255) for channel in rgb))
+        assert swatch.evaluate("element => getComputedStyle(element).backgroundColor") == expected
 
     wait_for_overlay(page, centre, shown=True)
     screenshot_dir = Path(os.environ.get(SCREENSHOT_DIR_VARIABLE) or tmp_path)

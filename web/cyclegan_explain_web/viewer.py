@@ -37,10 +37,12 @@ from trame_server.utils.asynchronous import create_task
 from vtkmodules.vtkCommonCore import vtkCommand
 
 from CycleGANExplainLib import mrml_explain, mrml_overlay
+from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, method_info
 from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
                                              shipped_bundles)
 from CycleGANExplainLib.sample_data import DEFAULT_NODULE_ID, sample_nodule, sample_volume_path
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
+from CycleGANExplainLib.overlay import legend_entries, rgb_hex
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
 from CycleGANExplainLib.volume_checks import NotCTError
 from CycleGANExplainLib.volume_io import UnreadableVolumeError
@@ -302,15 +304,15 @@ class ExplainViewer(TrameApp):
             html.Div("{{ warnings_text }}", v_if=("warnings_text",), id="warnings",
                      classes="text-caption text-warning", style="white-space: pre-line;")
 
-        html.Div("Relevance overlay R = G+(x) - G-(x)", classes="text-subtitle-2 mt-2")
+        # The overlay's own colours and words (overlay.legend_entries), as in the module and the CLI.
+        method = method_info(DEFAULT_METHOD)
+        html.Div(f"Relevance overlay {method.map_title}", classes="text-subtitle-2 mt-2")
         with html.Div(id="legend", classes="text-body-2"):
-            with html.Div(classes="d-flex align-center", style="gap: 6px;"):
-                html.Span(style="display:inline-block;width:14px;height:14px;background:#e01010;")
-                html.Span("red: would change to look more malignant (malignancy-indicating)")
-            with html.Div(classes="d-flex align-center", style="gap: 6px;"):
-                html.Span(style="display:inline-block;width:14px;height:14px;background:#1040e0;")
-                html.Span("blue: would change to look more benign (benign-indicating)")
-            html.Div("No colour: no change needed; the CT shows through.", classes="text-caption")
+            for rgb, meaning in legend_entries(DEFAULT_METHOD):
+                with html.Div(classes="d-flex align-center", style="gap: 6px;"):
+                    html.Span(style=f"display:inline-block;width:14px;height:14px;background:{rgb_hex(rgb)};")
+                    html.Span(meaning)
+            html.Div(f"{method.reading} Near zero is transparent: the CT shows through.", classes="text-caption")
         v3.VSwitch(label="Show overlay", v_model=("overlay_visible",), density="compact", hide_details=True,
                    color="primary", id="show-overlay")
         v3.VSlider(label="Opacity", v_model=("overlay_opacity",), min=0.0, max=1.0, step=0.05, density="compact",
