@@ -219,7 +219,7 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
         "colours": colour_legend(batch.method),
         "seeds": [],
     }
-    figure_writer = ExplanationFigureWriter(method.map_title, batch.signed) if figures else None
+    figure_writer = ExplanationFigureWriter(batch.method) if figures else None
     progress = ProgressLine("wrote") if len(batch) > 1 else None
     digits = max(2, len(str(len(batch))))
     last_summary = time.perf_counter()
@@ -229,8 +229,7 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
             write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, run.staging / entry["overlay"])
             if figure_writer is not None:
                 entry["figure"] = entry["overlay"].replace("overlay_", "explanation_").replace(".nrrd", ".png")
-                figure_writer.write(run.staging / entry["figure"], item.x, item.g_neg, item.g_pos, item.relevance,
-                                    item.p_x, item.p_neg, item.p_pos, heading=f"{heading}, seed {number}",
+                figure_writer.write(run.staging / entry["figure"], item, heading=f"{heading}, seed {number}",
                                     limit=entry["relevance"]["display_limit"])
             summary["seeds"].append(entry)
             if time.perf_counter() - last_summary > 1.0:  # not after every seed: a thousand rewrites add up

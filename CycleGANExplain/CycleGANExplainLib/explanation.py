@@ -29,13 +29,10 @@ OUTSIDE_WARNING_FRACTION = 0.25
 
 
 @dataclass
-class Explanation:
-    """The explanation of one seed. Images are [rows, columns] float32."""
+class PatchExplanation:
+    """A patch x, its counterfactuals G+(x) and G-(x), the method's map and the classifier's
+    probabilities: what a figure shows. Images are [rows, columns] float32, normalised to [-1, 1]."""
 
-    seed_ras: np.ndarray
-    patch_hu: np.ndarray
-    patch_to_ras: np.ndarray
-    outside_fraction: float
     x: np.ndarray
     g_pos: np.ndarray
     g_neg: np.ndarray
@@ -43,6 +40,16 @@ class Explanation:
     p_x: float
     p_pos: float
     p_neg: float
+
+
+@dataclass
+class Explanation(PatchExplanation):
+    """The explanation of one seed: its patch's explanation, and where the patch lies."""
+
+    seed_ras: np.ndarray
+    patch_hu: np.ndarray
+    patch_to_ras: np.ndarray
+    outside_fraction: float
 
 
 @dataclass

@@ -17,6 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 
+from CycleGANExplainLib.explanation import PatchExplanation
 from CycleGANExplainLib.explanation_figure import draw_explanation_row
 from CycleGANExplainLib.overlay import colour_table, symmetric_limit
 
@@ -91,8 +92,9 @@ def explanation_figure(
                                top=0.92, bottom=0.02, wspace=0.08, hspace=0.45)
     for row, index in enumerate(indices):
         axes = [figure.add_subplot(grid[row, column]) for column in range(COLUMNS)]
-        draw_explanation_row(axes, x[index], g_neg[index], g_pos[index], relevance[row], p_x[index], p_neg[index],
-                             p_pos[index], limit=limit,
+        explanation = PatchExplanation(x[index], g_pos[index], g_neg[index], relevance[row], p_x[index], p_pos[index],
+                                       p_neg[index])
+        draw_explanation_row(axes, explanation, limit=limit,
                              label="malignant" if labels[index] == MALIGNANT else "benign", fontsize=8)
     colourbar_axes = figure.add_axes([panels_right + 0.15 / width_inches, 0.2, 0.15 / width_inches, 0.6])
     colourbar = figure.colorbar(_relevance_mappable(limit), cax=colourbar_axes)
