@@ -238,33 +238,53 @@ def evaluate(
         raise ValueError(f"The {split!r} split of {dataset_dir} is empty.")
     conditions, left_out = evaluation_conditions(data, seed)
     references = _fit_references(bundle, dataset, conditions, batch_size)
+    per_nodule, t_tests, primary_outputs = _measure_conditions(conditions, generator_bundles, references, seed,
+                                                               batch_size)
+
+    logger.info("Bootstrapping %d resamples.", bootstrap)
+    estimates = bootstrap_estimates(per_nodule.statistics, len(per_nodule.labels), bootstrap, seed, CONFIDENCE)
+    result = _assemble(estimates, bundle, generator_bundles, dataset, data, dataset_dir, split, bootstrap, seed,
+                       conditions, left_out, references, per_nodule, t_tests)
+    result["examples"] = _examples(conditions[0], seed)
+    return _write_outputs(result, Path(out_dir), bundle, conditions[0], primary_outputs, split)
+
+
+def _measure_conditions(conditions: List[Condition], generator_bundles: Dict[str, ModelBundle],
+                        references: References, seed: int,
+                        batch_size: int) -> Tuple[PerNodule, Dict[str, Any], Dict[str, np.ndarray]]:
+    """Every condition's per-nodule values and t-tests, and the main bundle's outputs (with x)
+    under the primary condition, for the figure."""
     primary = conditions[0].data
     per_nodule = PerNodule(labels=primary.labels, tertiles=tertile_of(primary.diameters_mm, references.tertile_edges_mm))
     t_tests: Dict[str, Any] = {}
     primary_outputs: Dict[str, np.ndarray] = {}
     for condition in conditions:
         logger.info("Condition %s: running the networks on %d patches (%s).", condition.label, len(condition.data),
-                    bundle.device)
+                    generator_bundles[MAIN].device)
         outputs = _measure_condition(condition, generator_bundles, references, per_nodule, t_tests, seed, batch_size)
         if condition is conditions[0]:
             primary_outputs = outputs
+    return per_nodule, t_tests, primary_outputs
 
-    logger.info("Bootstrapping %d resamples.", bootstrap)
-    estimates = bootstrap_estimates(per_nodule.statistics, len(per_nodule.labels), bootstrap, seed, CONFIDENCE)
-    result = _assemble(estimates, bundle, generator_bundles, dataset, data, dataset_dir, split, bootstrap, seed,
-                       conditions, left_out, references, per_nodule, t_tests)
 
-    out_dir = Path(out_dir)
+def _examples(primary: Condition, seed: int) -> Dict[str, Any]:
+    """The nodules the figure shows, chosen by label alone."""
+    labels = primary.data.labels
+    examples = choose_examples_by_label(labels, FIGURE_EXAMPLES_PER_CLASS, seed)
+    return {"condition": primary.key, "indices": examples, "labels": [int(labels[i]) for i in examples],
+            "rule": f"{FIGURE_EXAMPLES_PER_CLASS} benign then {FIGURE_EXAMPLES_PER_CLASS} malignant "
+                    f"nodules in a random order seeded with {seed}; the model's outputs are not used"}
+
+
+def _write_outputs(result: Dict[str, Any], out_dir: Path, bundle: ModelBundle, primary: Condition,
+                   primary_outputs: Dict[str, np.ndarray], split: str) -> Dict[str, Any]:
+    """Write the figures, the JSON and the Markdown; returns the result as the JSON holds it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    examples = choose_examples_by_label(primary.labels, FIGURE_EXAMPLES_PER_CLASS, seed)
-    result["examples"] = {"condition": conditions[0].key, "indices": examples,
-                          "labels": [int(primary.labels[i]) for i in examples],
-                          "rule": f"{FIGURE_EXAMPLES_PER_CLASS} benign then {FIGURE_EXAMPLES_PER_CLASS} malignant "
-                                  f"nodules in a random order seeded with {seed}; the model's outputs are not used"}
     explanation_figure(
         out_dir / FIGURE_FILE, primary_outputs["x"], primary_outputs["g_neg"], primary_outputs["g_pos"],
-        primary_outputs["p_x"], primary_outputs["p_neg"], primary_outputs["p_pos"], primary.labels, examples,
-        title=f"{bundle.metadata.display_name}, {split} split, {conditions[0].label}; "
+        primary_outputs["p_x"], primary_outputs["p_neg"], primary_outputs["p_pos"], primary.data.labels,
+        result["examples"]["indices"],
+        title=f"{bundle.metadata.display_name}, {split} split, {primary.label}; "
               "p = classifier malignancy probability",
     )
     reliability_diagram(out_dir / RELIABILITY_FILE, [
@@ -549,18 +569,8 @@ def _assemble(estimates: Dict[str, Any], bundle: ModelBundle, generator_bundles:
             test["paper"] = PAPER_T_TESTS[name]
         _lookup(figures, prefix)["t_tests"] = tests
     described = [condition.describe() for condition in conditions]
-    calibration = figures.setdefault("calibration", {})
-    for condition in conditions:
-        key = condition.key
-        entry = calibration.setdefault(key, {})
-        entry["reliability_before"] = reliability_bins(per_nodule.labels, per_nodule.probabilities[key])
-        if key in per_nodule.calibrated:
-            entry["reliability_after"] = reliability_bins(per_nodule.labels, per_nodule.calibrated[key])
-            entry["verdict"] = _calibration_verdict(entry["ece_change"])
+    calibration = _calibration_figures(figures, conditions, per_nodule)
     primary = conditions[0].data
-    counts = {tertile: {"n": int(np.sum(per_nodule.tertiles == number)),
-                        "malignant": int(np.sum((per_nodule.tertiles == number) & (primary.labels == MALIGNANT)))}
-              for number, tertile in enumerate(TERTILES)}
     metadata = bundle.metadata
     return {
         "bundle": {"name": metadata.name, "version": metadata.version, "trained": metadata.trained,
@@ -580,42 +590,13 @@ def _assemble(estimates: Dict[str, Any], bundle: ModelBundle, generator_bundles:
         },
         "conditions": described,
         "conditions_left_out": left_out,
-        "settings": {
-            "seed": seed,
-            "bootstrap_resamples": resamples,
-            "confidence": CONFIDENCE,
-            "ci_method": "percentile bootstrap over nodules, every figure on the same resamples (differences are "
-                         "paired); resamples where a statistic is undefined are left out and counted in "
-                         "undefined_resamples",
-            "decision_threshold": DECISION_THRESHOLD,
-            "positive_class": "malignant",
-            "device": bundle.device,
-            "ssim": {"implementation": "losses.structural_similarity (MONAI SSIMLoss on images mapped from [-1, 1] "
-                                       "to [0, 1])", "data_range": SSIM_DATA_RANGE, "k1": SSIM_K1,
-                     "k2": SSIM_K2, "window": SSIM_WINDOW, "sigma": SSIM_SIGMA, "kernel": "gaussian"},
-            "skimage_ssim": {"implementation": "skimage.metrics.structural_similarity, default window (7 x 7 uniform, "
-                                               "sample covariance)", "data_range": SKIMAGE_SSIM_DATA_RANGE,
-                             "images": "[-1, 1]"},
-            "regions_mm": {"similarity_near_nodule": SIMILARITY_REGION_MM, "counterfactual_paste": PASTE_REGION_MM,
-                           "relevance_shares": RELEVANCE_REGIONS_MM,
-                           "definition": "Euclidean distance to the nodule's mask in the patch "
-                                         "(nodule_regions.within_mm_of_masks)"},
-            "similarity_floor": "SSIM between each test patch and another, unrelated one (seeded random pairing "
-                                "without self-pairs), under the same condition",
-            "paper_auc_note": PAPER_AUC_NOTE,
-        },
+        "settings": _settings(seed, resamples, bundle.device),
         "paper": {
             "classifier": {name: {"value": v, "ci_low": lo, "ci_high": hi} for name, (v, lo, hi) in PAPER_TABLE1.items()},
             "mean_malignancy": {name: {"value": v, "ci_low": lo, "ci_high": hi}
                                 for name, (v, lo, hi) in PAPER_MEAN_MALIGNANCY.items()},
         },
-        "reference_models": {
-            "two_feature": references.two_feature.describe(),
-            "diameter": references.diameter.describe(),
-            "diameter_tertile_edges_mm": references.tertile_edges_mm.tolist(),
-            "tertile_counts": counts,
-            "temperature": references.temperature,
-        },
+        "reference_models": _reference_models(references, per_nodule),
         "classifier": figures["classifier"],
         "baselines": figures["baselines"],
         "tertiles": figures["tertiles"],
@@ -628,6 +609,62 @@ def _assemble(estimates: Dict[str, Any], bundle: ModelBundle, generator_bundles:
         "targets": check_targets(figures, described),
         "files": {"json": JSON_FILE, "markdown": MARKDOWN_FILE, "figure": FIGURE_FILE,
                   "reliability": RELIABILITY_FILE},
+    }
+
+
+def _calibration_figures(figures: Dict[str, Any], conditions: List[Condition],
+                         per_nodule: PerNodule) -> Dict[str, Any]:
+    """The figures' calibration section with each condition's reliability bins and verdict added."""
+    calibration = figures.setdefault("calibration", {})
+    for condition in conditions:
+        key = condition.key
+        entry = calibration.setdefault(key, {})
+        entry["reliability_before"] = reliability_bins(per_nodule.labels, per_nodule.probabilities[key])
+        if key in per_nodule.calibrated:
+            entry["reliability_after"] = reliability_bins(per_nodule.labels, per_nodule.calibrated[key])
+            entry["verdict"] = _calibration_verdict(entry["ece_change"])
+    return calibration
+
+
+def _settings(seed: int, resamples: int, device: str) -> Dict[str, Any]:
+    """How the figures were computed: statistics, SSIMs, regions."""
+    return {
+        "seed": seed,
+        "bootstrap_resamples": resamples,
+        "confidence": CONFIDENCE,
+        "ci_method": "percentile bootstrap over nodules, every figure on the same resamples (differences are "
+                     "paired); resamples where a statistic is undefined are left out and counted in "
+                     "undefined_resamples",
+        "decision_threshold": DECISION_THRESHOLD,
+        "positive_class": "malignant",
+        "device": device,
+        "ssim": {"implementation": "losses.structural_similarity (MONAI SSIMLoss on images mapped from [-1, 1] "
+                                   "to [0, 1])", "data_range": SSIM_DATA_RANGE, "k1": SSIM_K1,
+                 "k2": SSIM_K2, "window": SSIM_WINDOW, "sigma": SSIM_SIGMA, "kernel": "gaussian"},
+        "skimage_ssim": {"implementation": "skimage.metrics.structural_similarity, default window (7 x 7 uniform, "
+                                           "sample covariance)", "data_range": SKIMAGE_SSIM_DATA_RANGE,
+                         "images": "[-1, 1]"},
+        "regions_mm": {"similarity_near_nodule": SIMILARITY_REGION_MM, "counterfactual_paste": PASTE_REGION_MM,
+                       "relevance_shares": RELEVANCE_REGIONS_MM,
+                       "definition": "Euclidean distance to the nodule's mask in the patch "
+                                     "(nodule_regions.within_mm_of_masks)"},
+        "similarity_floor": "SSIM between each test patch and another, unrelated one (seeded random pairing "
+                            "without self-pairs), under the same condition",
+        "paper_auc_note": PAPER_AUC_NOTE,
+    }
+
+
+def _reference_models(references: References, per_nodule: PerNodule) -> Dict[str, Any]:
+    """What was fitted on the train split, and how many test nodules (malignant ones) each tertile holds."""
+    counts = {tertile: {"n": int(np.sum(per_nodule.tertiles == number)),
+                        "malignant": int(np.sum((per_nodule.tertiles == number) & (per_nodule.labels == MALIGNANT)))}
+              for number, tertile in enumerate(TERTILES)}
+    return {
+        "two_feature": references.two_feature.describe(),
+        "diameter": references.diameter.describe(),
+        "diameter_tertile_edges_mm": references.tertile_edges_mm.tolist(),
+        "tertile_counts": counts,
+        "temperature": references.temperature,
     }
 
 

@@ -17,7 +17,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -49,6 +49,13 @@ GAUSSIAN_CONTROL_SIGMA_MM = 5.0
 EDGE_CONTROL_SIGMA_MM = 1.5
 BLURRED_REFERENCE_SIGMA_MM = SHAP_BLUR_SIGMAS_PX[0] * PIXEL_MM
 """5.6 mm: the blur of the SHAP baselines' first blurred reference, so "blurred x" means one thing here."""
+PERTURBATION_REFERENCES = {
+    "air": f"every pixel {measures.AIR:g} (normalised: air, -1000 HU)",
+    "lung": "context_fill's lung texture (-850 HU, smoothed noise) with the fill's seed: under --fill lung "
+            "identical to the surround",
+    "blurred": f"x blurred with a Gaussian of sigma {BLURRED_REFERENCE_SIGMA_MM:.2f} mm (the SHAP baselines' "
+               "first blur), edges extended"}
+"""What deleted pixels become and where insertion starts, as the report describes them (perturbation_references)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,21 @@ def check_dataset_matches_bundle(data: PreparedDataset, metadata: BundleMetadata
             f"{metadata.patch_extent_mm} mm; prepare the dataset with the bundle's patch contract.")
 
 
+def centre_views(dataset_dir: Path, split: str, metadata: BundleMetadata) -> PreparedDataset:
+    """The split's centre views (one per nodule), refused when empty or not cut for the bundle."""
+    data = load_prepared(dataset_dir).subset(split, view=CENTRE)
+    if len(data) == 0:
+        raise ValueError(f"The {split!r} split of {dataset_dir} has no centre views.")
+    check_dataset_matches_bundle(data, metadata, dataset_dir)
+    return data
+
+
+def _coverage(valid: np.ndarray, regions: Dict[float, np.ndarray]) -> Dict[str, Any]:
+    """How much of the compared patches holds image, and how much of them each region covers."""
+    return {"median_valid_fraction": float(np.median(valid.reshape(len(valid), -1).mean(axis=1))),
+            "region_area_fraction": {f"{d:g}mm": float(region.mean()) for d, region in regions.items()}}
+
+
 def select_patches(count: int, limit: Optional[int], seed: int) -> np.ndarray:
     """Indices of the patches to compare: all, or ``limit`` of them drawn at random (seeded), in order."""
     if limit is None or limit >= count:
@@ -205,6 +227,37 @@ def score_maps(maps: np.ndarray, x: np.ndarray, regions: Dict[float, np.ndarray]
     scores["sparseness_gini"] = measures.sparseness_gini(maps)
     scores["complexity_entropy"] = measures.complexity_entropy(maps)
     return scores
+
+
+def maps_and_scores(bundle: ModelBundle, model_methods: Sequence[str], x: np.ndarray,
+                    regions: Dict[float, np.ndarray], valid: np.ndarray, references: Dict[str, np.ndarray],
+                    malignancy: Callable[[np.ndarray], np.ndarray]) -> Tuple[Dict[str, np.ndarray],
+                                                                             Dict[str, Dict[str, np.ndarray]],
+                                                                             Dict[str, Dict[str, Any]],
+                                                                             Dict[str, float]]:
+    """Every method's and control's maps, per-patch scores and speed, and the seconds each stage took
+    (the randomisation stage's is filled in by the caller)."""
+    computers: Dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+        key: (lambda images, batch_size, key=key: attribute(key, bundle, images, batch_size=batch_size))
+        for key in model_methods}
+    computers.update({key: (lambda images, batch_size, key=key: control_maps(key, images)) for key in CONTROLS})
+    maps: Dict[str, np.ndarray] = {}
+    per_patch: Dict[str, Dict[str, np.ndarray]] = {}
+    speed: Dict[str, Dict[str, Any]] = {}
+    stage_seconds = {"maps": 0.0, "scores": 0.0, "randomisation": 0.0}
+    for key, compute in computers.items():
+        logger.info("%s: maps for %d patches.", key, len(x))
+        started = time.perf_counter()
+        run = timed_maps(compute, x, SPEED_BATCH_SIZES[-1])
+        one_by_one = timed_maps(compute, x[:SPEED_PATCHES_AT_BATCH_1], SPEED_BATCH_SIZES[0])
+        maps[key] = run.pop("maps")
+        one_by_one.pop("maps")
+        speed[key] = {"batch_1": one_by_one, f"batch_{SPEED_BATCH_SIZES[-1]}": run}
+        stage_seconds["maps"] += time.perf_counter() - started
+        started = time.perf_counter()
+        per_patch[key] = score_maps(maps[key], x, regions, valid, references, malignancy)
+        stage_seconds["scores"] += time.perf_counter() - started
+    return maps, per_patch, speed, stage_seconds
 
 
 def randomised_classifier(bundle: ModelBundle, seed: int) -> "torch.nn.Module":
@@ -308,10 +361,7 @@ def compare_methods(
     # Training evaluates the bundles its engineer exported, which no digest list can know yet.
     bundle = load_bundle(bundle_dir, device, allow_unknown=True)
     dataset_dir = Path(dataset_dir)
-    data = load_prepared(dataset_dir).subset(split, view=CENTRE)
-    if len(data) == 0:
-        raise ValueError(f"The {split!r} split of {dataset_dir} has no centre views.")
-    check_dataset_matches_bundle(data, bundle.metadata, dataset_dir)
+    data = centre_views(dataset_dir, split, bundle.metadata)
     sanity = None if sanity_bundle_dir is None else load_sanity_bundle(sanity_bundle_dir, bundle, data, dataset_dir,
                                                                        device)
     chosen = select_patches(len(data), limit, seed)
@@ -324,27 +374,8 @@ def compare_methods(
     regions = measures.localisation_regions(masks, valid)
     references = perturbation_references(images_hu, x, window, seed)
 
-    computers: Dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-        key: (lambda images, batch_size, key=key: attribute(key, bundle, images, batch_size=batch_size))
-        for key in model_methods}
-    computers.update({key: (lambda images, batch_size, key=key: control_maps(key, images)) for key in CONTROLS})
-    maps: Dict[str, np.ndarray] = {}
-    per_patch: Dict[str, Dict[str, np.ndarray]] = {}
-    speed: Dict[str, Dict[str, Any]] = {}
-    stage_seconds = {"maps": 0.0, "scores": 0.0, "randomisation": 0.0}
-    for key, compute in computers.items():
-        logger.info("%s: maps for %d patches.", key, len(x))
-        started = time.perf_counter()
-        run = timed_maps(compute, x, SPEED_BATCH_SIZES[-1])
-        one_by_one = timed_maps(compute, x[:SPEED_PATCHES_AT_BATCH_1], SPEED_BATCH_SIZES[0])
-        maps[key] = run.pop("maps")
-        one_by_one.pop("maps")
-        speed[key] = {"batch_1": one_by_one, f"batch_{SPEED_BATCH_SIZES[-1]}": run}
-        stage_seconds["maps"] += time.perf_counter() - started
-        started = time.perf_counter()
-        per_patch[key] = score_maps(maps[key], x, regions, valid, references, malignancy)
-        stage_seconds["scores"] += time.perf_counter() - started
-
+    maps, per_patch, speed, stage_seconds = maps_and_scores(bundle, model_methods, x, regions, valid, references,
+                                                            malignancy)
     started = time.perf_counter()
     randomisation = randomisation_test(model_methods, bundle, sanity, x, maps,
                                        select_patches(len(x), RANDOMISATION_PATCHES, seed), seed)
@@ -359,21 +390,13 @@ def compare_methods(
                     "patches_sha256": data.manifest.get("patches_sha256"), "source": data.manifest.get("source"),
                     "split": split, "view": CENTRE, "split_size": int(len(data)), "n": int(len(x)), "limit": limit,
                     "benign": int(np.sum(labels == 0)), "malignant": int(np.sum(labels == 1)),
-                    "fill": fill, "fill_seed": seed,
-                    "median_valid_fraction": float(np.median(valid.reshape(len(valid), -1).mean(axis=1))),
-                    "region_area_fraction": {f"{d:g}mm": float(region.mean()) for d, region in regions.items()}},
+                    "fill": fill, "fill_seed": seed, **_coverage(valid, regions)},
         "methods": [*model_methods, *CONTROLS],
         "descriptions": {key: describe(key) for key in [*model_methods, *CONTROLS]},
         "x": x, "labels": labels, "p_x": p_x, "maps": maps,
         "groups": measures.predicted_groups(p_x),
         "per_patch": per_patch,
-        "perturbation": {"references": {
-            "air": f"every pixel {measures.AIR:g} (normalised: air, -1000 HU)",
-            "lung": "context_fill's lung texture (-850 HU, smoothed noise) with the fill's seed: under --fill lung "
-                    "identical to the surround",
-            "blurred": f"x blurred with a Gaussian of sigma {BLURRED_REFERENCE_SIGMA_MM:.2f} mm (the SHAP baselines' "
-                       "first blur), edges extended"},
-            "steps": measures.PERTURBATION_STEPS},
+        "perturbation": {"references": dict(PERTURBATION_REFERENCES), "steps": measures.PERTURBATION_STEPS},
         "randomisation": randomisation,
         "cyclegan_sanity": flip_test,
         "speed": {"device": device_name(bundle.device), "per_method": speed,
