@@ -27,9 +27,9 @@ import contextlib
 import copy
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -224,6 +224,98 @@ def _mean_record(sums: Dict[str, float], count: int) -> Dict[str, float]:
     return {name: value / count for name, value in sums.items() if name != "seconds"}
 
 
+@dataclass
+class _RunState:
+    """What a checkpoint holds beside the networks and optimisers, so that a resumed run goes on
+    exactly where the saved one was."""
+
+    context_rng: np.random.Generator  # draws the surrounds of the training patches
+    step: int = 0
+    seconds: float = 0.0
+    sums: Dict[str, float] = field(default_factory=dict)  # the running epoch's metric sums
+    count: int = 0  # steps in those sums
+    commands: List[Optional[str]] = field(default_factory=list)
+    best: Dict[str, object] = field(default_factory=dict)  # the best-scoring generators so far
+
+    def record(self, metrics: Dict[str, float]) -> None:
+        self.step += 1
+        self.seconds += metrics["seconds"]
+        self.sums = {name: self.sums.get(name, 0.0) + value for name, value in metrics.items()}
+        self.count += 1
+
+
+def _training_device(device: str) -> Tuple[str, Distributed]:
+    """The resolved device (under torchrun: this rank's GPU) and the ranks."""
+    device, device_warning = resolve_device(device)
+    ranks = distributed_from_environment(device)
+    if ranks.world_size > 1 and device.startswith("cuda"):
+        device = f"cuda:{ranks.local_rank}"
+        torch.cuda.set_device(device)
+    if device_warning and ranks.is_main:
+        print(device_warning)
+    return device, ranks
+
+
+def _start_or_resume(trainer: "CycleGANAMTrainer", config: TrainingConfig, checkpoint_path: Path,
+                     patches_sha256: Optional[str], resume: bool, ranks: Distributed) -> _RunState:
+    """A fresh run, or with ``resume`` the saved one restored into ``trainer`` (RNG states included)."""
+    run = _RunState(context_rng=np.random.default_rng(config.cyclegan.seed))
+    if resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path, "cyclegan")
+        _check_resumable(saved, config, patches_sha256)
+        trainer.load_state(saved)
+        restore_rng_states(saved["rng"])
+        run.context_rng.bit_generator.state = saved["context_rng"]
+        run.step, run.seconds, run.commands = saved["step"], saved["seconds"], list(saved["commands"])
+        run.sums, run.count = dict(saved["epoch_sums"]), saved["epoch_count"]
+        run.best = dict(saved.get("best") or {})
+    elif checkpoint_path.exists() and ranks.is_main:
+        raise FileExistsError(f"{checkpoint_path} exists; pass resume=True (--resume) to continue it.")
+    return run
+
+
+class _GeneratorValidation:
+    """The periodic check of the generators on the classifier's validation patients
+    (generator_validation), which keeps the best-scoring pair in the run's state."""
+
+    def __init__(self, fit: PreparedDataset, validation: PreparedDataset, hu_window: Sequence[float],
+                 out_dir: Path) -> None:
+        from .generator_validation import validation_set
+
+        self.held_out = validation_set(validation, hu_window)
+        # A fixed subset keeps each check short; export recomputes on every fitting patch.
+        self.batchnorm_images = batchnorm_patches(fit, hu_window)[
+            np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
+        self.log = MetricsLog(out_dir / VALIDATION_METRICS)
+
+    def check(self, trainer: "CycleGANAMTrainer", run: _RunState, batch_size: int) -> None:
+        from .generator_validation import validate_generators
+
+        figures = validate_generators(_unwrap(trainer.networks["generator_pos"]),
+                                      _unwrap(trainer.networks["generator_neg"]), trainer.classifier, self.held_out,
+                                      self.batchnorm_images, batch_size, trainer.device)
+        self.log.write({"step": run.step, **figures})
+        if figures["score"] > run.best.get("score", -np.inf):
+            run.best = {"step": run.step, "score": figures["score"], "validation": figures,
+                        **{name: copy.deepcopy(_unwrap(trainer.networks[name]).state_dict())
+                           for name in ("generator_pos", "generator_neg")}}
+
+
+def _save(trainer: "CycleGANAMTrainer", run: _RunState, config: TrainingConfig, hu_window: Sequence[float],
+          classifier_checkpoint: Union[str, Path], patches_sha256: Optional[str], checkpoint_path: Path) -> None:
+    settings = config.cyclegan
+    state = trainer.state()
+    state.update(
+        kind="cyclegan", step=run.step, seconds=run.seconds, rng=capture_rng_states(), epoch_sums=run.sums,
+        epoch_count=run.count, width=settings.width, hu_window=list(hu_window), config=config.to_dict(),
+        context_rng=run.context_rng.bit_generator.state, best=run.best,
+        residual_generators=settings.residual_generators,
+        classifier_checkpoint=str(classifier_checkpoint), classifier_sha256=sha256_of(Path(classifier_checkpoint)),
+        patches_sha256=patches_sha256, seed=settings.seed, commands=run.commands,
+    )
+    save_checkpoint(state, checkpoint_path)
+
+
 def train_cyclegan(
     dataset: PreparedDataset,
     classifier_checkpoint: Union[str, Path],
@@ -243,14 +335,7 @@ def train_cyclegan(
     settings = config.cyclegan
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CYCLEGAN_CHECKPOINT
-    device, device_warning = resolve_device(device)
-    ranks = distributed_from_environment(device)
-    if ranks.world_size > 1 and device.startswith("cuda"):
-        device = f"cuda:{ranks.local_rank}"
-        torch.cuda.set_device(device)
-    if device_warning and ranks.is_main:
-        print(device_warning)
-
+    device, ranks = _training_device(device)
     classifier_state = load_checkpoint(classifier_checkpoint, "classifier")
     hu_window = classifier_state["hu_window"]  # the classifier's window is the bundle's
     fit, validation = split_like_classifier(dataset, classifier_state)
@@ -258,82 +343,36 @@ def train_cyclegan(
     if pairs_per_epoch == 0:
         raise ValueError(f"{len(fit)} training images are too few for batches of {settings.batch_size}.")
 
-    classifier = load_classifier(classifier_state)
-    trainer = CycleGANAMTrainer(config, classifier, device, ranks)
+    trainer = CycleGANAMTrainer(config, load_classifier(classifier_state), device, ranks)
     patches_sha256 = dataset.manifest.get("patches_sha256")
-    context_rng = np.random.default_rng(settings.seed)
-    step, seconds, sums, count, commands = 0, 0.0, {}, 0, []
-    best: Dict[str, object] = {}
-    if resume and checkpoint_path.is_file():
-        saved = load_checkpoint(checkpoint_path, "cyclegan")
-        _check_resumable(saved, config, patches_sha256)
-        trainer.load_state(saved)
-        restore_rng_states(saved["rng"])
-        context_rng.bit_generator.state = saved["context_rng"]
-        step, seconds, commands = saved["step"], saved["seconds"], list(saved["commands"])
-        sums, count = dict(saved["epoch_sums"]), saved["epoch_count"]
-        best = dict(saved.get("best") or {})
-    elif checkpoint_path.exists() and ranks.is_main:
-        raise FileExistsError(f"{checkpoint_path} exists; pass resume=True (--resume) to continue it.")
-    commands.append(command)
-    validating = settings.validation_every > 0 and ranks.is_main and len(validation) > 0
-    if validating:
-        from .generator_validation import validate_generators, validation_set
-
-        held_out = validation_set(validation, hu_window)
-        # A fixed subset keeps each check short; export recomputes on every fitting patch.
-        batchnorm_images = batchnorm_patches(fit, hu_window)[
-            np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
-        validation_log = MetricsLog(out_dir / VALIDATION_METRICS)
-
-    def save() -> None:
-        if not ranks.is_main:
-            return
-        state = trainer.state()
-        state.update(
-            kind="cyclegan", step=step, seconds=seconds, rng=capture_rng_states(), epoch_sums=sums,
-            epoch_count=count, width=settings.width, hu_window=list(hu_window), config=config.to_dict(),
-            context_rng=context_rng.bit_generator.state, best=best,
-            residual_generators=settings.residual_generators,
-            classifier_checkpoint=str(classifier_checkpoint), classifier_sha256=sha256_of(Path(classifier_checkpoint)),
-            patches_sha256=patches_sha256, seed=settings.seed, commands=commands,
-        )
-        save_checkpoint(state, checkpoint_path)
-
+    run = _start_or_resume(trainer, config, checkpoint_path, patches_sha256, resume, ranks)
+    run.commands.append(command)
+    validation_check = (_GeneratorValidation(fit, validation, hu_window, out_dir)
+                        if settings.validation_every > 0 and ranks.is_main and len(validation) > 0 else None)
     log = MetricsLog(out_dir / CYCLEGAN_METRICS if ranks.is_main else None)
-    bar = Progress(settings.steps, "CycleGAN-AM steps", initial=step, enabled=progress and ranks.is_main)
+    bar = Progress(settings.steps, "CycleGAN-AM steps", initial=run.step, enabled=progress and ranks.is_main)
     pairs, pairs_epoch = [], -1
-    while step < settings.steps:
+    while run.step < settings.steps:
         step_started = time.perf_counter()
-        epoch, index = divmod(step, pairs_per_epoch)
+        epoch, index = divmod(run.step, pairs_per_epoch)
         if epoch != pairs_epoch:
             pairs, pairs_epoch = epoch_pairs(len(fit), settings.batch_size, settings.seed, epoch, ranks), epoch
         batch_a, batch_b = pairs[index]
-        x_a = images_in_random_context(fit, batch_a.numpy(), hu_window, context_rng)
-        x_b = images_in_random_context(fit, batch_b.numpy(), hu_window, context_rng)
+        x_a = images_in_random_context(fit, batch_a.numpy(), hu_window, run.context_rng)
+        x_b = images_in_random_context(fit, batch_b.numpy(), hu_window, run.context_rng)
         metrics = trainer.step(x_a, x_b)
-        step += 1
-        elapsed = time.perf_counter() - step_started
-        seconds += elapsed
-        metrics["seconds"] = elapsed
-        sums = {name: sums.get(name, 0.0) + value for name, value in metrics.items()}
-        count += 1
+        metrics["seconds"] = time.perf_counter() - step_started
+        run.record(metrics)
         bar.update(1, p_pos=metrics["p_pos"], p_neg=metrics["p_neg"])
+        step = run.step
         if step % pairs_per_epoch == 0 or step == settings.steps:
-            log.write({"epoch": epoch, "step": step, "steps_averaged": count, "seconds": sums["seconds"],
-                       **_mean_record(sums, count)})
-            sums, count = {}, 0
-        if validating and (step % settings.validation_every == 0 or step == settings.steps):
-            figures = validate_generators(_unwrap(trainer.networks["generator_pos"]),
-                                          _unwrap(trainer.networks["generator_neg"]), classifier, held_out,
-                                          batchnorm_images, settings.batch_size, device)
-            validation_log.write({"step": step, **figures})
-            if figures["score"] > best.get("score", -np.inf):
-                best = {"step": step, "score": figures["score"], "validation": figures,
-                        **{name: copy.deepcopy(_unwrap(trainer.networks[name]).state_dict())
-                           for name in ("generator_pos", "generator_neg")}}
-        if step % settings.checkpoint_every == 0 or step == settings.steps or step == stop_at_step:
-            save()
+            log.write({"epoch": epoch, "step": step, "steps_averaged": run.count, "seconds": run.sums["seconds"],
+                       **_mean_record(run.sums, run.count)})
+            run.sums, run.count = {}, 0
+        if validation_check is not None and (step % settings.validation_every == 0 or step == settings.steps):
+            validation_check.check(trainer, run, settings.batch_size)
+        if (step % settings.checkpoint_every == 0 or step == settings.steps or step == stop_at_step) and ranks.is_main:
+            _save(trainer, run, config, hu_window, classifier_checkpoint, patches_sha256, checkpoint_path)
         if step == stop_at_step:
             break
     bar.close()
