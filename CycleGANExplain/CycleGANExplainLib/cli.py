@@ -38,8 +38,8 @@ from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, bundle_op
 from .output_folder import OutputFolderError, RunFolder, check_output_folder
 from .bundle_trust import ALLOW_FLAG, ALLOW_HELP, known_bundle_name
 from .notices import RESEARCH_NOTICE, data_attribution_text
-from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside, validate_volume_geometry
-from .volume_checks import NotCTError, check_ct_intensities
+from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside
+from .volume_checks import NotCTError, check_ct_volume
 from .volume_io import DEFAULT_MAX_VOXELS, UnreadableVolumeError, read_volume, write_volume
 
 EXIT_BAD_INPUT = 2
@@ -249,8 +249,7 @@ def run_explain(args: argparse.Namespace) -> int:
     require_method(args.method)  # a missing package is reported before the volume is read
     check_output_folder(args.out, [args.volume])  # before any work: a bad --out costs nothing
     loaded = read_volume(args.volume, args.series, max_voxels=args.max_voxels)
-    validate_volume_geometry(loaded.volume_kji, loaded.ijk_to_ras)
-    check_ct_intensities(loaded.volume_kji)
+    check_ct_volume(loaded.volume_kji, loaded.ijk_to_ras)
     outside = [
         number for number, seed in enumerate(args.seeds, start=1)
         if not is_seed_inside(loaded.volume_kji, loaded.ijk_to_ras, seed)

@@ -16,8 +16,8 @@ from .attribution_methods import DEFAULT_METHOD
 from .explanation import ExplanationBatch, explain, require_method
 from .model_bundle import load_bundle
 from .mrml_overlay import update_overlay_node
-from .patch_sampling import SeedOutsideVolumeError, is_seed_inside
-from .volume_checks import check_ct_intensities
+from .patch_sampling import is_seed_inside, require_seed_inside
+from .volume_checks import check_ct_volume
 
 StatusCallback = Callable[[str], None]
 
@@ -76,12 +76,7 @@ def neighbour_seeds(
     Returns (seeds ordered by increasing S, index of the original seed). Neighbours that fall
     outside the volume are dropped; the original seed must be inside.
     """
-    seed = np.asarray(seed_ras, dtype=float).reshape(3)
-    if not is_seed_inside(voxels_kji, ijk_to_ras, seed):
-        raise SeedOutsideVolumeError(
-            "The seed point (R, A, S) = ({:.1f}, {:.1f}, {:.1f}) mm lies outside the volume; "
-            "place it on the nodule in the selected CT.".format(*seed)
-        )
+    seed = require_seed_inside(voxels_kji, ijk_to_ras, seed_ras)
     spacing = axial_slice_spacing(ijk_to_ras)
     offsets = np.arange(-neighbours, neighbours + 1)
     seeds = seed[None, :] + np.outer(offsets * spacing, [0.0, 0.0, 1.0])
@@ -114,8 +109,8 @@ def prepare_request(volume_node, seed_ras: Sequence[float], bundle_dir: Union[st
     """Read and check the volume node and the seed (scene access: the event loop's thread)."""
     require_method(method)
     voxels, ijk_to_ras = volume_array_and_geometry(volume_node)
+    check_ct_volume(voxels, ijk_to_ras)
     seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
-    check_ct_intensities(voxels)
     return ExplainRequest(volume_node, voxels, ijk_to_ras, seeds, central_index, bundle_dir, device, method,
                           allow_unknown_bundle)
 

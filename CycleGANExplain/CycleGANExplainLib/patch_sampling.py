@@ -119,6 +119,19 @@ def _trilinear(volume_kji: np.ndarray, ijk: np.ndarray) -> np.ndarray:
     return result
 
 
+def require_seed_inside(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, seed_ras: Sequence[float]) -> np.ndarray:
+    """The seed as a float array [3]; SeedOutsideVolumeError (one message for every front end) when it
+    is not a finite point inside the volume."""
+    seed = np.asarray(seed_ras, dtype=float).reshape(3)
+    if not np.all(np.isfinite(seed)):
+        raise SeedOutsideVolumeError(f"The seed point {seed.tolist()} is not a finite position.")
+    if not is_seed_inside(volume_kji, ijk_to_ras, seed):
+        raise SeedOutsideVolumeError(
+            "The seed point (R, A, S) = ({:.1f}, {:.1f}, {:.1f}) mm lies outside the volume; place it on the "
+            "nodule, inside the CT.".format(*seed))
+    return seed
+
+
 def extract_patch(
     volume_kji: np.ndarray,
     ijk_to_ras: np.ndarray,
@@ -142,15 +155,7 @@ def extract_patch(
     """
     volume_kji = np.asarray(volume_kji)
     validate_volume_geometry(volume_kji, ijk_to_ras)
-    seed = np.asarray(seed_ras, dtype=float).reshape(3)
-    if not np.all(np.isfinite(seed)):
-        raise SeedOutsideVolumeError(f"The seed point {seed.tolist()} is not a finite position.")
-    if not is_seed_inside(volume_kji, ijk_to_ras, seed):
-        raise SeedOutsideVolumeError(
-            "The seed point (R, A, S) = ({:.1f}, {:.1f}, {:.1f}) mm lies outside the volume.".format(
-                *seed
-            )
-        )
+    seed = require_seed_inside(volume_kji, ijk_to_ras, seed_ras)
     patch_to_ras = patch_to_ras_matrix(seed, size_px, extent_mm)
     rows, columns = np.meshgrid(np.arange(size_px), np.arange(size_px), indexing="ij")
     patch_index = np.stack([columns, rows, np.zeros_like(rows), np.ones_like(rows)], axis=-1)

@@ -6,6 +6,8 @@ from typing import Tuple
 
 import numpy as np
 
+from .patch_sampling import validate_volume_geometry
+
 
 class NotCTError(ValueError):
     """The volume's intensities do not look like a CT in Hounsfield units."""
@@ -65,3 +67,10 @@ def check_ct_intensities(volume_kji: np.ndarray) -> None:
             f"Volume's highest intensity is {high:.0f} HU: it holds nothing denser than air or lung "
             "(no chest wall, vessels or nodule). Is it blank, or the wrong series?"
         )
+
+
+def check_ct_volume(volume_kji: np.ndarray, ijk_to_ras: np.ndarray) -> None:
+    """What every front end checks of a volume before explaining in it: a 3D image with an invertible
+    geometry (InvalidVolumeError) whose voxels look like CT (NotCTError)."""
+    validate_volume_geometry(volume_kji, ijk_to_ras)
+    check_ct_intensities(volume_kji)

@@ -239,3 +239,15 @@ def test_panel_changes_keep_the_views_layers_and_another_volume_drops_the_overla
     assert not logic.updateOverlayDisplay(result.overlay_node, other, opacity=0.6)
     assert composite.GetForegroundVolumeID() is None
     assert composite.GetBackgroundVolumeID() == other.GetID()
+
+
+def test_a_seed_outside_gets_the_samplers_message_in_the_module_too(module, scene_app, synthetic_ct):
+    volume = scene_app.load_volume(synthetic_ct)
+    voxels, ijk_to_ras = volume_array_and_geometry(volume)
+    outside = [300.0, 0.0, 10.0]
+    with pytest.raises(SeedOutsideVolumeError) as sampler_error:
+        extract_patch(voxels, ijk_to_ras, outside)
+    with pytest.raises(SeedOutsideVolumeError) as module_error:
+        module.CycleGANExplainLogic().explain(volume, outside, device="cpu", neighbourSlices=1)
+    assert str(module_error.value) == str(sampler_error.value)
+    assert "(R, A, S) = (300.0, 0.0, 10.0) mm lies outside the volume" in str(module_error.value)

@@ -15,8 +15,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from CycleGANExplainLib.patch_sampling import validate_volume_geometry
-from CycleGANExplainLib.volume_checks import check_ct_intensities
+from CycleGANExplainLib.volume_checks import check_ct_volume
 from CycleGANExplainLib.volume_io import DEFAULT_MAX_VOXELS, LoadedVolume, UnreadableVolumeError, read_volume
 
 # Lung window (W 1500, L -600): what a reader uses to look at lung nodules.
@@ -113,8 +112,7 @@ def without_server_paths(message: str, upload_dir: Path) -> str:
 def read_ct_volume(path: Union[str, Path], max_voxels: Optional[int] = DEFAULT_MAX_VOXELS) -> LoadedVolume:
     """``volume_io.read_volume``, refused unless it is a 3D image of a CT in Hounsfield units."""
     loaded = read_volume(path, max_voxels=max_voxels)
-    validate_volume_geometry(loaded.volume_kji, loaded.ijk_to_ras)
-    check_ct_intensities(loaded.volume_kji)
+    check_ct_volume(loaded.volume_kji, loaded.ijk_to_ras)
     return loaded
 
 
