@@ -209,8 +209,6 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.seedPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup
-        self._busyRow = self._createBusyRow()
-        self.layout.addWidget(self._busyRow)
 
         self.logic = CycleGANExplainLogic()
         debounceTimer = qt.QTimer()
@@ -222,6 +220,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.controller = ExplainController(self.logic, self._createInstaller(), self, debounceTimer, pollTimer)
         debounceTimer.connect("timeout()", self.controller.explain)
         pollTimer.connect("timeout()", self.controller.poll)
+        self._busyRow = self._createBusyRow()
+        self.layout.addWidget(self._busyRow)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -247,7 +247,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rowLayout.addWidget(progress)
         cancelButton = qt.QPushButton(_("Cancel"))
         cancelButton.toolTip = _("Stop waiting for this explanation (its result is discarded).")
-        cancelButton.connect("clicked(bool)", lambda: self.controller.cancel())
+        cancelButton.connect("clicked(bool)", self.controller.cancel)
         rowLayout.addWidget(cancelButton)
         row.visible = False
         return row
@@ -266,8 +266,9 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self.controller is not None:
-            self.controller.cancel()
+        if self.controller is None:  # setup() did not get that far
+            return
+        self.controller.cancel()
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
