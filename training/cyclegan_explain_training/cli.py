@@ -45,7 +45,15 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(commands)
+    _add_training_commands(commands)
+    _add_export(commands)
+    _add_evaluate(commands)
+    _add_compare_methods(commands)
+    return parser
 
+
+def _add_prepare(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     prepare = commands.add_parser("prepare", help="cut nodule patches into a prepared dataset")
     prepare.add_argument("--out", required=True, type=Path)
     prepare.add_argument("--source", choices=("phantoms", "dicom", "voi"), default="phantoms",
@@ -62,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--cache-dir", type=Path)
     prepare.add_argument("--quiet", action="store_true")
 
+
+def _add_training_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     classifier = commands.add_parser("train-classifier", help="train the malignancy classifier")
     _add_training_flags(classifier)
     classifier.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
@@ -81,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     randomise.add_argument("--out", required=True, type=Path, help="folder for the randomised classifier.pt")
     randomise.add_argument("--seed", type=int, default=0)
 
+
+def _add_export(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     export = commands.add_parser("export", help="write the model bundle from both checkpoints")
     export.add_argument("--dataset", required=True, type=Path)
     export.add_argument("--classifier", required=True, type=Path)
@@ -90,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--overwrite", action="store_true")
 
+
+def _add_evaluate(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a bundle on the test split")
     evaluate.add_argument("--bundle", required=True, type=Path)
     evaluate.add_argument("--dataset", required=True, type=Path)
@@ -103,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a bundle with the same classifier.pt and generators from another training seed; its "
                                "generator figures are reported beside the bundle's (repeatable)")
 
+
+def _add_compare_methods(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from .method_comparison import DEFAULT_FILL, EVALUATION_FILLS  # here: this block's only module-level needs
 
     compare = commands.add_parser(
@@ -119,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--device", default="cpu", help="where the maps are computed and timed (default cpu)")
     compare.add_argument("--fill", choices=EVALUATION_FILLS, default=DEFAULT_FILL,
                          help="surround put beyond each nodule's sub-volume (default lung: the closest to a real CT)")
-    return parser
 
 
 def _test_patients(split_csv: Optional[Path]) -> Optional[list]:
