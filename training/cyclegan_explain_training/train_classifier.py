@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -96,12 +96,8 @@ def train_classifier(
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
 
-    train = dataset.subset("train")
-    validation = patient_validation_mask(train.patient_ids, train.labels, settings.validation_fraction, settings.seed)
-    fit = train.select(~validation)
-    held_out = train.select(validation & (train.views == CENTRE))
+    fit, held_out = _fit_and_held_out(dataset, settings.validation_fraction, settings.seed)
     validation_sets = {fill: images_in_context(held_out, config.hu_window, fill) for fill in EVALUATION_FILLS}
-    fit_labels = torch.from_numpy(fit.labels.astype(np.int64))
     weights = class_weights(fit.labels).to(device)
 
     classifier = MalignancyClassifier(settings.width, fit.images_hu.shape[-1], settings.dropout).to(device)
@@ -120,22 +116,9 @@ def train_classifier(
     bar = Progress(settings.max_epochs, "classifier epochs", enabled=progress)
     for epoch in range(settings.max_epochs):
         epoch_started = time.perf_counter()
-        classifier.train()
         permutation = torch.randperm(len(fit), generator=order)
-        losses = []
-        for start in range(0, len(permutation), settings.batch_size):
-            batch = permutation[start : start + settings.batch_size]
-            if len(batch) < 2:  # BatchNorm cannot train on a single sample
-                continue
-            images = images_in_random_context(fit, batch.numpy(), config.hu_window, context_rng)
-            inputs = _augmented(images, transform).to(device)
-            loss = F.cross_entropy(classifier(inputs), fit_labels[batch].to(device), weight=weights)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-        aucs = {fill: roc_auc(held_out.labels, malignancy_probabilities(classifier, images, device).numpy())
-                for fill, images in validation_sets.items()}
+        losses = _train_epoch(classifier, optimiser, weights, transform, fit, permutation, config, context_rng, device)
+        aucs = _validation_aucs(classifier, validation_sets, held_out.labels, device)
         auc = min(aucs.values())  # the worst surround decides
         log.write({"epoch": epoch, "train_loss": float(np.mean(losses)), "validation_auc": auc,
                    **{f"validation_auc_{fill}": value for fill, value in aucs.items()},
@@ -143,27 +126,7 @@ def train_classifier(
         bar.update(1, loss=float(np.mean(losses)), val_auc=auc)
         if auc > best_auc:
             best_auc, best_epoch = auc, epoch
-            best = {
-                "kind": "classifier",
-                # a copy: state_dict() shares storage with the weights that training goes on changing
-                "state_dict": {name: value.detach().cpu().clone() for name, value in classifier.state_dict().items()},
-                "width": settings.width,
-                "hu_window": list(config.hu_window),
-                "config": config.to_dict(),
-                "epoch": epoch,
-                "validation_auc": auc,
-                "validation_auc_by_fill": aucs,
-                "validation_selection": "worst AUC over the fills " + ", ".join(EVALUATION_FILLS)
-                                        + " on the validation patients' centre views",
-                "class_weights": weights.cpu().tolist(),
-                "counts": {"fit_samples": int(len(fit)), "fit_nodules": int(len(np.unique(fit.nodule_ids))),
-                           "validation": int(len(held_out)),
-                           "validation_patients": int(len(np.unique(held_out.patient_ids)))},
-                "validation_patients": sorted(np.unique(held_out.patient_ids).tolist()),
-                "patches_sha256": dataset.manifest.get("patches_sha256"),
-                "seed": settings.seed,
-                "command": command,
-            }
+            best = _checkpoint(classifier, config, epoch, aucs, weights, fit, held_out, dataset, command)
             save_checkpoint(best, checkpoint_path)  # at once, so a crash keeps the best so far
         elif epoch - best_epoch >= settings.patience:
             break
@@ -175,6 +138,70 @@ def train_classifier(
     bar.close()
     print(f"Classifier: best validation AUC {best_auc:.3f} at epoch {best_epoch}; saved {checkpoint_path}")
     return checkpoint_path
+
+
+def _fit_and_held_out(dataset: PreparedDataset, validation_fraction: float,
+                      seed: int) -> Tuple[PreparedDataset, PreparedDataset]:
+    """Every view of the fitting patients, and the validation patients' centre views."""
+    train = dataset.subset("train")
+    validation = patient_validation_mask(train.patient_ids, train.labels, validation_fraction, seed)
+    return train.select(~validation), train.select(validation & (train.views == CENTRE))
+
+
+def _validation_aucs(classifier: MalignancyClassifier, validation_sets: Dict[str, torch.Tensor], labels: np.ndarray,
+                     device: str) -> Dict[str, float]:
+    """The classifier's AUC on the validation patients under each fill."""
+    return {fill: roc_auc(labels, malignancy_probabilities(classifier, images, device).numpy())
+            for fill, images in validation_sets.items()}
+
+
+def _train_epoch(classifier: MalignancyClassifier, optimiser: torch.optim.Optimizer, weights: torch.Tensor,
+                 transform, fit: PreparedDataset, permutation: torch.Tensor, config: TrainingConfig,
+                 context_rng: np.random.Generator, device: str) -> List[float]:
+    """One pass over the fitting patches in the permutation's order; returns each batch's loss."""
+    batch_size = config.classifier.batch_size
+    fit_labels = torch.from_numpy(fit.labels.astype(np.int64))
+    classifier.train()
+    losses = []
+    for start in range(0, len(permutation), batch_size):
+        batch = permutation[start : start + batch_size]
+        if len(batch) < 2:  # BatchNorm cannot train on a single sample
+            continue
+        images = images_in_random_context(fit, batch.numpy(), config.hu_window, context_rng)
+        inputs = _augmented(images, transform).to(device)
+        loss = F.cross_entropy(classifier(inputs), fit_labels[batch].to(device), weight=weights)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _checkpoint(classifier: MalignancyClassifier, config: TrainingConfig, epoch: int, aucs: Dict[str, float],
+                weights: torch.Tensor, fit: PreparedDataset, held_out: PreparedDataset, dataset: PreparedDataset,
+                command: Optional[str]) -> Dict[str, Any]:
+    """The checkpoint of the classifier as it is after ``epoch`` (its validation AUC: the worst fill's)."""
+    return {
+        "kind": "classifier",
+        # a copy: state_dict() shares storage with the weights that training goes on changing
+        "state_dict": {name: value.detach().cpu().clone() for name, value in classifier.state_dict().items()},
+        "width": config.classifier.width,
+        "hu_window": list(config.hu_window),
+        "config": config.to_dict(),
+        "epoch": epoch,
+        "validation_auc": min(aucs.values()),
+        "validation_auc_by_fill": aucs,
+        "validation_selection": "worst AUC over the fills " + ", ".join(EVALUATION_FILLS)
+                                + " on the validation patients' centre views",
+        "class_weights": weights.cpu().tolist(),
+        "counts": {"fit_samples": int(len(fit)), "fit_nodules": int(len(np.unique(fit.nodule_ids))),
+                   "validation": int(len(held_out)),
+                   "validation_patients": int(len(np.unique(held_out.patient_ids)))},
+        "validation_patients": sorted(np.unique(held_out.patient_ids).tolist()),
+        "patches_sha256": dataset.manifest.get("patches_sha256"),
+        "seed": config.classifier.seed,
+        "command": command,
+    }
 
 
 def load_classifier(checkpoint: dict) -> MalignancyClassifier:
