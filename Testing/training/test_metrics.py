@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -82,6 +83,15 @@ def test_auc_of_separated_and_uninformative_scores():
     assert roc_auc(labels, np.array([0.1, 0.2, 0.3, 0.8, 0.9])) == 1.0
     assert roc_auc(labels, np.array([0.9, 0.8, 0.7, 0.2, 0.1])) == 0.0
     assert roc_auc(labels, np.full(5, 0.5)) == 0.5
+
+
+def test_auc_counts_pairs_with_ties_as_half_and_is_undefined_for_one_class():
+    rng = np.random.default_rng(0)
+    scores, labels = rng.integers(0, 5, 40).astype(float), rng.integers(0, 2, 40)
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(positives, negatives)]
+    assert roc_auc(labels, scores) == pytest.approx(np.mean(pairs))
+    assert math.isnan(roc_auc(np.array([1, 1]), np.array([1.0, 2.0])))
 
 
 def _mean_statistic(values: np.ndarray):

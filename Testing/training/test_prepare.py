@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 from cyclegan_explain_training.dataset import load_prepared
-from cyclegan_explain_training.prepare import prepare, rank_auc
+from cyclegan_explain_training.metrics import roc_auc
+from cyclegan_explain_training.prepare import prepare
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +41,7 @@ def test_manifest_records_rule_counts_and_baseline(small):
     assert manifest["counts"]["all"]["nodules"] == 12
     assert manifest["empty_mask_patches"] == 0
     test = small.subset("test")
-    assert manifest["diameter_only_auc"]["test"] == pytest.approx(rank_auc(test.diameters_mm, test.labels), abs=1e-4)
-
-
-def test_rank_auc_counts_pairs_with_ties_as_half():
-    rng = np.random.default_rng(0)
-    scores, labels = rng.integers(0, 5, 40).astype(float), rng.integers(0, 2, 40)
-    positives, negatives = scores[labels == 1], scores[labels == 0]
-    pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(positives, negatives)]
-    assert rank_auc(scores, labels) == pytest.approx(np.mean(pairs))
-    with pytest.raises(ValueError, match="one sample of each class"):
-        rank_auc([1.0, 2.0], [1, 1])
+    assert manifest["diameter_only_auc"]["test"] == pytest.approx(roc_auc(test.labels, test.diameters_mm), abs=1e-4)
 
 
 def test_unknown_source_and_normalised_dicom_are_refused(tmp_path):

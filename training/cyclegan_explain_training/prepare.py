@@ -11,13 +11,13 @@ follows nodule size closely, so every classifier's AUC must be read against it.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from scipy import stats
 
 from .dataset import PreparedDataset
 from .lidc_cohort import (
@@ -31,6 +31,7 @@ from .lidc_cohort import (
     split_by_patient,
 )
 from .lidc_phantoms import DEFAULT_NORMALISED_DIAMETER_MM, render_phantoms
+from .metrics import roc_auc
 
 SOURCES = ("phantoms", "dicom", "voi")
 TEST_FRACTION = 0.3
@@ -188,16 +189,6 @@ def prepare_voi(out_dir: Union[str, Path], voi_dir: Union[str, Path], limit: Opt
     return dataset.save(out_dir)
 
 
-def rank_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve from the Mann-Whitney U statistic (ties count half)."""
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
-    positive, negative = scores[labels == 1], scores[labels == 0]
-    if len(positive) == 0 or len(negative) == 0:
-        raise ValueError("The AUC needs at least one sample of each class.")
-    u_statistic = stats.mannwhitneyu(positive, negative, alternative="two-sided").statistic
-    return float(u_statistic / (len(positive) * len(negative)))
-
-
 def diameter_only_auc(diameters: np.ndarray, labels: np.ndarray, split_of: np.ndarray, note: str) -> Dict[str, object]:
     """The manifest's diameter-only baseline: its AUC on the test split and on all nodules."""
     test = split_of == "test"
@@ -205,9 +196,8 @@ def diameter_only_auc(diameters: np.ndarray, labels: np.ndarray, split_of: np.nd
 
 
 def _auc_or_none(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
-    if len(np.unique(labels)) < 2:
-        return None
-    return round(rank_auc(scores, labels), 4)
+    auc = roc_auc(labels, scores)
+    return None if math.isnan(auc) else round(auc, 4)
 
 
 def _limited_selection(
