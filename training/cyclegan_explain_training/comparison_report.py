@@ -233,16 +233,22 @@ def _tables(report: Dict[str, Any], columns: Sequence[Tuple[str, str, str]], tit
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
+    """baselines.md: the setting, one section per group of measures, the figure and how to regenerate it."""
+    lines = _setting_lines(report) + _localisation_lines(report)
+    lines += _perturbation_lines(report) + _concentration_lines(report)
+    lines += _randomisation_lines(report)
+    lines += _speed_lines(report)
+    lines += _figure_lines(report)
+    return "\n".join(lines)
+
+
+def _setting_lines(report: Dict[str, Any]) -> List[str]:
     bundle, dataset, settings = report["bundle"], report["dataset"], report["settings"]
-    methods, definitions, sizes = report["methods"], report["definitions"], dataset["group_sizes"]
-    perturbation = settings["perturbation"]
+    methods, sizes = report["methods"], dataset["group_sizes"]
     lines = [f"# Attribution methods compared: {bundle['name']} {bundle['version']}", ""]
     if not bundle["trained"]:
         lines += [UNTRAINED_BANNER, ""]
-    dilations = ", ".join(f"{d:g}" for d in settings["mask_dilations_mm"])
-    areas = ", ".join(f"{d:g} mm {dataset['region_area_fraction'][f'{d:g}mm']:.3f}"
-                      for d in settings["mask_dilations_mm"])
-    lines += [
+    return lines + [
         f"Split `{dataset['split']}`, {dataset['view']} views (one per nodule) of `{dataset['directory']}` "
         f"(source `{dataset['source']}`): n = {dataset['n']} of {dataset['split_size']} patches "
         f"({dataset['benign']} benign, {dataset['malignant']} malignant"
@@ -264,6 +270,15 @@ def render_markdown(report: Dict[str, Any]) -> str:
         "Controls (no model; they test what the measures reward): "
         + "; ".join(f"{info['label']}: {info['description']}" for info in methods.values() if info["control"]) + ".",
         "",
+    ]
+
+
+def _localisation_lines(report: Dict[str, Any]) -> List[str]:
+    dataset, settings, definitions = report["dataset"], report["settings"], report["definitions"]
+    dilations = ", ".join(f"{d:g}" for d in settings["mask_dilations_mm"])
+    areas = ", ".join(f"{d:g} mm {dataset['region_area_fraction'][f'{d:g}mm']:.3f}"
+                      for d in settings["mask_dilations_mm"])
+    lines = [
         "## Localisation",
         "",
         f"Region = pixels within d mm of the nodule mask (d = {dilations}) "
@@ -279,9 +294,15 @@ def render_markdown(report: Dict[str, Any]) -> str:
         f"- Share on fill: {definitions['surround_share']}",
         "",
     ]
-    lines += _tables(report, [(measure, "all", label) for measure, label in LOCALISATION_COLUMNS], "Localisation")
+    return lines + _tables(report, [(measure, "all", label) for measure, label in LOCALISATION_COLUMNS],
+                           "Localisation")
+
+
+def _perturbation_lines(report: Dict[str, Any]) -> List[str]:
+    settings, definitions = report["settings"], report["definitions"]
+    perturbation = settings["perturbation"]
     references = perturbation["references"]
-    lines += [
+    lines = [
         "## Deletion and insertion",
         "",
         f"{definitions['deletion_auc']} {definitions['insertion_auc']} {perturbation['steps']} steps. References "
@@ -295,12 +316,19 @@ def render_markdown(report: Dict[str, Any]) -> str:
         columns = [(f"{curve}_auc_{name}", group, f"{REFERENCE_LABELS[name]}, {GROUP_LABELS[group]}")
                    for name in references for group in GROUPS]
         lines += _tables(report, columns, f"{curve.capitalize()} AUC ({reading})")
-    lines += ["## Concentration", "", f"- {definitions['sparseness_gini']}", f"- {definitions['complexity_entropy']}",
-              ""]
-    lines += _tables(report, [(measure, "all", label) for measure, label in CONCENTRATION_COLUMNS], "Concentration")
-    lines += _randomisation_lines(report)
-    lines += _speed_lines(report)
-    lines += [
+    return lines
+
+
+def _concentration_lines(report: Dict[str, Any]) -> List[str]:
+    definitions = report["definitions"]
+    lines = ["## Concentration", "", f"- {definitions['sparseness_gini']}", f"- {definitions['complexity_entropy']}",
+             ""]
+    return lines + _tables(report, [(measure, "all", label) for measure, label in CONCENTRATION_COLUMNS],
+                           "Concentration")
+
+
+def _figure_lines(report: Dict[str, Any]) -> List[str]:
+    return [
         "## Figure",
         "",
         "Columns: the original patch (with its fill), then CycleGAN-AM and the paper's Fig. 6 baselines; rows: "
@@ -328,7 +356,6 @@ def render_markdown(report: Dict[str, Any]) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _randomisation_lines(report: Dict[str, Any]) -> List[str]:

@@ -189,7 +189,11 @@ def _calibration_section(result: Dict[str, Any]) -> List[str]:
 
 
 def _generator_sections(result: Dict[str, Any]) -> List[str]:
-    settings = result["settings"]
+    return (_domain_transfer_section(result) + _flips_section(result) + _similarity_section(result)
+            + _relevance_section(result) + _changes_section(result))
+
+
+def _domain_transfer_section(result: Dict[str, Any]) -> List[str]:
     paper_means = {f"domain_transfer/{name}": estimate_text(entry)
                    for name, entry in result["paper"]["mean_malignancy"].items()}
     lines = ["", "## Domain transfer (Sec. 4.1)", "",
@@ -205,26 +209,33 @@ def _generator_sections(result: Dict[str, Any]) -> List[str]:
         for name in ("g_pos_vs_x", "x_vs_g_neg"):
             test = tests[name]
             p_value = "n/a" if test["p"] is None else f"{test['p']:.3g}"
-            cells.append(f"{number_text(test['mean_difference'])}; t = {number_text(test['t'])} ({test['df']}), p = {p_value}"
-                         f"; paper t = {test['paper']['t']} ({test['paper']['df']})")
+            cells.append(f"{number_text(test['mean_difference'])}; t = {number_text(test['t'])} ({test['df']}), "
+                         f"p = {p_value}; paper t = {test['paper']['t']} ({test['paper']['df']})")
         rows.append([header] + cells)
-    lines += markdown_table(["Condition", "G+(x) \u2212 x", "x \u2212 G\u2212(x)"], rows)
-    lines += ["", "## Decision flips", "",
-              "How to read: of the nodules the classifier calls benign on x, the share G+ turns malignant, and "
-              "conversely for G\u2212 (targets \u2265 0.90).", ""]
-    lines += _generator_table(result, [
+    return lines + markdown_table(["Condition", "G+(x) \u2212 x", "x \u2212 G\u2212(x)"], rows)
+
+
+def _flips_section(result: Dict[str, Any]) -> List[str]:
+    lines = ["", "## Decision flips", "",
+             "How to read: of the nodules the classifier calls benign on x, the share G+ turns malignant, and "
+             "conversely for G\u2212 (targets \u2265 0.90).", ""]
+    return lines + _generator_table(result, [
         ("Flipped to malignant by G+ (of those benign on x)", "flip_rates/flipped_to_malignant"),
         ("Flipped to benign by G\u2212 (of those malignant on x)", "flip_rates/flipped_to_benign"),
         ("Malignant after G+ (all nodules)", "flip_rates/malignant_after_pos"),
         ("Benign after G\u2212 (all nodules)", "flip_rates/benign_after_neg")])
+
+
+def _similarity_section(result: Dict[str, Any]) -> List[str]:
+    settings = result["settings"]
     ssim, skimage = settings["ssim"], settings["skimage_ssim"]
     near = settings["regions_mm"]["similarity_near_nodule"]
-    lines += ["", "## Similarity to the input", "",
-              f"How to read: SSIM 1 = identical. The project's SSIM: {ssim['implementation']}, data range "
-              f"{ssim['data_range']}, Gaussian window {ssim['window']} px (sigma {ssim['sigma']}); scikit-image's: "
-              f"{skimage['implementation']}, data range {skimage['data_range']} on [-1, 1]. '{near:g} mm' = only the "
-              f"pixels within {near:g} mm of the nodule's mask. The unrelated-pair rows are the floor: "
-              f"{settings['similarity_floor']}. L1: mean absolute difference in normalised units.", ""]
+    lines = ["", "## Similarity to the input", "",
+             f"How to read: SSIM 1 = identical. The project's SSIM: {ssim['implementation']}, data range "
+             f"{ssim['data_range']}, Gaussian window {ssim['window']} px (sigma {ssim['sigma']}); scikit-image's: "
+             f"{skimage['implementation']}, data range {skimage['data_range']} on [-1, 1]. '{near:g} mm' = only the "
+             f"pixels within {near:g} mm of the nodule's mask. The unrelated-pair rows are the floor: "
+             f"{settings['similarity_floor']}. L1: mean absolute difference in normalised units.", ""]
     rows = []
     for image in ("g_pos", "g_neg"):
         label = IMAGE_LABELS[image]
@@ -237,11 +248,15 @@ def _generator_sections(result: Dict[str, Any]) -> List[str]:
              ("Floor: unrelated pair, scikit-image", "chance_levels:similarity/skimage_ssim_unrelated"),
              (f"Floor: unrelated pair, scikit-image, {near:g} mm", "chance_levels:similarity/skimage_ssim_15mm_unrelated"),
              ("L1(x, G+(x))", "similarity/l1_x_g_pos"), ("L1(x, G\u2212(x))", "similarity/l1_x_g_neg")]
-    lines += _generator_table(result, rows)
-    lines += ["", "## Where R = G+(x) \u2212 G\u2212(x) lies", "",
-              "How to read: the share of sum |R| inside the nodule's mask and within 5 and 10 mm of it; the "
-              "'uniform' rows are the share of the patch's area there (what a map spread evenly would get). "
-              "Target: at least half within 5 mm.", ""]
+    return lines + _generator_table(result, rows)
+
+
+def _relevance_section(result: Dict[str, Any]) -> List[str]:
+    """Where R lies, and whether the change near the nodule alone moves the classifier."""
+    lines = ["", "## Where R = G+(x) \u2212 G\u2212(x) lies", "",
+             "How to read: the share of sum |R| inside the nodule's mask and within 5 and 10 mm of it; the "
+             "'uniform' rows are the share of the patch's area there (what a map spread evenly would get). "
+             "Target: at least half within 5 mm.", ""]
     lines += _generator_table(result, [
         ("|R| in the mask", "relevance_shares/in_mask"),
         ("|R| within 5 mm", "relevance_shares/within_5mm"),
@@ -260,8 +275,12 @@ def _generator_sections(result: Dict[str, Any]) -> List[str]:
         ("G\u2212 outside 5 mm: flipped to benign", "counterfactual/outside_5mm/flipped_to_benign"),
         ("Whole G+(x): flipped to malignant", "flip_rates/flipped_to_malignant"),
         ("Whole G\u2212(x): flipped to benign", "flip_rates/flipped_to_benign")])
-    lines += ["", "## What the generators change: size or density", "",
-              f"How to read: {result['changes_definition']}; compare each generator's column with x's.", ""]
+    return lines
+
+
+def _changes_section(result: Dict[str, Any]) -> List[str]:
+    lines = ["", "## What the generators change: size or density", "",
+             f"How to read: {result['changes_definition']}; compare each generator's column with x's.", ""]
     rows = []
     for name in ("x", "g_neg", "g_pos"):
         rows += [(f"Soft-tissue area near the centre (mm\u00b2), {IMAGE_LABELS[name]}",
