@@ -8,7 +8,6 @@ the work is done by CycleGANExplainLib. Research use only; not a medical device.
 import html
 import importlib.util
 import logging
-import re
 from pathlib import Path
 from typing import Annotated, Callable, List, Optional, Union
 
