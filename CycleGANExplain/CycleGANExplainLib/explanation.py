@@ -20,7 +20,7 @@ from .attribution_methods import DEFAULT_METHOD, AttributionMethod, MissingDepen
 from .inference import ProgressCallback, run_networks
 from .intensity import normalise_hu
 from .model_bundle import ModelBundle, load_bundle
-from .patch_sampling import extract_patch
+from .patch_sampling import Patch, extract_patch
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +141,37 @@ def explain(
         for seed in seeds
     ]
     x = np.stack([normalise_hu(patch.pixels, metadata.hu_window) for patch in patches])
-    warnings = list(bundle.warnings)
-    for number, patch in enumerate(patches, start=1):
-        if patch.outside_fraction > OUTSIDE_WARNING_FRACTION:
-            warnings.append(
-                f"Seed {number}: {patch.outside_fraction:.0%} of the patch lies outside the volume "
-                "(filled with air); the explanation may be unreliable."
-            )
+    warnings = list(bundle.warnings) + _outside_warnings(patches)
+    outputs, bundle = _run_with_cpu_fallback(bundle, x, method, batch_size, progress, warnings)
+    if not metadata.trained:
+        warnings.append("The model bundle is UNTRAINED (random weights): the explanation is meaningless.")
+    return ExplanationBatch(
+        explanations=[_seed_explanation(seed, patch, x, outputs, index)
+                      for index, (seed, patch) in enumerate(zip(seeds, patches))],
+        device=bundle.device,
+        seconds=time.perf_counter() - started,
+        bundle_name=f"{metadata.name} {metadata.version}",
+        trained=metadata.trained,
+        warnings=warnings,
+        method=method,
+    )
+
+
+def _outside_warnings(patches: Sequence[Patch]) -> List[str]:
+    return [
+        f"Seed {number}: {patch.outside_fraction:.0%} of the patch lies outside the volume "
+        "(filled with air); the explanation may be unreliable."
+        for number, patch in enumerate(patches, start=1)
+        if patch.outside_fraction > OUTSIDE_WARNING_FRACTION
+    ]
+
+
+def _run_with_cpu_fallback(bundle: ModelBundle, x: np.ndarray, method: str, batch_size: int,
+                           progress: Optional[ProgressCallback], warnings: List[str]) -> "tuple[dict, ModelBundle]":
+    """The method's outputs, and the bundle that made them: on a CUDA failure, the bundle reloaded on
+    the CPU (the failure is added to ``warnings``)."""
     try:
-        outputs = _run_method(bundle, x, method, batch_size, progress)
+        return _run_method(bundle, x, method, batch_size, progress), bundle
     except Exception as error:  # noqa: BLE001 - only CUDA failures are handled, others re-raised
         if not _is_cuda_failure(error):
             raise
@@ -157,31 +179,20 @@ def explain(
         logger.warning(message)
         warnings.append(message)
         bundle = load_bundle(bundle.directory, "cpu", allow_unknown=not bundle.shipped)  # the user allowed it once
-        outputs = _run_method(bundle, x, method, batch_size, progress)
-    explanations = [
-        Explanation(
-            seed_ras=seed,
-            patch_hu=patch.pixels,
-            patch_to_ras=patch.patch_to_ras,
-            outside_fraction=patch.outside_fraction,
-            x=x[index],
-            g_pos=outputs["g_pos"][index],
-            g_neg=outputs["g_neg"][index],
-            relevance=outputs["relevance"][index],
-            p_x=float(outputs["p_x"][index]),
-            p_pos=float(outputs["p_pos"][index]),
-            p_neg=float(outputs["p_neg"][index]),
-        )
-        for index, (seed, patch) in enumerate(zip(seeds, patches))
-    ]
-    if not metadata.trained:
-        warnings.append("The model bundle is UNTRAINED (random weights): the explanation is meaningless.")
-    return ExplanationBatch(
-        explanations=explanations,
-        device=bundle.device,
-        seconds=time.perf_counter() - started,
-        bundle_name=f"{metadata.name} {metadata.version}",
-        trained=metadata.trained,
-        warnings=warnings,
-        method=method,
+        return _run_method(bundle, x, method, batch_size, progress), bundle
+
+
+def _seed_explanation(seed: np.ndarray, patch: Patch, x: np.ndarray, outputs: dict, index: int) -> Explanation:
+    return Explanation(
+        x=x[index],
+        g_pos=outputs["g_pos"][index],
+        g_neg=outputs["g_neg"][index],
+        relevance=outputs["relevance"][index],
+        p_x=float(outputs["p_x"][index]),
+        p_pos=float(outputs["p_pos"][index]),
+        p_neg=float(outputs["p_neg"][index]),
+        seed_ras=seed,
+        patch_hu=patch.pixels,
+        patch_to_ras=patch.patch_to_ras,
+        outside_fraction=patch.outside_fraction,
     )
