@@ -30,6 +30,7 @@ import CycleGANExplainLib
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.explain_controller import ExplainController
+from CycleGANExplainLib.formatting import probability_text, seconds_text
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
 from CycleGANExplainLib.model_bundle import (
     DEVICE_CHOICES,
@@ -387,11 +388,11 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def show_result(self, result: "mrml_explain.VolumeExplanation") -> None:
         explanation = result.batch[result.central_index]
-        self.ui.probabilityXLabel.text = f"{explanation.p_x:.3f}"
-        self.ui.probabilityPosLabel.text = f"{explanation.p_pos:.3f}"
-        self.ui.probabilityNegLabel.text = f"{explanation.p_neg:.3f}"
-        self.ui.deviceUsedLabel.text = _("{device}, {seconds:.2f} s for {count} patch(es)").format(
-            device=result.batch.device, seconds=result.batch.seconds, count=len(result.batch))
+        self.ui.probabilityXLabel.text = probability_text(explanation.p_x)
+        self.ui.probabilityPosLabel.text = probability_text(explanation.p_pos)
+        self.ui.probabilityNegLabel.text = probability_text(explanation.p_neg)
+        self.ui.deviceUsedLabel.text = _("{device}, {seconds} for {count} patch(es)").format(
+            device=result.batch.device, seconds=seconds_text(result.batch.seconds), count=len(result.batch))
         method = METHODS[result.batch.method]
         self.ui.methodUsedLabel.text = _("{label} ({library}); bundle {bundle}").format(
             label=method.label, library=method.library, bundle=result.batch.bundle_name)

@@ -32,6 +32,7 @@ from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError
 from .explanation import ExplanationBatch, explain, require_method
 from .inference_threads import prefer_passive_openmp
 from .explanation_figure import ExplanationFigureWriter
+from .formatting import probability_text
 from .overlay import colour_legend, display_limit
 from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, bundle_option_help, default_bundle_dir,
                            load_bundle, read_metadata, resolve_bundle, shipped_bundles)
@@ -286,8 +287,8 @@ def run_explain(args: argparse.Namespace) -> int:
     for number, seed in enumerate(shown, start=1):
         p = seed["malignancy_probability"]
         files = ", ".join(name for name in (seed["figure"], seed["overlay"]) if name)
-        print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={p['x']:.3f} "
-              f"G-(x)={p['G_neg(x)']:.3f} G+(x)={p['G_pos(x)']:.3f} -> {files}")
+        print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={probability_text(p['x'])} "
+              f"G-(x)={probability_text(p['G_neg(x)'])} G+(x)={probability_text(p['G_pos(x)'])} -> {files}")
     if len(shown) < len(summary["seeds"]):
         print(f"... and {len(summary['seeds']) - len(shown)} more seeds (summary.json lists every one).")
     print(f"About the bundle: {bundle.metadata.summary}")

@@ -12,6 +12,7 @@ import numpy as np
 
 from .attribution_methods import DEFAULT_METHOD, method_info
 from .explanation import PatchExplanation
+from .formatting import probability_text
 from .notices import RESEARCH_NOTICE
 from .overlay import blend_over_grey, display_limit, legend_entries, relevance_to_rgba
 
@@ -24,9 +25,9 @@ def explanation_panels(explanation: PatchExplanation, limit: float, label: Optio
     to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
     item = explanation
     return [
-        (to_grey(item.x), f"x{f' ({label})' if label else ''}\np(malignant) = {item.p_x:.2f}"),
-        (to_grey(item.g_neg), f"G\u207b(x), towards benign\np = {item.p_neg:.2f}"),
-        (to_grey(item.g_pos), f"G\u207a(x), towards malignant\np = {item.p_pos:.2f}"),
+        (to_grey(item.x), f"x{f' ({label})' if label else ''}\np(malignant) = {probability_text(item.p_x)}"),
+        (to_grey(item.g_neg), f"G\u207b(x), towards benign\np = {probability_text(item.p_neg)}"),
+        (to_grey(item.g_pos), f"G\u207a(x), towards malignant\np = {probability_text(item.p_pos)}"),
         (blend_over_grey(to_grey(item.x), relevance_to_rgba(item.relevance, limit)), f"{map_title}\n\u00b1{limit:.2g}"),
     ]
 

@@ -21,7 +21,7 @@ LAYERS = {
              "inference", "background_explainer", "output_folder"],
     "methods": ["attribution_methods"],
     "explain": ["explanation"],
-    "presentation": ["overlay", "notices", "explanation_figure"],
+    "presentation": ["overlay", "notices", "formatting", "explanation_figure"],
     "mrml": ["mrml_overlay", "mrml_explain"],
     "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller"],
 }

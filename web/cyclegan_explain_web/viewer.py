@@ -38,6 +38,7 @@ from vtkmodules.vtkCommonCore import vtkCommand
 
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, method_info
+from CycleGANExplainLib.formatting import probability_text, ras_text, seconds_text
 from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
                                              shipped_bundles)
 from CycleGANExplainLib.sample_data import DEFAULT_NODULE_ID, sample_nodule, sample_volume_path
@@ -426,7 +427,7 @@ class ExplainViewer(TrameApp):
         with self.state:
             self.state.busy = True
             self.state.error_text = ""
-            self.state.status_text = "Explaining ({:.1f}, {:.1f}, {:.1f}) mm...".format(*ras)
+            self.state.status_text = f"Explaining ({ras_text(ras)}) mm..."
         try:
             request = mrml_explain.prepare_request(self.volume_node, ras, self.bundle_dir, self.state.device,
                                                    allow_unknown_bundle=self.allow_unknown_bundle)
@@ -470,11 +471,11 @@ class ExplainViewer(TrameApp):
         with self.state:
             self.state.update({
                 "has_result": True,
-                "seed_text": "{:.1f}, {:.1f}, {:.1f}".format(*explanation.seed_ras),
-                "p_x": f"{explanation.p_x:.3f}",
-                "p_pos": f"{explanation.p_pos:.3f}",
-                "p_neg": f"{explanation.p_neg:.3f}",
-                "device_text": f"{batch.device}, {batch.seconds:.2f} s",
+                "seed_text": ras_text(explanation.seed_ras),
+                "p_x": probability_text(explanation.p_x),
+                "p_pos": probability_text(explanation.p_pos),
+                "p_neg": probability_text(explanation.p_neg),
+                "device_text": f"{batch.device}, {seconds_text(batch.seconds)}",
                 "warnings_text": "\n".join(batch.warnings),
                 "status_text": (f"Explained the point clicked in the {view_name} view" if view_name
                                 else f"Explained the seed with {batch.bundle_name}")
