@@ -40,7 +40,7 @@ from CycleGANExplainLib.model_bundle import (
     resolve_bundle,
     shipped_bundles,
 )
-from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
+from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, NOT_CLEARED, RESEARCH_NOTICE
 from CycleGANExplainLib.overlay import colour_legend, legend_html
 from CycleGANExplainLib.package_installer import (TORCH_MINIMUM_VERSION, DependencyInstaller, install_torch,
                                                   require_torch_version)
@@ -125,7 +125,7 @@ def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
                   "classifier instead, with the same colours; saliency and Grad-CAM are unsigned (red is magnitude "
                   "only).") + "</p>"
         f"<p><b>{html.escape(RESEARCH_NOTICE)}</b> "
-        + _("Not cleared or approved for diagnosis or any clinical decision.") + "</p><p>"
+        + html.escape(NOT_CLEARED) + "</p><p>"
         + _("Needs Slicer 5.10 or newer and the PyTorch extension (torch {version} or newer, installed on first use "
             "after asking).").format(version=TORCH_MINIMUM_VERSION) + "</p><p>"
         + _("Model bundles (\"Bundle\" chooses one). What each was trained on and its figures on its held-out "

@@ -212,3 +212,11 @@ def test_requested_cuda_without_gpu_loads_on_cpu_and_carries_the_warning(tiny_bu
     bundle = load_bundle(tiny_bundle, "cuda", allow_unknown=True)
     assert bundle.device == "cpu"
     assert any("not available" in warning for warning in bundle.warnings)
+
+
+def test_every_shipped_bundle_states_the_intended_use_the_front_ends_show():
+    from CycleGANExplainLib.model_bundle import shipped_bundles
+    from CycleGANExplainLib.notices import INTENDED_USE
+
+    for bundle_dir in shipped_bundles():
+        assert read_metadata(bundle_dir).raw["intended_use"] == INTENDED_USE, bundle_dir.name

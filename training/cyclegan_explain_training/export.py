@@ -19,17 +19,11 @@ from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
 from CycleGANExplainLib.model_bundle import (
     METADATA_FILE, MODEL_FILES, TRAINING_DATA_SOURCES, load_bundle, sha256_of, verify_checksums, write_checksums)
 from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
-from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
+from CycleGANExplainLib.notices import INTENDED_USE, LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 from CycleGANExplainLib.patch_sampling import PATCH_EXTENT_MM, PATCH_SIZE_PX
 
 from .checkpoint import load_checkpoint
 from .dataset import MANIFEST_FILE, PreparedDataset, load_prepared
-
-RESEARCH_USE_NOTICE = (
-    "Research use only. Not a medical device: not cleared or approved for diagnosis or any clinical "
-    "decision."
-)
-
 
 def base_metadata(
     name: str,
@@ -45,7 +39,7 @@ def base_metadata(
         "name": name,
         "version": version,
         "trained": trained,
-        "intended_use": RESEARCH_USE_NOTICE,
+        "intended_use": INTENDED_USE,
         "patch": {
             "size_px": PATCH_SIZE_PX,
             "extent_mm": PATCH_EXTENT_MM,
