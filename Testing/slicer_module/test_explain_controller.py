@@ -19,22 +19,9 @@ from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD
 from CycleGANExplainLib.explain_controller import EXPLAIN_FAILED, ExplainController
 from CycleGANExplainLib.package_installer import DependencyInstaller
 
+from .qt_stand_ins import ManualTimer
+
 BASELINE = "saliency"
-
-
-class ManualTimer:
-    """STAND-IN for a QTimer: records start/stop; the test fires it."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.starts = 0
-
-    def start(self) -> None:
-        self.active = True
-        self.starts += 1
-
-    def stop(self) -> None:
-        self.active = False
 
 
 class RecordingPanel:
