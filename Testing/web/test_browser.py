@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD
+from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, shipped_bundles
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 from CycleGANExplainLib.overlay import legend_entries
@@ -413,3 +413,22 @@ def test_a_session_prints_no_vtk_deprecation_notice_unless_verbose(browser_conte
     verbose_log = tmp_path / "verbose.log"
     ViewerServer(verbose_log, "--verbose").stop()  # the views are created before the URL is printed
     assert "WindowResizeEvent" in verbose_log.read_text()
+
+
+def test_choosing_a_method_in_the_page_shows_its_map_and_legend(page):
+    page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+    page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+    assert METHODS[DEFAULT_METHOD].label in page.locator("#method-used").inner_text()
+    before = probabilities(page)
+
+    chosen = METHODS["saliency"]
+    page.locator("#method-select").click()
+    page.locator(".v-overlay .v-list-item", has_text=chosen.label).click()
+    page.wait_for_function(f"document.querySelector('#method-used')?.innerText.includes({json.dumps(chosen.label)})",
+                           timeout=EXPLAIN_TIMEOUT_MS)
+    legend = page.locator("#legend").inner_text()
+    assert "unsigned map" in legend and "blue =" not in legend  # saliency is magnitude only
+    assert chosen.map_title in page.locator("#map-title").inner_text()
+    assert probabilities(page) == before  # the same networks give the probabilities
+    height, width = axial_view_image(page).shape[:2]
+    wait_for_overlay(page, (width // 2, height // 2), shown=True)

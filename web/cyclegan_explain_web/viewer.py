@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
@@ -37,7 +38,7 @@ from trame_server.utils.asynchronous import create_task
 from vtkmodules.vtkCommonCore import vtkCommand
 
 from CycleGANExplainLib import mrml_explain, mrml_overlay
-from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, method_info
+from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, missing_packages
 from CycleGANExplainLib.formatting import probability_text, ras_text, seconds_text
 from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
                                              shipped_bundles)
@@ -61,12 +62,24 @@ SEED_NODE_NAME = "CycleGANExplain seed"
 SEED_COLOUR = (1.0, 0.9, 0.1)
 # Errors a person can fix (another file, another click); anything else is a bug and is logged.
 INPUT_ERRORS = (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError,
-                mrml_explain.NoInputVolumeError, BundleError)
+                mrml_explain.NoInputVolumeError, BundleError, MissingDependencyError)
 
 
 def sample_nodule_ras(nodule_id: str = DEFAULT_NODULE_ID) -> np.ndarray:
     """RAS centre (mm) of a nodule documented with the sample CT."""
     return np.array(sample_nodule(nodule_id).centre_ras_mm, dtype=float)
+
+
+def load_triton_before_the_views() -> None:
+    """Import Triton now, if installed, before the views' renderer loads Mesa's LLVM.
+
+    PyTorch's CUDA builds ship Triton, whose libtriton carries its own LLVM. A baseline map imports
+    it (MONAI -> torchvision -> torch._dynamo); loaded after the renderer's LLVM it crashes the
+    whole server with a segmentation fault (the two LLVMs' symbols clash, the first loaded wins).
+    Loaded first, both work: 0.1 s at start, measured here.
+    """
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
 
 
 def viewer_layout() -> Layout:
@@ -112,6 +125,7 @@ class ExplainViewer(TrameApp):
     def __init__(self, server=None, device: str = "auto", bundle_dir: Union[str, Path, None] = None,
                  allow_unknown_bundle: bool = False, limits: UploadLimits = UploadLimits(),
                  verbose: bool = False) -> None:
+        load_triton_before_the_views()
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
@@ -123,6 +137,7 @@ class ExplainViewer(TrameApp):
         self.limits = limits
         self._pending_seed = None  # (ras, view name, clicks it stands for) of the latest click not yet explained
         self._explaining = False
+        self.method = DEFAULT_METHOD  # the attribution method of the next explanation (the page's choice)
         self._volume_generation = 0  # counts CTs opened, so that a late explanation of an old one is dropped
         self.volume_node = None
         self.overlay_node = None
@@ -229,6 +244,9 @@ class ExplainViewer(TrameApp):
         self._show_bundle()
         state.device_choices = list(DEVICE_CHOICES)
         state.device = device
+        state.method_choices = [{"title": method.label, "value": method.key} for method in METHODS.values()]
+        state.method = DEFAULT_METHOD
+        self._show_method_legend(DEFAULT_METHOD)
         state.volume_text = "No CT loaded."
         state.overlay_visible = True
         state.overlay_opacity = 0.6
@@ -239,7 +257,7 @@ class ExplainViewer(TrameApp):
 
     def _clear_result(self) -> None:
         self.state.update({"has_result": False, "seed_text": "", "p_x": "", "p_pos": "", "p_neg": "",
-                           "device_text": "", "warnings_text": ""})
+                           "device_text": "", "method_text": "", "warnings_text": ""})
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server, theme="dark") as layout:
@@ -284,6 +302,9 @@ class ExplainViewer(TrameApp):
         html.Div("{{ volume_text }}", id="volume-text", classes="text-body-2")
         v3.VSelect(label="Device", v_model=("device",), items=("device_choices",), density="compact",
                    hide_details=True)
+        with html.Div(id="method-select"):
+            v3.VSelect(label="Method", v_model=("method",), items=("method_choices",), density="compact",
+                       hide_details=True)
 
         html.Div("Click a nodule in any slice view to explain it; click again to move the seed.",
                  classes="text-body-2 mt-2", id="instructions")
@@ -301,19 +322,18 @@ class ExplainViewer(TrameApp):
                     with html.Tr():
                         html.Td(label, classes="pr-4")
                         html.Td(f"{{{{ {key} }}}}", id=f"probability-{key.replace('_', '-')}")
+            html.Div("Map: {{ method_text }}", id="method-used", classes="text-caption")
             html.Div("Device: {{ device_text }}", id="device-used", classes="text-caption")
             html.Div("{{ warnings_text }}", v_if=("warnings_text",), id="warnings",
                      classes="text-caption text-warning", style="white-space: pre-line;")
 
-        # The overlay's own colours and words (overlay.legend_entries), as in the module and the CLI.
-        method = method_info(DEFAULT_METHOD)
-        html.Div(f"Relevance overlay {method.map_title}", classes="text-subtitle-2 mt-2")
+        html.Div("Relevance overlay {{ map_title }}", classes="text-subtitle-2 mt-2", id="map-title")
         with html.Div(id="legend", classes="text-body-2"):
-            for rgb, meaning in legend_entries(DEFAULT_METHOD):
-                with html.Div(classes="d-flex align-center", style="gap: 6px;"):
-                    html.Span(style=f"display:inline-block;width:14px;height:14px;background:{rgb_hex(rgb)};")
-                    html.Span(meaning)
-            html.Div(f"{method.reading} Near zero is transparent: the CT shows through.", classes="text-caption")
+            with html.Div(v_for="entry in legend", key="entry.meaning", classes="d-flex align-center",
+                          style="gap: 6px;"):
+                html.Span(style=("'display:inline-block;width:14px;height:14px;background:' + entry.colour",))
+                html.Span("{{ entry.meaning }}")
+            html.Div("{{ legend_reading }} Near zero is transparent: the CT shows through.", classes="text-caption")
         v3.VSwitch(label="Show overlay", v_model=("overlay_visible",), density="compact", hide_details=True,
                    color="primary", id="show-overlay")
         v3.VSlider(label="Opacity", v_model=("overlay_opacity",), min=0.0, max=1.0, step=0.05, density="compact",
@@ -387,6 +407,40 @@ class ExplainViewer(TrameApp):
             "bundle_summary": f"Trained on {self.metadata.trained_on}. Evaluation: {self.metadata.headline_evaluation}.",
         })
 
+    def _show_method_legend(self, method: str) -> None:
+        """The legend of the method whose map is shown: the overlay's colours and words
+        (overlay.legend_entries), as in the module and the CLI."""
+        info = METHODS[method]
+        self.state.update({
+            "map_title": info.map_title,
+            "legend": [{"colour": rgb_hex(rgb), "meaning": meaning} for rgb, meaning in legend_entries(method)],
+            "legend_reading": info.reading,
+        })
+
+    @change("method")
+    def _on_method_chosen(self, method, **_) -> None:
+        """Another method chosen: its packages must be there (else the page says which and how to
+        install them, and the choice goes back); then the current seed is explained with it."""
+        if method not in METHODS:  # the browser sets state freely: only the listed keys
+            self.state.error_text = f"Could not use the method: {method!r} is not one of the listed methods."
+            self.state.method = self.method
+            return
+        if missing_packages(method):
+            self._report_error(MissingDependencyError(missing_packages(method)),
+                               f"Could not use {METHODS[method].label}")
+            self.state.method = self.method
+            return
+        if method == self.method:
+            return  # also how the initial value arrives when the page connects
+        self.method = method
+        self._explain_current_seed()
+
+    def _explain_current_seed(self) -> None:
+        if self.volume_node is not None and self.seed_node.GetNumberOfControlPoints() > 0:
+            seed = [0.0, 0.0, 0.0]
+            self.seed_node.GetNthControlPointPositionWorld(0, seed)
+            self.request_explanation(seed)
+
     @change("bundle")
     def _on_bundle_chosen(self, bundle, **_) -> None:
         """Another bundle chosen: use it from now on, and explain the current seed again with it."""
@@ -405,10 +459,7 @@ class ExplainViewer(TrameApp):
             return  # also how the initial value arrives when the page connects
         self.bundle_dir, self.metadata = bundle_dir, metadata
         self._show_bundle()
-        if self.volume_node is not None and self.seed_node.GetNumberOfControlPoints() > 0:
-            seed = [0.0, 0.0, 0.0]
-            self.seed_node.GetNthControlPointPositionWorld(0, seed)
-            self.request_explanation(seed)
+        self._explain_current_seed()
 
     async def _explain_pending(self) -> None:
         try:
@@ -430,6 +481,7 @@ class ExplainViewer(TrameApp):
             self.state.status_text = f"Explaining ({ras_text(ras)}) mm..."
         try:
             request = mrml_explain.prepare_request(self.volume_node, ras, self.bundle_dir, self.state.device,
+                                                   method=self.method,
                                                    allow_unknown_bundle=self.allow_unknown_bundle)
             batch = await asyncio.to_thread(mrml_explain.compute, request)
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
@@ -469,6 +521,7 @@ class ExplainViewer(TrameApp):
         explanation = result.batch[result.central_index]
         batch = result.batch
         with self.state:
+            self._show_method_legend(batch.method)
             self.state.update({
                 "has_result": True,
                 "seed_text": ras_text(explanation.seed_ras),
@@ -476,6 +529,7 @@ class ExplainViewer(TrameApp):
                 "p_pos": probability_text(explanation.p_pos),
                 "p_neg": probability_text(explanation.p_neg),
                 "device_text": f"{batch.device}, {seconds_text(batch.seconds)}",
+                "method_text": f"{METHODS[batch.method].label} ({METHODS[batch.method].library})",
                 "warnings_text": "\n".join(batch.warnings),
                 "status_text": (f"Explained the point clicked in the {view_name} view" if view_name
                                 else f"Explained the seed with {batch.bundle_name}")
