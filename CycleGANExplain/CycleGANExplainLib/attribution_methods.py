@@ -26,6 +26,7 @@ import numpy as np
 
 from .inference import run_networks
 from .model_bundle import BundleError
+from .triton_guard import keep_triton_from_a_loaded_llvm
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -195,6 +196,7 @@ def eager_classifier(bundle: "ModelBundle") -> "torch.nn.Module":
         cached = _eager_classifiers.get(id(bundle))
         if cached is not None and cached[0]() is bundle:
             return cached[1]
+    keep_triton_from_a_loaded_llvm()  # networks imports MONAI, which may import Triton
     from .networks import MalignancyClassifier
 
     try:
@@ -248,6 +250,8 @@ def _numpy_seed(seed: int) -> Iterator[None]:
 def shap_references(images: "torch.Tensor") -> "torch.Tensor":
     """[N, R, 1, H, W]: air and each image blurred with SHAP_BLUR_SIGMAS_PX (air beyond the edge)."""
     import torch
+
+    keep_triton_from_a_loaded_llvm()
     from monai.networks.layers import GaussianFilter
 
     images = images.detach()  # references are constants: no gradient flows through the blur
@@ -380,6 +384,7 @@ def attribute_classifier(
     """
     import torch
 
+    keep_triton_from_a_loaded_llvm()  # zennit imports torchvision, which may import Triton
     method = method_info(key)
     if not method.attributes_classifier:
         raise ValueError(f"{key!r} is not a classifier attribution: it needs the bundle's generators; use attribute().")

@@ -17,7 +17,7 @@ LIBRARY = REPO_ROOT / "CycleGANExplain" / "CycleGANExplainLib"
 # Lowest first. Each module may import only from its own layer or one below.
 LAYERS = {
     "core": ["__init__", "translation", "package_resources", "sample_data", "patch_sampling", "intensity", "bundle_trust",
-             "model_bundle", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads",
+             "model_bundle", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads", "triton_guard",
              "inference", "background_explainer", "output_folder"],
     "methods": ["attribution_methods"],
     "explain": ["explanation"],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import sys
@@ -46,6 +45,7 @@ from CycleGANExplainLib.sample_data import DEFAULT_NODULE_ID, sample_nodule, sam
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
 from CycleGANExplainLib.overlay import legend_entries, rgb_hex
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
+from CycleGANExplainLib.triton_guard import load_triton_early
 from CycleGANExplainLib.volume_checks import NotCTError
 from CycleGANExplainLib.volume_io import UnreadableVolumeError
 
@@ -68,18 +68,6 @@ INPUT_ERRORS = (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsi
 def sample_nodule_ras(nodule_id: str = DEFAULT_NODULE_ID) -> np.ndarray:
     """RAS centre (mm) of a nodule documented with the sample CT."""
     return np.array(sample_nodule(nodule_id).centre_ras_mm, dtype=float)
-
-
-def load_triton_before_the_views() -> None:
-    """Import Triton now, if installed, before the views' renderer loads Mesa's LLVM.
-
-    PyTorch's CUDA builds ship Triton, whose libtriton carries its own LLVM. A baseline map imports
-    it (MONAI -> torchvision -> torch._dynamo); loaded after the renderer's LLVM it crashes the
-    whole server with a segmentation fault (the two LLVMs' symbols clash, the first loaded wins).
-    Loaded first, both work: 0.1 s at start, measured here.
-    """
-    if importlib.util.find_spec("triton") is not None:
-        import triton  # noqa: F401
 
 
 def viewer_layout() -> Layout:
@@ -125,7 +113,7 @@ class ExplainViewer(TrameApp):
     def __init__(self, server=None, device: str = "auto", bundle_dir: Union[str, Path, None] = None,
                  allow_unknown_bundle: bool = False, limits: UploadLimits = UploadLimits(),
                  verbose: bool = False) -> None:
-        load_triton_before_the_views()
+        load_triton_early()  # before the views' renderer loads Mesa's LLVM (triton_guard)
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
