@@ -132,8 +132,8 @@ def _baseline(key: str, label: str, library: str, signed: bool, requirements: Tu
         reading = "Attribution of the malignancy log-odds: red is evidence for malignant, blue for benign."
     else:
         # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
-        reading = ("Relevance magnitude only: this map cannot show benign-indicating evidence, so the absence "
-                   "of blue does not mean there is none.")
+        reading = ("This map cannot show benign-indicating evidence, so the absence of blue does not mean "
+                   "there is none.")
     return AttributionMethod(key, label, library, signed, requirements, reading=reading,
                              map_title=label + ("" if signed else " (unsigned)"), units=LOG_ODDS_UNITS,
                              maps=_classifier_attribution(key), runner=runner)

@@ -78,7 +78,7 @@ def legend_entries(method: str) -> List[Tuple[Tuple[float, float, float], str]]:
         return [(MALIGNANT_RGB, "red = malignancy-indicating (R > 0)"), (BENIGN_RGB, "blue = benign-indicating (R < 0)")]
     # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
     return [(MALIGNANT_RGB, "unsigned map (magnitude only): red = relevant to the malignancy score in either "
-                            "direction; this method cannot show benign-indicating evidence, so there is never blue")]
+                            "direction; there is never blue")]
 
 
 def colour_legend(method: str) -> str:

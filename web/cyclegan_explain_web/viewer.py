@@ -319,7 +319,8 @@ class ExplainViewer(TrameApp):
         with html.Div(id="legend", classes="text-body-2"):
             with html.Div(v_for="entry in legend", key="entry.meaning", classes="d-flex align-center",
                           style="gap: 6px;"):
-                html.Span(style=("'display:inline-block;width:14px;height:14px;background:' + entry.colour",))
+                html.Span(style=("'display:inline-block;flex-shrink:0;width:14px;height:14px;background:' "
+                                 "+ entry.colour",))
                 html.Span("{{ entry.meaning }}")
             html.Div("{{ legend_reading }} Near zero is transparent: the CT shows through.", classes="text-caption")
         v3.VSwitch(label="Show overlay", v_model=("overlay_visible",), density="compact", hide_details=True,
