@@ -112,7 +112,6 @@ def _generator_difference(bundle: "ModelBundle", x: np.ndarray, outputs: Dict[st
 
 def _classifier_attribution(key: str):
     def maps(bundle: "ModelBundle", x: np.ndarray, outputs: Dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-        _require_packages(key)
         return attribute_classifier(key, eager_classifier(bundle), x, bundle.metadata.malignant_index, batch_size)
 
     return maps
@@ -250,8 +249,6 @@ def _numpy_seed(seed: int) -> Iterator[None]:
 def shap_references(images: "torch.Tensor") -> "torch.Tensor":
     """[N, R, 1, H, W]: air and each image blurred with SHAP_BLUR_SIGMAS_PX (air beyond the edge)."""
     import torch
-
-    keep_triton_from_a_loaded_llvm()
     from monai.networks.layers import GaussianFilter
 
     images = images.detach()  # references are constants: no gradient flows through the blur
@@ -261,8 +258,6 @@ def shap_references(images: "torch.Tensor") -> "torch.Tensor":
         blur = GaussianFilter(spatial_dims=2, sigma=sigma).to(images.device)
         references.append(blur(images - AIR) + AIR)
     return torch.stack(references, dim=1)
-
-
 
 
 def _saliency(model, classifier, images, batch_size):
@@ -370,8 +365,6 @@ def _lrp(model, classifier, images, batch_size):
         # The output's relevance is its own value, the log-odds: positive relevance is malignant evidence.
         _, relevance = attributor(images, attr_output=lambda output: output.detach())
     return relevance
-
-
 
 
 def attribute_classifier(

@@ -23,7 +23,7 @@ def explanation_panels(explanation: PatchExplanation, limit: float, label: Optio
                        map_title: str = CYCLEGAN_AM_TITLE) -> List[Tuple[np.ndarray, str]]:
     """The four panels' images (grey levels in [0, 1], or RGB) and titles."""
     to_grey = lambda image: (np.asarray(image) + 1.0) / 2.0  # noqa: E731 - normalised [-1, 1] to [0, 1]
-    item = explanation
+    item = explanation  # short name: the titles fit on their lines
     return [
         (to_grey(item.x), f"x{f' ({label})' if label else ''}\np(malignant) = {probability_text(item.p_x)}"),
         (to_grey(item.g_neg), f"G\u207b(x), towards benign\np = {probability_text(item.p_neg)}"),

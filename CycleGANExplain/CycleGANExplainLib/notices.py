@@ -12,7 +12,8 @@ from typing import Tuple
 RESEARCH_NOTICE = "Research use only. Not a medical device."
 NOT_CLEARED = "Not cleared or approved for diagnosis or any clinical decision."
 # What each bundle's metadata.json says of its use (written by training's export).
-INTENDED_USE = RESEARCH_NOTICE.rstrip(".") + ": " + NOT_CLEARED[0].lower() + NOT_CLEARED[1:]
+INTENDED_USE = ("Research use only. Not a medical device: not cleared or approved for diagnosis or any clinical "
+                "decision.")
 
 LIDC_IDRI_LICENCE = (
     "The model bundles were trained with data from the LIDC-IDRI collection of The Cancer Imaging "
