@@ -83,6 +83,9 @@ def _add_training_commands(commands: "argparse._SubParsersAction[argparse.Argume
     cyclegan.add_argument("--checkpoint-every", type=int)
     cyclegan.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     cyclegan.add_argument("--stop-at-step", type=int, help="checkpoint and stop here (for time-limited jobs)")
+    cyclegan.add_argument("--also-maximise-for", action="append", type=Path, default=[], metavar="CLASSIFIER_PT",
+                          help="a twin classifier.pt (same validation patients) whose output L_AM also maximises; "
+                               "repeatable")
 
     randomise = commands.add_parser(
         "randomise-classifier",
@@ -187,7 +190,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
         config = _config(args, "cyclegan", {"steps": args.steps, "checkpoint_every": args.checkpoint_every})
         path = train_cyclegan(load_prepared(args.dataset), args.classifier, config, args.out, args.device,
                               resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet,
-                              command=command)
+                              command=command, also_maximised_for=args.also_maximise_for)
         print(f"CycleGAN-AM checkpoint: {path}")
     elif args.command == "randomise-classifier":
         from .train_classifier import CLASSIFIER_CHECKPOINT, randomised_classifier_checkpoint

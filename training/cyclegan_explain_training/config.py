@@ -28,6 +28,17 @@ class ClassifierConfig:
     patience: int = 20  # epochs without a better validation AUC before stopping
     validation_fraction: float = 0.15  # of the training split's patients
     seed: int = 0
+    # The seed that draws the validation patients; None: ``seed``. Twins trained with other seeds
+    # keep validation_seed 0, so every classifier of an activation-maximisation ensemble and the
+    # CycleGAN-AM leave out the same patients.
+    validation_seed: Optional[int] = None
+    # "paper" (the bundled architecture) or "resnet" (a held-out architecture for measuring
+    # whether counterfactuals transfer; networks.HELD_OUT_ARCHITECTURES).
+    architecture: str = "paper"
+
+    @property
+    def validation_split_seed(self) -> int:
+        return self.seed if self.validation_seed is None else self.validation_seed
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,11 @@ class CycleGANConfig:
     similarity_l1: float = 0.0  # L_sim = DSSIM + similarity_l1 * |x - G(x)|_1 (paper: DSSIM only)
     activation_target_probability: float = 1.0  # L_AM stops pushing once C(G(x)) reaches it (paper: 1)
     validation_every: int = 0  # steps between validation checks that pick the exported generators (0: never)
+    # Realism terms (losses.locality_loss, losses.new_brightness_loss; 0: off, the paper's loss):
+    locality_l1: float = 0.0  # weight of |G(x) - x| beyond the real image and beyond locality_mm of the nodule
+    locality_mm: float = 10.0  # change is free within this distance of the nodule's mask
+    new_brightness: float = 0.0  # weight of intensity put above new_brightness_hu where x was darker
+    new_brightness_hu: float = 150.0  # above solid soft tissue: calcification-like brightness
 
 
 @dataclass(frozen=True)

@@ -91,10 +91,19 @@ def random_context(images_hu: np.ndarray, valid: np.ndarray, masks: np.ndarray, 
                    shrink_probability: float = 0.5) -> np.ndarray:
     """Training surround for a batch [N, H, W]: per patch, maybe a smaller visible box, then air
     or lung texture of random density and grain, with equal chance."""
+    return random_context_and_visible(images_hu, valid, masks, rng, shrink_probability)[0]
+
+
+def random_context_and_visible(images_hu: np.ndarray, valid: np.ndarray, masks: np.ndarray,
+                               rng: np.random.Generator, shrink_probability: float = 0.5
+                               ) -> Tuple[np.ndarray, np.ndarray]:
+    """``random_context``'s patches and, per patch, where they still show real image (bool [N, H, W]):
+    the CycleGAN-AM's locality term forbids change everywhere else."""
     images_hu = np.asarray(images_hu, dtype=np.float32)
     valid = np.asarray(valid).astype(bool)
     masks = np.asarray(masks).astype(bool)
     result = np.empty_like(images_hu)
+    shown = valid.copy()
     for index in range(len(images_hu)):
         visible = valid[index]
         if visible.all():  # full-context patch: nothing to fill
@@ -102,10 +111,11 @@ def random_context(images_hu: np.ndarray, valid: np.ndarray, masks: np.ndarray, 
             continue
         if rng.random() < shrink_probability:
             visible = shrink_valid(visible, masks[index], rng)
+            shown[index] = visible
         if rng.random() < 0.5:
             surround = np.full(images_hu.shape[1:], OUTSIDE_HU, dtype=np.float32)
         else:
             surround = lung_texture(images_hu.shape[1:], rng, mean_hu=float(rng.uniform(-920, -780)),
                                     noise_hu=float(rng.uniform(10, 60)), smoothing_px=float(rng.uniform(0.7, 2.0)))
         result[index] = np.where(visible, images_hu[index], surround)
-    return result
+    return result, shown

@@ -353,7 +353,7 @@ def _temperature_from_validation(bundle: ModelBundle, dataset: PreparedDataset, 
                                  batch_size: int) -> Dict[str, Any]:
     """Fit the temperature on the classifier's validation patients' centre views, under the same
     fills as the conditions (pooled: one temperature for every condition), or say why not."""
-    from .train_classifier import images_in_context, patient_validation_mask
+    from .train_classifier import images_in_context, patient_validation_mask, validation_split_seed
 
     training = bundle.metadata.raw.get("training_data")
     classifier = training.get("classifier") if isinstance(training, dict) else None
@@ -366,7 +366,7 @@ def _temperature_from_validation(bundle: ModelBundle, dataset: PreparedDataset, 
     # Drawn over all the train split's views, exactly as train_classifier draws them (a patient's
     # majority label counts every view), so that these are the classifier's validation patients.
     held_out = patient_validation_mask(train.patient_ids, train.labels, float(config["validation_fraction"]),
-                                       int(config["seed"]))
+                                       validation_split_seed(config))
     validation = train.select(held_out & (train.views == CENTRE))
     if len(np.unique(validation.labels)) < 2:
         return {"fitted": False, "reason": "the recomputed validation patients' centre views hold one class only; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -96,12 +96,29 @@ def activation_maximisation_loss(classifier_logits: torch.Tensor, target_class: 
     return losses.mean()
 
 
+def locality_loss(x: torch.Tensor, generated: torch.Tensor, forbidden: torch.Tensor) -> torch.Tensor:
+    """Mean |G(x) - x| over the pixels where no change is allowed (``forbidden`` [B, 1, H, W] in
+    {0, 1}): beyond the real image of a sub-volume, and far from the nodule. A counterfactual that
+    edits empty space or distant anatomy is no explanation of the nodule, and detectably synthetic."""
+    return ((generated.float() - x.float()).abs() * forbidden).mean()
+
+
+def new_brightness_loss(x: torch.Tensor, generated: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per image, the summed intensity G(x) puts above ``threshold`` where x was not already that
+    bright, averaged over the batch. Summed, not averaged over pixels, because the fault it
+    forbids is small: a bright core of a few pixels (a calcification that is not there) that
+    flips the classifier without looking like any real nodule."""
+    excess = torch.clamp(generated.float() - torch.clamp(x.float(), min=threshold), min=0.0)
+    return excess.flatten(1).sum(dim=1).mean()
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the four generator terms; the paper sums them unweighted (all 1).
 
     ``similarity_l1`` adds an L1 term to L_sim and ``activation_target_probability`` makes L_AM
-    a hinge (see activation_maximisation_loss); their defaults are the paper's loss.
+    a hinge (see activation_maximisation_loss); ``locality`` and ``new_brightness`` add the two
+    realism terms below. Their defaults are the paper's loss.
     """
 
     cycle: float = 1.0
@@ -110,6 +127,9 @@ class LossWeights:
     activation: float = 1.0
     similarity_l1: float = 0.0
     activation_target_probability: float = 1.0
+    locality: float = 0.0  # weight of locality_loss (0: the term is not computed)
+    new_brightness: float = 0.0  # weight of new_brightness_loss (0: not computed)
+    brightness_threshold: float = 1.0  # normalised intensity above which new brightness is penalised
 
 
 def generator_loss(
@@ -118,24 +138,37 @@ def generator_loss(
     generated: torch.Tensor,
     cycled: torch.Tensor,
     discriminator_outputs: DiscriminatorOutputs,
-    classifier_logits: torch.Tensor,
+    classifier_logits: Union[torch.Tensor, Sequence[torch.Tensor]],
     target_class: int,
     weights: LossWeights = LossWeights(),
+    forbidden: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Eq. 4 for one generator: its total loss and each term's value (for the metrics log).
 
     ``generated`` is G(x), ``cycled`` the other generator applied to it, ``discriminator_outputs``
-    this generator's discriminator on (x_b, G(x_a)) and ``classifier_logits`` C(G(x)).
+    this generator's discriminator on (x_b, G(x_a)) and ``classifier_logits`` C(G(x)) of each
+    classifier the activation is maximised for: L_AM is their mean, so that the generators learn
+    what every one of them reads rather than one network's quirks. ``forbidden`` marks the pixels
+    the locality term keeps unchanged (needed when ``weights.locality`` > 0).
     """
     similarity = dssim(x, generated)
     if weights.similarity_l1:
         similarity = similarity + weights.similarity_l1 * F.l1_loss(generated.float(), x.float())
+    if isinstance(classifier_logits, torch.Tensor):
+        classifier_logits = [classifier_logits]
+    activation = torch.stack([activation_maximisation_loss(logits, target_class, weights.activation_target_probability)
+                              for logits in classifier_logits]).mean()
     terms = {
         "cycle": cycle_loss(dssim, x, cycled),
         "similarity": similarity,
         "adversarial": discriminator_loss(discriminator_outputs, fooled=True),
-        "activation": activation_maximisation_loss(classifier_logits, target_class,
-                                                   weights.activation_target_probability),
+        "activation": activation,
     }
+    if weights.locality:
+        if forbidden is None:
+            raise ValueError("The locality term needs the map of pixels where no change is allowed.")
+        terms["locality"] = locality_loss(x, generated, forbidden)
+    if weights.new_brightness:
+        terms["new_brightness"] = new_brightness_loss(x, generated, weights.brightness_threshold)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -1,4 +1,5 @@
-"""The paper's discriminator (Katzmann et al. 2021, Sec. 2.3, Fig. 5); training only.
+"""The paper's discriminator (Katzmann et al. 2021, Sec. 2.3, Fig. 5) and a held-out classifier
+architecture; training only.
 
 The classifier and the generators live in the core (CycleGANExplainLib.networks) because the
 bundle and the attribution baselines need them outside training.
@@ -48,3 +49,22 @@ class PairedPatchDiscriminator(nn.Module):
             second = torch.where(real_second, real_features, fake_features)
             outputs.append((head(torch.cat([first, second], dim=1)), real_index[:, 0]))
         return outputs
+
+
+HELD_OUT_ARCHITECTURES = ("resnet",)
+
+
+def held_out_classifier(architecture: str, width: int) -> nn.Module:
+    """A classifier of another architecture than the bundled one, trained on the same data only to
+    check that counterfactuals change what any good classifier reads, not one network's quirks.
+
+    "resnet": MONAI's 2D ResNet of basic blocks, one per stage (widths ``width``-``8 * width``),
+    with global average pooling, where the paper's classifier flattens its last feature map.
+    """
+    from monai.networks.nets import ResNet
+
+    if architecture not in HELD_OUT_ARCHITECTURES:
+        raise ValueError(f"Unknown classifier architecture {architecture!r}; expected 'paper' or one of "
+                         f"{HELD_OUT_ARCHITECTURES}.")
+    return ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=stage_widths(width), spatial_dims=2,
+                  n_input_channels=1, conv1_t_size=3, conv1_t_stride=1, no_max_pool=True, num_classes=2)

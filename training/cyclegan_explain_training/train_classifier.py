@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from monai.utils import convert_to_tensor
 
 from CycleGANExplainLib.intensity import normalise_hu
@@ -31,6 +32,7 @@ from .config import TrainingConfig
 from .context_fill import EVALUATION_FILLS, fill_outside, random_context
 from .dataset import CENTRE, PreparedDataset
 from .metrics import roc_auc
+from .networks import held_out_classifier
 from .run_log import MetricsLog, Progress
 
 CLASSIFIER_CHECKPOINT = "classifier.pt"
@@ -96,11 +98,12 @@ def train_classifier(
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
 
-    fit, held_out = _fit_and_held_out(dataset, settings.validation_fraction, settings.seed)
+    fit, held_out = _fit_and_held_out(dataset, settings.validation_fraction, settings.validation_split_seed)
     validation_sets = {fill: images_in_context(held_out, config.hu_window, fill) for fill in EVALUATION_FILLS}
     weights = class_weights(fit.labels).to(device)
 
-    classifier = MalignancyClassifier(settings.width, fit.images_hu.shape[-1], settings.dropout).to(device)
+    classifier = build_classifier(settings.architecture, settings.width, fit.images_hu.shape[-1],
+                                  settings.dropout).to(device)
     optimiser = torch.optim.Adam(classifier.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     transform = classifier_augmentation(settings.seed)
     order = torch.Generator().manual_seed(settings.seed)
@@ -186,6 +189,7 @@ def _checkpoint(classifier: MalignancyClassifier, config: TrainingConfig, epoch:
         # a copy: state_dict() shares storage with the weights that training goes on changing
         "state_dict": {name: value.detach().cpu().clone() for name, value in classifier.state_dict().items()},
         "width": config.classifier.width,
+        "architecture": config.classifier.architecture,
         "hu_window": list(config.hu_window),
         "config": config.to_dict(),
         "epoch": epoch,
@@ -204,11 +208,25 @@ def _checkpoint(classifier: MalignancyClassifier, config: TrainingConfig, epoch:
     }
 
 
-def load_classifier(checkpoint: dict) -> MalignancyClassifier:
+def validation_split_seed(classifier_settings: Dict[str, Any]) -> int:
+    """The seed that drew a classifier checkpoint's validation patients (its config section as saved;
+    checkpoints from before ``validation_seed`` existed used ``seed``)."""
+    seed = classifier_settings.get("validation_seed")
+    return int(classifier_settings["seed"] if seed is None else seed)
+
+
+def build_classifier(architecture: str, width: int, patch_size: int = 64, dropout: float = 0.0) -> nn.Module:
+    """A fresh classifier: the paper's (the bundled one) or a held-out architecture."""
+    if architecture == "paper":
+        return MalignancyClassifier(width, patch_size, dropout)
+    return held_out_classifier(architecture, width)
+
+
+def load_classifier(checkpoint: dict) -> nn.Module:
     """The classifier of a checkpoint written by train_classifier, in eval mode on CPU."""
     if checkpoint.get("kind") != "classifier":
         raise ValueError("Not a classifier checkpoint (made by train-classifier).")
-    classifier = MalignancyClassifier(checkpoint["width"])
+    classifier = build_classifier(checkpoint.get("architecture", "paper"), checkpoint["width"])
     classifier.load_state_dict(checkpoint["state_dict"])
     return classifier.eval()
 

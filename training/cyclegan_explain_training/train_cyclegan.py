@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
+from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import resolve_device, sha256_of
 from CycleGANExplainLib.networks import UNetGenerator
 
@@ -47,7 +48,8 @@ from .dataset import BENIGN, MALIGNANT, PreparedDataset
 from .losses import DSSIM, LossWeights, discriminator_loss, generator_loss
 from .networks import PairedPatchDiscriminator
 from .run_log import MetricsLog, Progress
-from .train_classifier import images_in_random_context, load_classifier, patient_validation_mask
+from .train_classifier import (images_in_random_context, load_classifier, patient_validation_mask,
+                               validation_split_seed)
 
 CYCLEGAN_CHECKPOINT = "cyclegan.pt"
 CYCLEGAN_METRICS = "cyclegan_metrics.jsonl"
@@ -112,7 +114,8 @@ def _frozen(*networks: nn.Module) -> Iterator[None]:
 class CycleGANAMTrainer:
     """The four trained networks, their optimisers and one training step."""
 
-    def __init__(self, config: TrainingConfig, classifier: nn.Module, device: str, ranks: Distributed):
+    def __init__(self, config: TrainingConfig, classifier: nn.Module, device: str, ranks: Distributed,
+                 also_maximised_for: Sequence[nn.Module] = ()):
         settings = config.cyclegan
         self.device, self.ranks = device, ranks
         self.amp = device.startswith("cuda")  # AMP and channels_last pay off only on a GPU
@@ -134,6 +137,9 @@ class CycleGANAMTrainer:
         if ranks.world_size > 1:  # same initial weights (DDP broadcasts them), different pair orders
             torch.manual_seed(settings.seed + ranks.rank)
         self.classifier = classifier.to(device, memory_format=memory_format).eval().requires_grad_(False)
+        # L_AM's classifiers: the bundle's first, then any twins (the loss averages over them).
+        self.am_classifiers = [self.classifier] + [
+            other.to(device, memory_format=memory_format).eval().requires_grad_(False) for other in also_maximised_for]
         betas = (settings.beta1, settings.beta2)
         generators = [*self.networks["generator_pos"].parameters(), *self.networks["generator_neg"].parameters()]
         discriminators = [*self.networks["discriminator_pos"].parameters(),
@@ -144,7 +150,10 @@ class CycleGANAMTrainer:
         self.scaler_discriminators = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.dssim = DSSIM()
         self.weights = LossWeights(**settings.loss_weights, similarity_l1=settings.similarity_l1,
-                                   activation_target_probability=settings.activation_target_probability)
+                                   activation_target_probability=settings.activation_target_probability,
+                                   locality=settings.locality_l1, new_brightness=settings.new_brightness,
+                                   brightness_threshold=float(normalise_hu(np.float32(settings.new_brightness_hu),
+                                                                           config.hu_window)))
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
@@ -152,10 +161,14 @@ class CycleGANAMTrainer:
     def _malignancy(self, logits: torch.Tensor) -> float:
         return float(torch.softmax(logits.detach().float(), dim=1)[:, MALIGNANT].mean())
 
-    def step(self, x_a: torch.Tensor, x_b: torch.Tensor) -> Dict[str, float]:
-        """One batch: both discriminators, then both generators. Returns every loss term."""
+    def step(self, x_a: torch.Tensor, x_b: torch.Tensor, forbidden: Optional[torch.Tensor] = None) -> Dict[str, float]:
+        """One batch: both discriminators, then both generators. Returns every loss term.
+
+        ``forbidden`` [B, 1, H, W] marks the pixels of x_a the locality term keeps unchanged."""
         x_a = x_a.to(self.device, memory_format=self.memory_format)
         x_b = x_b.to(self.device, memory_format=self.memory_format)
+        if forbidden is not None:
+            forbidden = forbidden.to(self.device)
         g_pos, g_neg = self.networks["generator_pos"], self.networks["generator_neg"]
         d_pos, d_neg = self.networks["discriminator_pos"], self.networks["discriminator_neg"]
         for network in self.networks.values():
@@ -173,11 +186,15 @@ class CycleGANAMTrainer:
         # The updated discriminators judge the generators but are not trained by their loss; the
         # unwrapped modules keep DDP from waiting for discriminator gradients that never come.
         with _frozen(d_pos, d_neg), self._autocast():
-            logits_pos, logits_neg = self.classifier(fake_pos), self.classifier(fake_neg)
+            all_logits_pos = [classifier(fake_pos) for classifier in self.am_classifiers]
+            all_logits_neg = [classifier(fake_neg) for classifier in self.am_classifiers]
+            logits_pos, logits_neg = all_logits_pos[0], all_logits_neg[0]
             loss_pos, terms_pos = generator_loss(self.dssim, x_a, fake_pos, g_neg(fake_pos),
-                                                 _unwrap(d_pos)(x_b, fake_pos), logits_pos, MALIGNANT, self.weights)
+                                                 _unwrap(d_pos)(x_b, fake_pos), all_logits_pos, MALIGNANT, self.weights,
+                                                 forbidden)
             loss_neg, terms_neg = generator_loss(self.dssim, x_a, fake_neg, g_pos(fake_neg),
-                                                 _unwrap(d_neg)(x_b, fake_neg), logits_neg, BENIGN, self.weights)
+                                                 _unwrap(d_neg)(x_b, fake_neg), all_logits_neg, BENIGN, self.weights,
+                                                 forbidden)
         self.optimiser_generators.zero_grad(set_to_none=True)
         self.scaler_generators.scale(loss_pos + loss_neg).backward()
         self.scaler_generators.step(self.optimiser_generators)
@@ -257,12 +274,17 @@ def _training_device(device: str) -> Tuple[str, Distributed]:
 
 
 def _start_or_resume(trainer: "CycleGANAMTrainer", config: TrainingConfig, checkpoint_path: Path,
-                     patches_sha256: Optional[str], resume: bool, ranks: Distributed) -> _RunState:
+                     patches_sha256: Optional[str], resume: bool, ranks: Distributed,
+                     twin_records: List[Dict[str, str]]) -> _RunState:
     """A fresh run, or with ``resume`` the saved one restored into ``trainer`` (RNG states included)."""
     run = _RunState(context_rng=np.random.default_rng(config.cyclegan.seed))
     if resume and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path, "cyclegan")
         _check_resumable(saved, config, patches_sha256)
+        saved_twins = [record["sha256"] for record in saved.get("activation_twins", [])]
+        if saved_twins != [record["sha256"] for record in twin_records]:
+            raise ValueError("Cannot resume: the run maximised the activation of other classifiers "
+                             f"({len(saved_twins)} besides the bundle's); pass the same --also-maximise-for files.")
         trainer.load_state(saved)
         restore_rng_states(saved["rng"])
         run.context_rng.bit_generator.state = saved["context_rng"]
@@ -302,7 +324,8 @@ class _GeneratorValidation:
 
 
 def _save(trainer: "CycleGANAMTrainer", run: _RunState, config: TrainingConfig, hu_window: Sequence[float],
-          classifier_checkpoint: Union[str, Path], patches_sha256: Optional[str], checkpoint_path: Path) -> None:
+          classifier_checkpoint: Union[str, Path], patches_sha256: Optional[str], checkpoint_path: Path,
+          twin_records: List[Dict[str, str]]) -> None:
     settings = config.cyclegan
     state = trainer.state()
     state.update(
@@ -312,6 +335,7 @@ def _save(trainer: "CycleGANAMTrainer", run: _RunState, config: TrainingConfig, 
         residual_generators=settings.residual_generators,
         classifier_checkpoint=str(classifier_checkpoint), classifier_sha256=sha256_of(Path(classifier_checkpoint)),
         patches_sha256=patches_sha256, seed=settings.seed, commands=run.commands,
+        activation_twins=twin_records,
     )
     save_checkpoint(state, checkpoint_path)
 
@@ -326,11 +350,14 @@ def train_cyclegan(
     stop_at_step: Optional[int] = None,
     progress: bool = True,
     command: Optional[str] = None,
+    also_maximised_for: Sequence[Union[str, Path]] = (),
 ) -> Path:
     """Train (or, with ``resume``, continue) CycleGAN-AM; returns the checkpoint's path.
 
     ``stop_at_step`` ends this run early after checkpointing, as an interruption would (for
-    wall-time-limited jobs: run again with ``resume``).
+    wall-time-limited jobs: run again with ``resume``). ``also_maximised_for`` names classifier
+    checkpoints (twins of the bundle's, the same validation patients) whose outputs L_AM
+    maximises beside the bundle's classifier's.
     """
     settings = config.cyclegan
     out_dir = Path(out_dir)
@@ -343,9 +370,12 @@ def train_cyclegan(
     if pairs_per_epoch == 0:
         raise ValueError(f"{len(fit)} training images are too few for batches of {settings.batch_size}.")
 
-    trainer = CycleGANAMTrainer(config, load_classifier(classifier_state), device, ranks)
+    twins = _activation_twins(classifier_state, also_maximised_for)
+    trainer = CycleGANAMTrainer(config, load_classifier(classifier_state), device, ranks,
+                                [load_classifier(state) for state in twins.values()])
     patches_sha256 = dataset.manifest.get("patches_sha256")
-    run = _start_or_resume(trainer, config, checkpoint_path, patches_sha256, resume, ranks)
+    twin_records = [{"path": str(path), "sha256": sha256_of(Path(path))} for path in twins]
+    run = _start_or_resume(trainer, config, checkpoint_path, patches_sha256, resume, ranks, twin_records)
     run.commands.append(command)
     validation_check = (_GeneratorValidation(fit, validation, hu_window, out_dir)
                         if settings.validation_every > 0 and ranks.is_main and len(validation) > 0 else None)
@@ -358,9 +388,13 @@ def train_cyclegan(
         if epoch != pairs_epoch:
             pairs, pairs_epoch = epoch_pairs(len(fit), settings.batch_size, settings.seed, epoch, ranks), epoch
         batch_a, batch_b = pairs[index]
-        x_a = images_in_random_context(fit, batch_a.numpy(), hu_window, run.context_rng)
+        if settings.locality_l1:
+            x_a, forbidden = images_and_forbidden_change(fit, batch_a.numpy(), hu_window, run.context_rng,
+                                                         settings.locality_mm)
+        else:
+            x_a, forbidden = images_in_random_context(fit, batch_a.numpy(), hu_window, run.context_rng), None
         x_b = images_in_random_context(fit, batch_b.numpy(), hu_window, run.context_rng)
-        metrics = trainer.step(x_a, x_b)
+        metrics = trainer.step(x_a, x_b, forbidden)
         metrics["seconds"] = time.perf_counter() - step_started
         run.record(metrics)
         bar.update(1, p_pos=metrics["p_pos"], p_neg=metrics["p_neg"])
@@ -372,11 +406,48 @@ def train_cyclegan(
         if validation_check is not None and (step % settings.validation_every == 0 or step == settings.steps):
             validation_check.check(trainer, run, settings.batch_size)
         if (step % settings.checkpoint_every == 0 or step == settings.steps or step == stop_at_step) and ranks.is_main:
-            _save(trainer, run, config, hu_window, classifier_checkpoint, patches_sha256, checkpoint_path)
+            _save(trainer, run, config, hu_window, classifier_checkpoint, patches_sha256, checkpoint_path, twin_records)
         if step == stop_at_step:
             break
     bar.close()
     return checkpoint_path
+
+
+def _activation_twins(classifier_state: Dict[str, object], paths: Sequence[Union[str, Path]]
+                      ) -> Dict[Path, Dict[str, object]]:
+    """The twin classifiers' checkpoints by path, refused unless each held out exactly the bundle
+    classifier's validation patients and used its HU window: the generators are chosen on those
+    patients, so no classifier that drives them may have trained on them."""
+    twins: Dict[Path, Dict[str, object]] = {}
+    for path in map(Path, paths):
+        state = load_checkpoint(path, "classifier")
+        if state.get("validation_patients") != classifier_state.get("validation_patients"):
+            raise ValueError(f"{path} held out other validation patients than the bundle's classifier; train it "
+                             "with the same classifier.validation_seed and validation_fraction.")
+        if list(state["hu_window"]) != list(classifier_state["hu_window"]):
+            raise ValueError(f"{path} uses the HU window {state['hu_window']}, the bundle's classifier "
+                             f"{classifier_state['hu_window']}.")
+        twins[path] = state
+    return twins
+
+
+def images_and_forbidden_change(fit: PreparedDataset, indices: np.ndarray, hu_window: Sequence[float],
+                                rng: np.random.Generator, locality_mm: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The patches at ``indices`` in a fresh random surround (as images_in_random_context draws them),
+    normalised [B, 1, H, W], and where the generators may not change them [B, 1, H, W] (1.0): beyond the
+    real image, and farther than ``locality_mm`` from the nodule's mask (from the patch centre, the
+    click, on a plane that misses the mask)."""
+    from .context_fill import random_context_and_visible
+    from .nodule_regions import within_mm_of_centre, within_mm_of_masks
+
+    filled, visible = random_context_and_visible(fit.images_hu[indices], fit.valid[indices], fit.masks[indices], rng)
+    masks = fit.masks[indices].astype(bool)
+    near = within_mm_of_masks(masks, locality_mm)
+    no_mask = ~masks.any(axis=(1, 2))
+    near[no_mask] = within_mm_of_centre(locality_mm)
+    forbidden = ~(visible & near)
+    return (torch.from_numpy(normalise_hu(filled, hu_window))[:, None],
+            torch.from_numpy(forbidden.astype(np.float32))[:, None])
 
 
 def split_like_classifier(dataset: PreparedDataset, classifier_state: Dict[str, object]
@@ -384,7 +455,8 @@ def split_like_classifier(dataset: PreparedDataset, classifier_state: Dict[str, 
     """The training split's (fitting, validation) parts, split by patient exactly as the classifier's."""
     settings = classifier_state["config"]["classifier"]
     train = dataset.subset("train")
-    held_out = patient_validation_mask(train.patient_ids, train.labels, settings["validation_fraction"], settings["seed"])
+    held_out = patient_validation_mask(train.patient_ids, train.labels, settings["validation_fraction"],
+                                       validation_split_seed(settings))
     return train.select(~held_out), train.select(held_out)
 
 
