@@ -6,8 +6,10 @@ the work is done by CycleGANExplainLib. Research use only; not a medical device.
 
 # No `from __future__ import annotations` here: parameterNodeWrapper reads the annotations.
 import html
+import importlib.metadata
 import importlib.util
 import logging
+import unittest
 from pathlib import Path
 from typing import Annotated, Callable, List, Optional, Union
 
@@ -42,8 +44,7 @@ from CycleGANExplainLib.model_bundle import (
 )
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, NOT_CLEARED, RESEARCH_NOTICE
 from CycleGANExplainLib.overlay import colour_legend, legend_html
-from CycleGANExplainLib.package_installer import (TORCH_MINIMUM_VERSION, DependencyInstaller, install_torch,
-                                                  require_torch_version)
+from CycleGANExplainLib.package_installer import TORCH_MINIMUM_VERSION, DependencyInstaller, torch_version_problem
 from CycleGANExplainLib.parameter_gui import connect_gui
 from CycleGANExplainLib.sample_data import (DEFAULT_NODULE_ID, SAMPLE_NAME, sample_file_sha256, sample_nodule,
                                            sample_volume_path)
@@ -561,29 +562,30 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
     """Loads the sample CT, explains a documented nodule and checks the overlay."""
 
     def setUp(self) -> None:
+        # CTest's slicer_add_python_unittest loads the test_* methods on their own (runTest never runs
+        # there), so every test checks torch here and skips with the reason.
+        problem = self.torchProblem()
+        if problem:
+            raise unittest.SkipTest(problem)
         slicer.mrmlScene.Clear(0)
 
     def runTest(self) -> None:
-        problem = self.torchProblem()
-        if problem:
-            self.delayDisplay(f"Skipped the CycleGAN Explain self-test: {problem}")
-            return
-        self.setUp()
-        self.test_ExplainSampleNodule()
-        self.setUp()
-        self.test_BaselineOnSampleNodule()
+        """What Slicer's "Reload and Test" runs: each test, or why it was skipped."""
+        for test in (self.test_ExplainSampleNodule, self.test_BaselineOnSampleNodule):
+            try:
+                self.setUp()
+                test()
+            except unittest.SkipTest as skipped:
+                self.delayDisplay(f"Skipped {test.__name__}: {skipped}")
 
     @staticmethod
     def torchProblem() -> Optional[str]:
-        """Why the test cannot run (torch missing and not installable, or too old), or None. Installs
-        torch through the PyTorch extension when it is there (in extension CI it is a dependency)."""
-        try:
-            if importlib.util.find_spec("torch") is None:
-                install_torch()
-            require_torch_version()
-        except RuntimeError as error:
-            return str(error)
-        return None
+        """Why the test cannot run (torch missing or older than the bundles need), or None. A self-test
+        never installs torch (several GB, the user's choice): the panel asks before installing it."""
+        if importlib.util.find_spec("torch") is None:
+            return ("PyTorch is not installed: install it in the PyTorch Utils module, or explain a seed in "
+                    "the CycleGAN Explain module, which asks to install it.")
+        return torch_version_problem(importlib.metadata.version("torch"))
 
     def test_ExplainSampleNodule(self) -> None:
         import SampleData
@@ -601,9 +603,8 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         import SampleData
 
         if missing_packages(BASELINE_SELF_TEST_METHOD):
-            self.delayDisplay(f"Skipped the baseline check: {', '.join(missing_packages(BASELINE_SELF_TEST_METHOD))} "
-                              "not installed (choose the method in the module to install it).")
-            return
+            self.skipTest(f"{', '.join(missing_packages(BASELINE_SELF_TEST_METHOD))} not installed (choose "
+                          f"{METHODS[BASELINE_SELF_TEST_METHOD].label} in the module to install it).")
         registerSampleData()
         volumeNode = SampleData.downloadSample(SAMPLE_NAME)
         self.delayDisplay(f"Explaining the nodule with {METHODS[BASELINE_SELF_TEST_METHOD].label}")

@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -88,8 +89,16 @@ def install_torch() -> None:
             "(search for PyTorch), restart Slicer, then explain again.")) from error
     torch_logic = PyTorchUtils.PyTorchUtilsLogic()
     if not torch_logic.torchInstalled():
-        if torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=f">={TORCH_MINIMUM_VERSION}") is None:
-            raise RuntimeError(_("PyTorch was not installed; see the Python console for the reason."))
+        not_installed = _("PyTorch was not installed; see the Python console for the reason.")
+        try:
+            installed = torch_logic.installTorch(askConfirmation=False,
+                                                 torchVersionRequirement=f">={TORCH_MINIMUM_VERSION}")
+        # What PyTorchUtils raises: pip/light-the-torch exiting with an error, torch not importable
+        # afterwards, or its own RuntimeError/ValueError (no compatible computation backend).
+        except (subprocess.CalledProcessError, RuntimeError, ValueError, ImportError) as error:
+            raise RuntimeError(f"{not_installed}\n\n{error}") from error
+        if installed is None:
+            raise RuntimeError(not_installed)
 
 
 class DependencyInstaller:
