@@ -3,7 +3,9 @@
 A bundle is a folder holding ``classifier.pt``, ``generator_pos.pt``, ``generator_neg.pt``
 (TorchScript), ``metadata.json`` and ``SHA256SUMS``. Before anything is deserialised, the bundle
 must be one the package ships or one the user allowed (``bundle_trust``), and every file must
-match SHA256SUMS (no symbolic links, no entry twice). After loading, the metadata is validated
+match SHA256SUMS (no symbolic links, no entry twice). Each file is read once, and its checksum,
+the bundle's trust and the network are all taken from those bytes, so a file swapped on disk in
+between is never the one that runs. After loading, the metadata is validated
 field by field and each network runs once on a dummy batch, so that a bundle that cannot work is
 refused at load, naming the field or the network, rather than failing on a patient's CT.
 
@@ -14,9 +16,12 @@ must not be needed just to import this module.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
+import os
+import stat
 import threading
 import warnings
 from dataclasses import dataclass, field, replace
@@ -204,26 +209,32 @@ def _refuse_links(bundle_dir: Path, name: str) -> Path:
     return path
 
 
-def _checksum_file(bundle_dir: Path) -> Path:
-    """The bundle's SHA256SUMS: BundleIntegrityError when it is missing or a link."""
-    path = _refuse_links(bundle_dir, CHECKSUM_FILE)
-    if not path.is_file():
+def _read_bundle_file(bundle_dir: Path, name: str) -> Optional[bytes]:
+    """The bytes of one bundle file, read once (None when it is missing); never through a link.
+
+    O_NOFOLLOW also refuses a link swapped in after the is_symlink check (where the platform has it).
+    """
+    path = _refuse_links(bundle_dir, name)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # ELOOP: a link after all; EISDIR and the like: not a file
+        raise BundleIntegrityError(f"{name} in {bundle_dir} cannot be read as a bundle file ({error.strerror}); "
+                                   "refusing to load the bundle.") from error
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise BundleIntegrityError(f"{name} in {bundle_dir} is not a regular file; refusing to load the bundle.")
+        return stream.read()
+
+
+def _read_checksums(bundle_dir: Path) -> Tuple[str, Dict[str, str]]:
+    """The SHA-256 of SHA256SUMS (what bundle_trust knows) and the checksums it lists, from one read."""
+    data = _read_bundle_file(bundle_dir, CHECKSUM_FILE)
+    if data is None:
         raise BundleIntegrityError(f"Model bundle {bundle_dir} has no {CHECKSUM_FILE}; refusing to load it.")
-    return path
-
-
-def bundle_digest(bundle_dir: Union[str, Path]) -> str:
-    """SHA-256 of the bundle's SHA256SUMS: one value that names every file of the bundle (the
-    loader checks each file against it), compared with bundle_trust's known digests."""
-    return sha256_of(_checksum_file(Path(bundle_dir)))
-
-
-def verify_checksums(bundle_dir: Union[str, Path]) -> None:
-    """Raise BundleIntegrityError naming the first file that is missing, a link or altered."""
-    bundle_dir = Path(bundle_dir)
-    sums_path = _checksum_file(bundle_dir)
     expected: Dict[str, str] = {}
-    for number, line in enumerate(sums_path.read_text().splitlines(), start=1):
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -233,29 +244,56 @@ def verify_checksums(bundle_dir: Union[str, Path]) -> None:
         if name in expected:
             raise BundleIntegrityError(f"{CHECKSUM_FILE} lists {name} twice (line {number}); refusing to load the bundle.")
         expected[name] = parts[0].lower()
+    return hashlib.sha256(data).hexdigest(), expected
+
+
+def _verified_contents(bundle_dir: Path, expected: Dict[str, str]) -> Dict[str, bytes]:
+    """Each bundle file's bytes, checked against ``expected``: the bytes that are then parsed and
+    deserialised, so a file swapped after the check is never the one loaded."""
+    contents: Dict[str, bytes] = {}
     for name in [METADATA_FILE, *MODEL_FILES.values()]:
         if name not in expected:
             raise BundleIntegrityError(f"{name} is not listed in {CHECKSUM_FILE}; refusing to load the bundle.")
-        path = _refuse_links(bundle_dir, name)
-        if not path.is_file():
+        data = _read_bundle_file(bundle_dir, name)
+        if data is None:
             raise BundleIntegrityError(f"Model file {name} is missing from {bundle_dir}.")
-        if sha256_of(path) != expected[name]:
+        if hashlib.sha256(data).hexdigest() != expected[name]:
             raise BundleIntegrityError(
                 f"Model file {name} does not match its SHA-256 checksum: it is corrupt or has been "
                 "modified. Refusing to load it; reinstall the bundle."
             )
+        contents[name] = data
+    return contents
+
+
+def bundle_digest(bundle_dir: Union[str, Path]) -> str:
+    """SHA-256 of the bundle's SHA256SUMS: one value that names every file of the bundle (the
+    loader checks each file against it), compared with bundle_trust's known digests."""
+    return _read_checksums(Path(bundle_dir))[0]
+
+
+def verify_checksums(bundle_dir: Union[str, Path]) -> None:
+    """Raise BundleIntegrityError naming the first file that is missing, a link or altered."""
+    bundle_dir = Path(bundle_dir)
+    _verified_contents(bundle_dir, _read_checksums(bundle_dir)[1])
+
+
+def _metadata_from_bytes(data: bytes) -> BundleMetadata:
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{METADATA_FILE} is not valid JSON: {error}") from error
+    return BundleMetadata.from_json(raw)
 
 
 def read_metadata(bundle_dir: Union[str, Path]) -> BundleMetadata:
     """Read metadata.json (call verify_checksums first when the file will be trusted)."""
     path = Path(bundle_dir) / METADATA_FILE
     try:
-        raw = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError as error:
         raise BundleIntegrityError(f"{METADATA_FILE} is missing from {bundle_dir}.") from error
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{METADATA_FILE} is not valid JSON: {error}") from error
-    return BundleMetadata.from_json(raw)
+    return _metadata_from_bytes(data)
 
 
 def shipped_bundles(models_dir: Union[str, Path, None] = None) -> List[Path]:
@@ -351,7 +389,8 @@ class ModelBundle:
     warnings: List[str] = field(default_factory=list)
 
 
-_cache: Dict[Tuple[str, str], Tuple[Tuple[Any, ...], ModelBundle]] = {}
+# (folder, device) -> (files' stamps, SHA256SUMS digest, the bundle loaded from bytes matching that digest)
+_cache: Dict[Tuple[str, str], Tuple[Tuple[Any, ...], str, ModelBundle]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -367,12 +406,7 @@ def _file_stamp(bundle_dir: Path) -> Tuple[Any, ...]:
     return tuple(stamp)
 
 
-def check_trust(bundle_dir: Path, allow_unknown: bool = False) -> Optional[str]:
-    """None for a shipped bundle; the warning to show for an unknown one the user allowed.
-
-    Raises UntrustedBundleError for an unknown bundle without ``allow_unknown``.
-    """
-    digest = bundle_digest(bundle_dir)
+def _trust_warning(bundle_dir: Path, digest: str, allow_unknown: bool) -> Optional[str]:
     if known_bundle_name(digest) is not None:
         return None
     if not allow_unknown:
@@ -380,27 +414,38 @@ def check_trust(bundle_dir: Path, allow_unknown: bool = False) -> Optional[str]:
     return unknown_bundle_warning(bundle_dir, digest)
 
 
+def check_trust(bundle_dir: Path, allow_unknown: bool = False) -> Optional[str]:
+    """None for a shipped bundle; the warning to show for an unknown one the user allowed.
+
+    Raises UntrustedBundleError for an unknown bundle without ``allow_unknown``. For refusing
+    early (at start-up); load_bundle decides again on the bytes it loads.
+    """
+    return _trust_warning(bundle_dir, bundle_digest(bundle_dir), allow_unknown)
+
+
 def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto",
                 allow_unknown: bool = False) -> ModelBundle:
     """Verify and load a bundle; cached per (folder, device) until a file changes on disk.
 
     A bundle that the package does not ship is refused (UntrustedBundleError) unless
-    ``allow_unknown``: the caller has asked the user, who trusts where it came from.
+    ``allow_unknown``: the caller has asked the user, who trusts where it came from. Each file is
+    read once: trust and checksums are decided on the bytes that are then deserialised.
     """
     bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
     if not bundle_dir.is_dir():
         raise BundleError(f"Model bundle folder not found: {bundle_dir}")
-    trust_warning = check_trust(bundle_dir, allow_unknown)
     resolved_device, device_warning = resolve_device(device)
     key = (str(bundle_dir.resolve()), resolved_device)
-    stamp = _file_stamp(bundle_dir)
     with _cache_lock:
+        stamp = _file_stamp(bundle_dir)  # before the reads: a file changed after it is read again next time
+        digest, expected = _read_checksums(bundle_dir)
+        trust_warning = _trust_warning(bundle_dir, digest, allow_unknown)  # before anything is deserialised
         cached = _cache.get(key)
-        if cached is not None and cached[0] == stamp:
-            bundle = cached[1]
+        if cached is not None and cached[:2] == (stamp, digest):
+            bundle = cached[2]
         else:
-            bundle = _verify_and_load(bundle_dir, resolved_device)
-            _cache[key] = (stamp, bundle)
+            bundle = _load_contents(bundle_dir, _verified_contents(bundle_dir, expected), resolved_device)
+            _cache[key] = (stamp, digest, bundle)
     # Warnings belong to this request (cuda asked for, cpu given; an allowed unknown bundle).
     warnings = [warning for warning in (trust_warning, device_warning) if warning]
     for warning in warnings:
@@ -408,15 +453,15 @@ def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto",
     return replace(bundle, shipped=trust_warning is None, warnings=warnings)
 
 
-def _verify_and_load(bundle_dir: Path, device: str) -> ModelBundle:
+def _load_contents(bundle_dir: Path, contents: Dict[str, bytes], device: str) -> ModelBundle:
+    """The bundle from its verified bytes (torch.jit.load reads a file-like object as well as a path)."""
     import torch
 
-    verify_checksums(bundle_dir)
-    metadata = read_metadata(bundle_dir)
+    metadata = _metadata_from_bytes(contents[METADATA_FILE])
     networks = {}
     for role, filename in MODEL_FILES.items():
         try:
-            module = torch.jit.load(str(bundle_dir / filename), map_location=device)
+            module = torch.jit.load(io.BytesIO(contents[filename]), map_location=device)
         except RuntimeError as error:
             raise BundleError(f"Model file {filename} could not be loaded by TorchScript: {error}") from error
         networks[role] = module.eval()

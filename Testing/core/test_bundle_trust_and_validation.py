@@ -170,3 +170,44 @@ def test_the_deprecated_web_command_runs_the_viewer_s_own_command(bundle_copy, c
     err = capsys.readouterr().err
     assert "'cyclegan-explain web' is deprecated; use 'cyclegan-explain-web'" in err
     assert "--allow-unknown-bundle" in err
+
+
+class ConstantLogits(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 2), 42.0)
+
+
+def test_a_file_swapped_after_its_check_is_never_the_one_loaded(bundle_copy, tmp_path, monkeypatch):
+    """Trust and checksums are decided on the bytes that are deserialised (issue 23, item 13): a
+    classifier.pt replaced right after its checksum was computed (here: from inside the hash, the
+    narrowest window there is) is not the network that runs, and the next load refuses the file."""
+    import hashlib
+
+    classifier = bundle_copy / "classifier.pt"
+    checked_digest = hashlib.sha256(classifier.read_bytes()).hexdigest()
+    swapped_in = tmp_path / "swapped_in.pt"
+    torch.jit.script(ConstantLogits()).save(str(swapped_in))
+    real_sha256 = hashlib.sha256
+
+    class SwapAfterHashing:
+        def __init__(self, data: bytes = b"") -> None:
+            self._hash = real_sha256(data)
+
+        def update(self, data: bytes) -> None:
+            self._hash.update(data)
+
+        def hexdigest(self) -> str:
+            digest = self._hash.hexdigest()
+            if digest == checked_digest:
+                classifier.write_bytes(swapped_in.read_bytes())
+            return digest
+
+    monkeypatch.setattr(model_bundle.hashlib, "sha256", SwapAfterHashing)
+    bundle = load_bundle(bundle_copy, "cpu", allow_unknown=True)
+    monkeypatch.undo()
+    assert classifier.read_bytes() == swapped_in.read_bytes()  # the swap did happen
+    with torch.inference_mode():
+        logits = bundle.classifier(torch.zeros(1, 1, 64, 64))
+    assert not torch.equal(logits, torch.full((1, 2), 42.0))  # the checked network ran, not the swapped one
+    with pytest.raises(BundleIntegrityError, match="classifier.pt does not match its SHA-256 checksum"):
+        load_bundle(bundle_copy, "cpu", allow_unknown=True)
