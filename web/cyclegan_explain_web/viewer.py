@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import slicer
@@ -83,21 +83,32 @@ def viewer_layout() -> Layout:
     )
 
 
-def bundle_choices(chosen_dir: Path) -> List[dict]:
-    """The bundle chooser's items (title, value): the shipped bundles by name, and ``chosen_dir``
-    by its path when it is not one of them (a folder given on the command line)."""
-    shipped = shipped_bundles()
-    items = [{"title": read_metadata(path).display_name, "value": path.name} for path in shipped]
-    if chosen_dir.resolve() not in {path.resolve() for path in shipped}:
-        items.insert(0, {"title": f"{read_metadata(chosen_dir).display_name} (folder {chosen_dir.name})",
-                         "value": str(chosen_dir)})
+# The chooser's key for the bundle folder given on the command line (shipped bundles go by name).
+STARTUP_BUNDLE_KEY = "startup-folder"
+
+
+def allowed_bundles(chosen_dir: Path) -> Dict[str, Path]:
+    """The bundles the page may choose from, by the key the page sends: the shipped bundles by
+    name, and ``chosen_dir`` (a folder given on the command line) as STARTUP_BUNDLE_KEY when it
+    is not one of them. Kept on the server: the page's state is the browser's to write."""
+    allowed = {path.name: path for path in shipped_bundles()}
+    if chosen_dir.resolve() not in {path.resolve() for path in allowed.values()}:
+        allowed = {STARTUP_BUNDLE_KEY: chosen_dir, **allowed}
+    return allowed
+
+
+def bundle_choices(allowed: Dict[str, Path]) -> List[dict]:
+    """The bundle chooser's items (title, value = key); the start-up folder by its folder name."""
+    items = []
+    for key, path in allowed.items():
+        title = read_metadata(path).display_name
+        items.append({"title": f"{title} (folder {path.name})" if key == STARTUP_BUNDLE_KEY else title, "value": key})
     return items
 
 
-def bundle_choice_value(bundle_dir: Path) -> str:
-    """The chooser's value for ``bundle_dir``: a shipped bundle's name, otherwise its path."""
-    shipped = {path.resolve(): path.name for path in shipped_bundles()}
-    return shipped.get(bundle_dir.resolve(), str(bundle_dir))
+def bundle_choice_value(allowed: Dict[str, Path], bundle_dir: Path) -> str:
+    """The chooser's key for ``bundle_dir``, one of ``allowed``."""
+    return next(key for key, path in allowed.items() if path.resolve() == bundle_dir.resolve())
 
 
 def slice_view_gutter(server, view_id: str, view) -> None:
@@ -122,6 +133,7 @@ class ExplainViewer(TrameApp):
         self.metadata = read_metadata(self.bundle_dir)
         # For the folder given at start-up only: the chooser offers shipped bundles besides it.
         self.allow_unknown_bundle = allow_unknown_bundle
+        self.allowed_bundles = allowed_bundles(self.bundle_dir)  # the page sends a key of this, never a path
         self.limits = limits
         self._pending_seed = None  # (ras, view name, clicks it stands for) of the latest click not yet explained
         self._explaining = False
@@ -227,8 +239,8 @@ class ExplainViewer(TrameApp):
         state = self.state
         state.trame__title = "CycleGAN Explain"
         state.notice = RESEARCH_NOTICE
-        state.bundle_choices = bundle_choices(self.bundle_dir)
-        state.bundle = bundle_choice_value(self.bundle_dir)
+        state.bundle_choices = bundle_choices(self.allowed_bundles)
+        state.bundle = bundle_choice_value(self.allowed_bundles, self.bundle_dir)
         self._show_bundle()
         state.device_choices = list(DEVICE_CHOICES)
         state.device = device
@@ -433,13 +445,14 @@ class ExplainViewer(TrameApp):
     @change("bundle")
     def _on_bundle_chosen(self, bundle, **_) -> None:
         """Another bundle chosen: use it from now on, and explain the current seed again with it."""
-        if bundle not in {item["value"] for item in self.state.bundle_choices}:
-            # The browser sets state freely: only the listed bundles, never a path of its choosing.
-            self._report_error(BundleError(f"{bundle!r} is not one of the listed model bundles."),
+        bundle_dir = self.allowed_bundles.get(bundle) if isinstance(bundle, str) else None
+        if bundle_dir is None:
+            # The browser sets state freely (bundle_choices included): only the server's own list counts.
+            self._report_error(BundleError("the page asked for a bundle that is not one of the listed model bundles."),
                                "Could not use the chosen model bundle")
+            self.state.bundle = bundle_choice_value(self.allowed_bundles, self.bundle_dir)
             return
         try:
-            bundle_dir = resolve_bundle(bundle)
             metadata = read_metadata(bundle_dir)
         except BundleError as error:
             self._report_error(error, "Could not use the chosen model bundle")
