@@ -256,3 +256,28 @@ def test_truncated_classifier_exits_2_naming_it(runs, tmp_path, capsys):
                      "--dataset", str(runs["root"] / "dataset"), "--out", str(tmp_path / "bundle")])
     assert code == 2
     assert "holds a cyclegan checkpoint; expected a classifier checkpoint" in capsys.readouterr().err
+
+
+def test_import_classifier_gives_back_the_bundled_classifier_and_its_validation_patients(runs, tmp_path, capsys,
+                                                                                        make_disc_dataset):
+    root = runs["root"]
+    bundle_dir = export_from_checkpoints(runs["classifier"], runs["uninterrupted"], root / "dataset",
+                                         tmp_path / "bundle", "test-bundle", "0.1.0")
+    out = tmp_path / "imported"
+    assert cli_main(["import-classifier", "--bundle", str(bundle_dir), "--dataset", str(root / "dataset"),
+                     "--out", str(out)]) == 2
+    assert "--allow-unknown-bundle" in capsys.readouterr().err  # a bundle the package does not ship runs code
+    assert cli_main(["import-classifier", "--bundle", str(bundle_dir), "--dataset", str(root / "dataset"),
+                     "--out", str(out), "--allow-unknown-bundle"]) == 0
+    imported, original = load_checkpoint(out / "classifier.pt", "classifier"), load_checkpoint(runs["classifier"])
+    assert imported["validation_patients"] == original["validation_patients"]
+    assert imported["hu_window"] == original["hu_window"] and imported["width"] == original["width"]
+    for name, value in original["state_dict"].items():
+        assert torch.equal(imported["state_dict"][name], value), name
+    # New generators train against it exactly as against the original checkpoint.
+    train_cyclegan(runs["dataset"], out / "classifier.pt", runs["config"], tmp_path / "gan", "cpu", progress=False,
+                   stop_at_step=1)
+    make_disc_dataset(24, seed=7).save(tmp_path / "other-dataset")
+    assert cli_main(["import-classifier", "--bundle", str(bundle_dir), "--dataset", str(tmp_path / "other-dataset"),
+                     "--out", str(out), "--allow-unknown-bundle"]) == 2
+    assert "was not trained on the prepared dataset" in capsys.readouterr().err

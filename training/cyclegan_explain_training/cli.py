@@ -87,6 +87,15 @@ def _add_training_commands(commands: "argparse._SubParsersAction[argparse.Argume
                           help="a twin classifier.pt (same validation patients) whose output L_AM also maximises; "
                                "repeatable")
 
+    imported = commands.add_parser(
+        "import-classifier",
+        help="a bundle's classifier as a classifier.pt, to train new generators against the classifier it ships")
+    imported.add_argument("--bundle", required=True, type=Path)
+    imported.add_argument("--dataset", required=True, type=Path, help="the prepared dataset the bundle was trained on")
+    imported.add_argument("--out", required=True, type=Path, help="folder for classifier.pt")
+    imported.add_argument("--allow-unknown-bundle", action="store_true",
+                          help="load a bundle the package does not ship (only one whose source you trust: it runs code)")
+
     randomise = commands.add_parser(
         "randomise-classifier",
         help="a classifier checkpoint with freshly initialised weights (sanity check for the generators)")
@@ -192,6 +201,13 @@ def _run(args: argparse.Namespace, command: str) -> None:
                               resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet,
                               command=command, also_maximised_for=args.also_maximise_for)
         print(f"CycleGAN-AM checkpoint: {path}")
+    elif args.command == "import-classifier":
+        from .export import classifier_checkpoint_from_bundle
+        from .train_classifier import CLASSIFIER_CHECKPOINT
+
+        state = classifier_checkpoint_from_bundle(args.bundle, args.dataset, command, args.allow_unknown_bundle)
+        path = save_checkpoint(state, args.out / CLASSIFIER_CHECKPOINT)
+        print(f"Classifier of {args.bundle}: {path}")
     elif args.command == "randomise-classifier":
         from .train_classifier import CLASSIFIER_CHECKPOINT, randomised_classifier_checkpoint
 

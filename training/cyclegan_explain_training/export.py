@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -160,6 +161,46 @@ def export_from_checkpoints(
                                                           metadata["training_data"]["cyclegan"])
     return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
                          overwrite=overwrite)
+
+
+def classifier_checkpoint_from_bundle(bundle_dir: Path, dataset_dir: Path, command: Optional[str] = None,
+                                     allow_unknown: bool = False) -> Dict[str, Any]:
+    """A bundle's classifier as a train-classifier checkpoint, so that new generators can be trained
+    against the very classifier a bundle ships (and its evaluated figures carry over).
+
+    Everything but the weights comes from the bundle's training_data (width, HU window, the
+    classifier's config); the validation patients are recomputed from that config, exactly as
+    train_classifier drew them. Refused unless the bundle was trained on ``dataset_dir``'s patches.
+    """
+    from CycleGANExplainLib.attribution_methods import eager_classifier
+    from CycleGANExplainLib.model_bundle import load_bundle
+
+    from .train_classifier import _fit_and_held_out, validation_split_seed
+
+    bundle = load_bundle(bundle_dir, device="cpu", allow_unknown=allow_unknown)
+    training = bundle.metadata.raw.get("training_data") or {}
+    recorded = training.get("classifier") or {}
+    dataset = load_prepared(dataset_dir)
+    if (training.get("dataset") or {}).get("patches_sha256") != dataset.manifest.get("patches_sha256"):
+        raise ValueError(f"The bundle {bundle_dir} was not trained on the prepared dataset {dataset_dir}.")
+    settings = recorded.get("config")
+    if not isinstance(settings, dict):
+        raise ValueError(f"The bundle {bundle_dir} does not record its classifier's training config.")
+    fit, held_out = _fit_and_held_out(dataset, float(settings["validation_fraction"]), validation_split_seed(settings))
+    state_dict = {name: value.detach().cpu().clone() for name, value in eager_classifier(bundle).state_dict().items()}
+    return {
+        "kind": "classifier", "state_dict": state_dict, "width": int(recorded["width"]), "architecture": "paper",
+        "hu_window": list(bundle.metadata.hu_window), "config": {"hu_window": list(bundle.metadata.hu_window),
+                                                                  "classifier": settings},
+        "epoch": recorded.get("best_epoch"), "epochs_run": recorded.get("epochs_run"),
+        "validation_auc": recorded.get("validation_auc"), "validation_auc_by_fill": recorded.get("validation_auc_by_fill"),
+        "validation_selection": recorded.get("validation_selection"), "class_weights": recorded.get("class_weights"),
+        "counts": recorded.get("counts"), "validation_patients": sorted(np.unique(held_out.patient_ids).tolist()),
+        "patches_sha256": dataset.manifest.get("patches_sha256"), "seed": recorded.get("seed"),
+        "seconds": recorded.get("wall_time_seconds"), "imported_from_bundle": f"{bundle.metadata.name} "
+                                                                             f"{bundle.metadata.version}",
+        "command": command,
+    }
 
 
 def _check_checkpoints_belong_together(classifier_path: Path, classifier_state: Dict[str, Any], cyclegan_path: Path,
