@@ -17,11 +17,11 @@ LIBRARY = REPO_ROOT / "CycleGANExplain" / "CycleGANExplainLib"
 # Lowest first. Each module may import only from its own layer or one below.
 LAYERS = {
     "core": ["__init__", "translation", "package_resources", "sample_data", "patch_sampling", "intensity", "bundle_trust",
-             "model_bundle", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads", "triton_guard",
+             "model_bundle", "volume_headers", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads", "triton_guard",
              "inference", "background_explainer", "output_folder"],
     "methods": ["attribution_methods"],
     "explain": ["explanation"],
-    "presentation": ["overlay", "notices", "formatting", "explanation_figure"],
+    "presentation": ["overlay", "notices", "formatting", "caveats", "explanation_figure"],
     "mrml": ["mrml_overlay", "mrml_explain"],
     "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller"],
 }

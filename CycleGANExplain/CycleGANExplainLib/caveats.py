@@ -1,0 +1,118 @@
+"""When an explanation is not to be trusted as it stands: its caveats, decided here for every front end.
+
+The command line (console and summary.json), the figures, the Slicer module's panel and the web page all
+show what ``explanation_caveats`` returns, each caveat a stable code (for summary.json and tests) and one
+sentence for people. Two kinds:
+
+- A counterfactual that did not reach the other class: G-(x) should be called benign (p(malignant) below
+  0.5) and G+(x) malignant (above 0.5). Where one stops short, R = G+(x) - G-(x) shows only part of the
+  change the classifier needs to call the patch that class.
+- A structure at the click that fills most of the patch: the classifier sees 45 mm around the click, so a
+  lesion larger than that field (or a click in the mediastinum or chest wall) has no margin in view, and
+  the patch cannot explain it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+
+from .attribution_methods import method_info
+from .explanation import Explanation, PatchExplanation
+from .formatting import probability_text
+from .translation import tr as _
+
+DECISION_PROBABILITY = 0.5
+"""The classifier calls a patch malignant above this p(malignant), benign below it."""
+
+SOFT_TISSUE_HU = -400.0
+"""Above this, a pixel is solid tissue (nodule, vessel, chest wall, mediastinum); lung parenchyma and
+ground glass lie below."""
+
+LESION_FILL_FRACTION = 0.7
+"""The lesion warning fires when solid tissue extends from the click, in every direction, over at least
+this fraction of the field's width (31.5 mm of 45 mm): larger than the largest nodule in LIDC-IDRI
+(30 mm), and the structure's margin then lies in the patch's outer frame or beyond it."""
+
+G_NEG_NOT_BENIGN = "g_neg_not_benign"
+G_POS_NOT_MALIGNANT = "g_pos_not_malignant"
+LESION_FILLS_PATCH = "lesion_fills_patch"
+
+
+@dataclass(frozen=True)
+class Caveat:
+    code: str
+    """Stable and machine-readable: G_NEG_NOT_BENIGN, G_POS_NOT_MALIGNANT or LESION_FILLS_PATCH."""
+    text: str
+    """One sentence for people (translated inside Slicer)."""
+
+
+def counterfactual_caveats(p_pos: float, p_neg: float, map_from_counterfactuals: bool = True) -> List[Caveat]:
+    """A caveat for G-(x) not called benign (p_neg >= 0.5) and one for G+(x) not called malignant
+    (p_pos <= 0.5): exactly 0.5 is neither class, so it counts as not reached.
+
+    ``map_from_counterfactuals``: the map is R = G+(x) - G-(x) (CycleGAN-AM), so it is incomplete. A
+    baseline's map does not use G+-(x) (the generators run with every method, and every front end shows
+    their images and probabilities): then the caveat says only that the image is no counterpart.
+    """
+    caveats = []
+    threshold = probability_text(DECISION_PROBABILITY)
+    if p_neg >= DECISION_PROBABILITY:
+        consequence = (_("the map shows only part of what would make this patch look benign.")
+                       if map_from_counterfactuals else _("that image is not a benign version of this patch."))
+        caveats.append(Caveat(G_NEG_NOT_BENIGN, _("G-(x) did not reach benign (p = {p}, not below {threshold}): "
+                                                  "{consequence}").format(p=probability_text(p_neg),
+                                                                          threshold=threshold,
+                                                                          consequence=consequence)))
+    if p_pos <= DECISION_PROBABILITY:
+        consequence = (_("the map shows only part of what would make this patch look malignant.")
+                       if map_from_counterfactuals else _("that image is not a malignant version of this patch."))
+        caveats.append(Caveat(G_POS_NOT_MALIGNANT, _("G+(x) did not reach malignant (p = {p}, not above {threshold}): "
+                                                     "{consequence}").format(p=probability_text(p_pos),
+                                                                             threshold=threshold,
+                                                                             consequence=consequence)))
+    return caveats
+
+
+def solid_extent_mm(patch_hu: np.ndarray, pixel_mm: float) -> float:
+    """How far solid tissue (> SOFT_TISSUE_HU) extends from the patch's centre in every direction: the
+    distance to the nearest pixel at or below it (infinite when there is none; under a pixel when the click
+    is not in solid tissue).
+
+    A distance rather than the connected component at the centre: a juxtapleural nodule is one component
+    with the chest wall, which crosses the patch from side to side and can cover half of it, yet the nodule's
+    lung side stays near the click. The distance grows only when the clicked structure itself is large.
+    """
+    patch_hu = np.asarray(patch_hu)
+    centre = (np.asarray(patch_hu.shape, dtype=float) - 1.0) / 2.0  # contract 1: the seed is at (31.5, 31.5)
+    rows, columns = np.nonzero(patch_hu <= SOFT_TISSUE_HU)
+    if len(rows) == 0:
+        return float("inf")
+    return float(np.hypot(rows - centre[0], columns - centre[1]).min() * pixel_mm)
+
+
+def lesion_caveats(patch_hu: np.ndarray, pixel_mm: float) -> List[Caveat]:
+    """The caveat for solid tissue that fills most of the patch (``pixel_mm``: the patch's pixel spacing)."""
+    field_mm = patch_hu.shape[1] * pixel_mm
+    if solid_extent_mm(patch_hu, pixel_mm) < LESION_FILL_FRACTION * field_mm / 2.0:
+        return []
+    return [Caveat(LESION_FILLS_PATCH, _(
+        "The clicked structure is solid {extent:.0f} mm or more in every direction: it fills most of the "
+        "{field:.0f} mm patch; a lesion larger than the patch cannot be explained from it."
+    ).format(extent=LESION_FILL_FRACTION * field_mm / 2.0, field=field_mm))]
+
+
+def explanation_caveats(explanation: PatchExplanation, method: str) -> List[Caveat]:
+    """Every caveat of one explanation made with ``method`` (an attribution_methods key).
+
+    The lesion check needs the patch in HU and its geometry, which an Explanation (one seed's) carries;
+    a bare PatchExplanation gets the counterfactual caveats only.
+    """
+    caveats = counterfactual_caveats(explanation.p_pos, explanation.p_neg,
+                                     map_from_counterfactuals=not method_info(method).attributes_classifier)
+    if isinstance(explanation, Explanation):
+        pixel_mm = float(np.linalg.norm(np.asarray(explanation.patch_to_ras)[:3, 0]))
+        caveats += lesion_caveats(explanation.patch_hu, pixel_mm)
+    return caveats
