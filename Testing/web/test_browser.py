@@ -6,7 +6,8 @@ which the test checks against SyntheticChestCT.json). Pixels are read from scree
 axial view: the overlay's red or blue must appear around the click, and must be absent before it.
 
 Needs chromium and the EGL/GL libraries (scripts/install-system-deps.sh). Without chromium the
-tests skip locally and FAIL when the environment variable CI is set.
+tests skip locally and FAIL when the environment variable CI is set; the tests that take no page
+(plain HTTP requests to the server) run without it.
 """
 
 from __future__ import annotations
@@ -370,6 +371,23 @@ def test_the_session_needs_its_token_and_serves_one_browser(browser_context, tmp
         while http_get(server.url)[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert http_get(server.url)[0] == 200  # free again once that browser has gone
+    finally:
+        server.stop()
+
+
+def test_the_page_needs_the_token_however_its_path_is_spelt(tmp_path):
+    """Real HTTP requests, no browser: the static handler serves index.html for each of these
+    spellings, so each must need the token like /index.html itself (issue 23, item 16)."""
+    server = ViewerServer(tmp_path / "server.log")
+    base = server.url.split("?")[0].rstrip("/")
+    token = server.url.split("secret=")[1]
+    try:
+        status, body = http_get(f"{base}/index.html?secret={token}")
+        assert status == 200 and "<html" in body.lower()
+        for path in ("/index.html", "/./index.html", "/index.html/", "/static/../index.html", "//index.html",
+                     "/%2e/index.html", "/index.html%2f", "/js/..//./index.html/"):
+            status, body = http_get(base + path)
+            assert status == 403 and "Access token needed" in body, path
     finally:
         server.stop()
 

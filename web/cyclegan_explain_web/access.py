@@ -17,6 +17,8 @@ from __future__ import annotations
 import hmac
 import html
 import ipaddress
+import posixpath
+import re
 import secrets
 
 from aiohttp import web
@@ -25,6 +27,13 @@ TOKEN_PARAMETER = "secret"
 _COOKIE = "cyclegan_explain_access"
 _BROWSER_COOKIE = "cyclegan_explain_browser"
 _PAGES = ("/", "/index.html")
+
+
+def canonical_path(path: str) -> str:
+    """``path`` as the static file handler resolves it: aiohttp serves /index.html for
+    /./index.html, //index.html, /index.html/ and /static/../index.html alike, so the guard decides
+    on this form, never on the text the client sent."""
+    return posixpath.normpath(re.sub(r"/+", "/", "/" + path))
 
 
 def new_token() -> str:
@@ -62,8 +71,9 @@ class SingleSessionGuard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
-        is_page = request.path in _PAGES
-        is_socket = request.path.rstrip("/").endswith("/ws")
+        path = canonical_path(request.path)  # request.path is already percent-decoded
+        is_page = path in _PAGES
+        is_socket = path.endswith("/ws")
         if not (is_page or is_socket):
             return await handler(request)  # scripts and styles: nothing of the session's in them
         if not self._has_token(request):
@@ -77,7 +87,7 @@ class SingleSessionGuard:
                                  "time (it would see and drive the same CT). Close the other tab, or start "
                                  "another viewer with: cyclegan-explain-web", 409)
         if is_page:
-            if TOKEN_PARAMETER not in request.query or request.path == "/":
+            if TOKEN_PARAMETER not in request.query or request.path != "/index.html":
                 # The page's client sends the token it finds in the address on its websocket; but
                 # wslink's redirect to index.html drops the query, and the client removes the token
                 # from the address bar, so a reload would lose the session without this.
