@@ -5,7 +5,8 @@ between the first two slices as the spacing, and the slices stacked along that d
 whose spacing changes (variable-pitch protocols, missing files) or whose slices are sheared
 (gantry tilt) then puts anatomy tens of millimetres from where the files say it is, silently.
 This module reads every slice's ImagePositionPatient and ImageOrientationPatient, refuses what
-cannot be one volume (duplicate positions, mixed orientations), and otherwise resamples the
+cannot be one volume (duplicate positions, mixed orientations, pixel spacings or
+image sizes, direction cosines that are not perpendicular unit vectors), and otherwise resamples the
 slices onto a regular grid along the slice normal, as Slicer's acquisition-geometry
 regularisation does: linear between neighbouring slices, each slice first shifted in its own
 plane by its tilt offset.
@@ -14,6 +15,7 @@ plane by its tilt offset.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,6 +30,9 @@ TILT_TOLERANCE_DEGREES = 0.5
 # Two slices closer than this along the normal are the same slice twice.
 DUPLICATE_DISTANCE_MM = 0.01
 ORIENTATION_TOLERANCE = 1e-4
+# Direction cosines are written to about six decimals; further from unit length or perpendicular than
+# this, they are wrong, not rounded.
+UNIT_TOLERANCE = 1e-3
 AIR_HU = -1000.0
 
 _POSITION_TAG = "0020|0032"
@@ -64,35 +69,70 @@ class RegularVolume:
     notes: Tuple[str, ...]  # what was done to the series, for the user (empty when nothing)
 
 
-def _floats(text: str, count: int, tag: str, file_name: str) -> np.ndarray:
-    values = [float(value) for value in text.replace(",", "\\").split("\\") if value.strip()]
-    if len(values) != count:
-        raise SeriesGeometryError(f"DICOM file {file_name} has a malformed tag {tag} ({text!r}).")
+def _floats(text: str, count: int, name: str, file_name: str) -> np.ndarray:
+    try:
+        values = [float(value) for value in text.replace(",", "\\").split("\\") if value.strip()]
+    except ValueError:
+        values = []
+    if len(values) != count or not np.isfinite(values).all():
+        raise SeriesGeometryError(f"DICOM file {Path(file_name).name} has a malformed {name} ({text.strip()!r}); "
+                                  f"expected {count} finite numbers.")
     return np.array(values)
 
 
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _check_same(values: Sequence[Tuple[float, ...]], files: Sequence[str], what: str, tolerance: float,
+                unit: str) -> None:
+    """Refuse a series whose slices differ in ``what`` (pixel spacing, image size), naming the slices:
+    SimpleITK would use the first slice's value for all of them."""
+    first = np.array(values[0], dtype=float)
+    odd = [index for index, value in enumerate(values) if np.abs(np.array(value, dtype=float) - first).max() > tolerance]
+    if odd:
+        shown = [f"{Path(files[index]).name} ({' x '.join(f'{v:g}' for v in values[index])}{unit})" for index in odd]
+        raise SeriesGeometryError(
+            f"the {what} changes between slices: {Path(files[0]).name} has {' x '.join(f'{v:g}' for v in first)}{unit} "
+            f"but {_listed(shown)}; one volume needs one {what}. Remove the odd slices or load the series in 3D "
+            "Slicer and resample it first.")
+
+
+def _check_orientation(row: np.ndarray, column: np.ndarray, file_name: str) -> None:
+    """Refuse direction cosines that are not two perpendicular unit vectors: resampled as they are, they
+    put the slices on a wrong grid (and a false gantry tilt)."""
+    lengths = (float(np.linalg.norm(row)), float(np.linalg.norm(column)))
+    if max(abs(length - 1.0) for length in lengths) > UNIT_TOLERANCE or abs(float(row @ column)) > UNIT_TOLERANCE:
+        raise SeriesGeometryError(
+            f"DICOM file {Path(file_name).name}'s ImageOrientationPatient ({' '.join(f'{v:g}' for v in (*row, *column))}) "
+            f"is not two perpendicular unit vectors (lengths {lengths[0]:.3f} and {lengths[1]:.3f}, cosine between "
+            f"them {float(row @ column):.3f}); the slices cannot be placed in the patient. Fix the files' header.")
+
+
 def read_slice_geometry(files: Sequence[str]) -> SliceGeometry:
-    """Read position and orientation of every file (headers only, no pixels)."""
-    positions, orientations = [], []
-    spacing = None
+    """Read position, orientation, pixel spacing and size of every file (headers only, no pixels)."""
+    positions, orientations, spacings, sizes = [], [], [], []
     for file_name in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(file_name)
         reader.ReadImageInformation()
-        for tag in (_POSITION_TAG, _ORIENTATION_TAG):
+        for tag, name in ((_POSITION_TAG, "ImagePositionPatient"), (_ORIENTATION_TAG, "ImageOrientationPatient")):
             if not reader.HasMetaDataKey(tag):
                 raise SeriesGeometryError(
-                    f"DICOM file {file_name} has no {'ImagePositionPatient' if tag == _POSITION_TAG else 'ImageOrientationPatient'}; "
-                    "its slice cannot be placed in the patient.")
-        positions.append(_floats(reader.GetMetaData(_POSITION_TAG), 3, _POSITION_TAG, file_name))
-        orientations.append(_floats(reader.GetMetaData(_ORIENTATION_TAG), 6, _ORIENTATION_TAG, file_name))
-        spacing = spacing or tuple(float(value) for value in reader.GetSpacing()[:2])
+                    f"DICOM file {Path(file_name).name} has no {name}; its slice cannot be placed in the patient.")
+        positions.append(_floats(reader.GetMetaData(_POSITION_TAG), 3, "ImagePositionPatient", file_name))
+        orientations.append(_floats(reader.GetMetaData(_ORIENTATION_TAG), 6, "ImageOrientationPatient", file_name))
+        spacings.append(tuple(float(value) for value in reader.GetSpacing()[:2]))
+        sizes.append(tuple(int(value) for value in reader.GetSize()[:2]))
+    _check_same(sizes, files, "image size (columns x rows)", 0, " pixels")
+    _check_same(spacings, files, "pixel spacing (PixelSpacing)", SPACING_TOLERANCE_MM / 10, " mm")
     orientations_array = np.array(orientations)
+    _check_orientation(orientations_array[0, :3], orientations_array[0, 3:], files[0])
     if np.abs(orientations_array - orientations_array[0]).max() > ORIENTATION_TOLERANCE:
         raise SeriesGeometryError(
             "The series' slices have different orientations (ImageOrientationPatient); it is not one "
             "volume. Choose another series, or load it in 3D Slicer and resample it first.")
-    return SliceGeometry(np.array(positions), orientations_array[0, :3], orientations_array[0, 3:], spacing)
+    return SliceGeometry(np.array(positions), orientations_array[0, :3], orientations_array[0, 3:], spacings[0])
 
 
 def _check_no_duplicates(distances: np.ndarray) -> None:

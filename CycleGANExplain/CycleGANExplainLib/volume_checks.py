@@ -10,7 +10,13 @@ from .patch_sampling import validate_volume_geometry
 
 
 class NotCTError(ValueError):
-    """The volume's intensities do not look like a CT in Hounsfield units."""
+    """The volume does not look like a CT: intensities not in Hounsfield units, or voxel sizes no CT has."""
+
+
+# Voxel edges of clinical CT: 0.2-1 mm in plane, 0.5-5 mm between slices (10 mm on old scanners). A
+# size outside this range is a unit error (micrometres written as millimetres: 1400 mm voxels) or a
+# wrong header, and the 45 mm patch would cover a fraction of a voxel or many centimetres of body.
+PLAUSIBLE_SPACING_MM = (0.1, 10.0)
 
 
 # A chest CT always contains air (about -1000 HU) in and around the lungs; MR, PET and
@@ -69,8 +75,19 @@ def check_ct_intensities(volume_kji: np.ndarray) -> None:
         )
 
 
+def check_voxel_spacing(ijk_to_ras: np.ndarray) -> None:
+    """Raise NotCTError unless every voxel edge is within PLAUSIBLE_SPACING_MM."""
+    spacing = np.linalg.norm(np.asarray(ijk_to_ras, dtype=float)[:3, :3], axis=0)
+    low, high = PLAUSIBLE_SPACING_MM
+    if not ((spacing >= low) & (spacing <= high)).all():
+        raise NotCTError(
+            f"The volume's voxels are {' x '.join(f'{value:.4g}' for value in spacing)} mm; a CT's lie between "
+            f"{low:g} and {high:g} mm. Is the spacing in another unit (micrometres, centimetres) or the header wrong?")
+
+
 def check_ct_volume(volume_kji: np.ndarray, ijk_to_ras: np.ndarray) -> None:
     """What every front end checks of a volume before explaining in it: a 3D image with an invertible
-    geometry (InvalidVolumeError) whose voxels look like CT (NotCTError)."""
+    geometry (InvalidVolumeError), CT-sized voxels and voxels that look like CT (NotCTError)."""
     validate_volume_geometry(volume_kji, ijk_to_ras)
+    check_voxel_spacing(ijk_to_ras)
     check_ct_intensities(volume_kji)

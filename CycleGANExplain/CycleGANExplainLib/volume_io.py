@@ -6,6 +6,7 @@ SimpleITK works in LPS; Slicer's IJK-to-RAS is the LPS geometry with the first t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -13,6 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .dicom_series import SeriesGeometryError, read_slice_geometry, regularise
+from .volume_headers import (NiftiHeader, TruncatedFileError, check_metaimage_complete, check_nifti_complete, is_metaimage,
+                             is_nifti, read_nifti_header, sform_note)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -35,12 +38,54 @@ def _check_voxel_count(path: Path, size_ijk: Sequence[int], slices: int, max_vox
             "if it really is one CT, raise the limit with --max-voxels.")
 
 
-def _declared_size(file_name: str) -> Tuple[int, ...]:
-    """The image size from the file's header alone (no pixels read)."""
+def _library_path(path: Union[str, Path]) -> str:
+    """``path`` as SimpleITK takes it. A name that is not UTF-8 (Python keeps its bytes as
+    surrogates) aborts the whole process inside SimpleITK's C++, so it is refused here."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnreadableVolumeError(
+            f"The path {os.fsencode(text).decode('utf-8', 'backslashreplace')} is not "
+            "valid UTF-8, which the image reader cannot open; rename the file or folder.") from None
+    return text
+
+
+def _spacing_text(spacing: Sequence[float]) -> str:
+    return " ".join(f"{value:g}" for value in spacing)
+
+
+def _image_information(path: Path, file_name: str) -> sitk.ImageFileReader:
+    """The file's header as the image library parsed it (no pixels read), refused when a spacing
+    is zero or negative: ITK turns a negative spacing into a flipped axis without a word, which
+    mirrors the volume, whichever way the header spells it. No format defines negative spacings,
+    so the file is wrong, not the reader."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(file_name)
+    reader.SetFileName(_library_path(file_name))
     reader.ReadImageInformation()
-    return tuple(int(v) for v in reader.GetSize())
+    spacing = reader.GetSpacing()
+    if any(not value > 0 for value in spacing):
+        raise UnreadableVolumeError(
+            f"{Path(file_name).name} declares a voxel spacing of {_spacing_text(spacing)} mm; spacings must be "
+            "positive (a negative one would silently mirror the volume). Fix the file's header.")
+    return reader
+
+
+# DICOM's Modality (0008,0060) and MetaImage's Modality field; other formats do not say.
+_MODALITY_KEYS = ("0008|0060", "Modality")
+_CT_MODALITIES = ("CT", "MET_MOD_CT", "MET_MOD_UNKNOWN")
+
+
+def _check_modality(path: Path, reader: sitk.ImageFileReader) -> None:
+    """Refuse an image whose header names another modality than CT: the classifier, the HU window
+    and the intensity checks are a CT's, and an MR with an air-dark background can pass the latter."""
+    for key in _MODALITY_KEYS:
+        if reader.HasMetaDataKey(key):
+            modality = reader.GetMetaData(key).strip()
+            if modality and modality.upper() not in _CT_MODALITIES:
+                raise UnreadableVolumeError(
+                    f"{path.name} is a {modality.replace('MET_MOD_', '')} image (its header's Modality), not a CT; "
+                    "the classifier and its explanations are for CT in Hounsfield units only.")
 
 
 class LoadedVolume(NamedTuple):
@@ -89,59 +134,57 @@ def _dicom_series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
     return list(reader.GetGDCMSeriesFileNames(str(folder), series_uid))
 
 
-_METAIMAGE_SUFFIXES = (".mha", ".mhd")
-_METAIMAGE_HEADER_BYTES = 1 << 16
-
-
-def _check_metaimage_spacing(path: Path) -> None:
-    """Refuse a MetaImage header whose ElementSpacing is zero or negative.
-
-    ITK turns a negative spacing into a flipped direction without a word, which mirrors the
-    volume; MetaIO does not define negative spacings, so the file is wrong, not the reader.
-    """
-    with open(path, "rb") as stream:
-        header = stream.read(_METAIMAGE_HEADER_BYTES).decode("latin-1")
-    for line in header.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "ElementSpacing":
-            try:
-                spacing = [float(item) for item in value.split()]
-            except ValueError as error:
-                raise UnreadableVolumeError(f"{path.name} has a malformed ElementSpacing ({value.strip()!r}).") from error
-            if any(not item > 0 for item in spacing):
-                raise UnreadableVolumeError(
-                    f"{path.name} declares a voxel spacing of {value.strip()} mm; spacings must be positive "
-                    "(a negative one would silently mirror the volume). Fix the file's ElementSpacing.")
-        if key.strip() == "ElementDataFile":
-            return
+def _check_file_complete(path: Path) -> Optional[NiftiHeader]:
+    """TruncatedFileError (as UnreadableVolumeError) when the file ends before the voxel data its
+    header declares; the NIfTI header, for the sform note."""
+    try:
+        if is_metaimage(path):
+            check_metaimage_complete(path)
+        elif is_nifti(path):
+            header = read_nifti_header(path)
+            if header is not None:
+                check_nifti_complete(path, header)
+            return header
+    except TruncatedFileError as error:
+        raise UnreadableVolumeError(str(error)) from error
+    return None
 
 
 def read_volume(path: Union[str, Path], series_uid: Optional[str] = None,
                 max_voxels: Optional[int] = DEFAULT_MAX_VOXELS) -> LoadedVolume:
     """Read NRRD, NIfTI, MHA or a DICOM series folder as (volume_kji, ijk_to_ras).
 
-    DICOM rescale slope and intercept are applied by SimpleITK, so CT arrives in HU. A DICOM series
+    The one reader of CT files for the command line, the web viewer and training's VOIs. DICOM
+    rescale slope and intercept are applied by SimpleITK, so CT arrives in HU. A DICOM series
     whose slices are not a regular grid (variable spacing, missing slices, gantry tilt) is resampled
     onto one from the files' own slice positions, and ``notes`` says so. A header that declares
-    more than ``max_voxels`` voxels (None: no limit) is refused before any pixel is read.
+    more than ``max_voxels`` voxels (None: no limit) is refused before any pixel is read, and so are
+    a file shorter than its header declares, a non-positive spacing and a modality other than CT.
     """
     path = Path(path)
+    _library_path(path)
     if not path.exists():
         raise UnreadableVolumeError(f"No such file or folder: {path}")
+    notes: Tuple[str, ...] = ()
     try:
         if path.is_dir():
-            files = _dicom_series_files(path, series_uid)
-            _check_voxel_count(path, _declared_size(files[0]), len(files), max_voxels)
+            files = [_library_path(name) for name in _dicom_series_files(path, series_uid)]
+            information = _image_information(path, files[0])
+            _check_modality(path, information)
+            _check_voxel_count(path, information.GetSize(), len(files), max_voxels)
             geometry = read_slice_geometry(files)
             image = sitk.ReadImage(files)
             description = f"DICOM series of {len(files)} files"
         else:
-            if path.suffix.lower() in _METAIMAGE_SUFFIXES:
-                _check_metaimage_spacing(path)
-            size = _declared_size(str(path))
+            information = _image_information(path, str(path))
+            _check_modality(path, information)
+            size = information.GetSize()
             _check_voxel_count(path, size, int(np.prod(size[2:], dtype=np.int64)) if len(size) > 2 else 1, max_voxels)
+            nifti = _check_file_complete(path)
             image = sitk.ReadImage(str(path))
             description = f"{path.suffix.lstrip('.').upper() or 'image'} file"
+            note = sform_note(path, nifti, ijk_to_ras_of(image)) if nifti is not None else None
+            notes = (note,) if note else ()
     except SeriesGeometryError as error:
         raise UnreadableVolumeError(f"Cannot use {path} as one CT volume: {error}") from error
     except RuntimeError as error:
@@ -160,11 +203,11 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None,
             raise UnreadableVolumeError(f"Cannot use {path} as one CT volume: {error}") from error
         if regular is not None:
             return LoadedVolume(regular.volume_kji, regular.ijk_to_ras, description, regular.notes)
-    return LoadedVolume(sitk.GetArrayFromImage(image), ijk_to_ras_of(image), description)
+    return LoadedVolume(sitk.GetArrayFromImage(image), ijk_to_ras_of(image), description, notes)
 
 
 def write_volume(array_kji: np.ndarray, ijk_to_ras: np.ndarray, path: Union[str, Path]) -> Path:
     """Write an array with Slicer-style geometry (NRRD, NIfTI, … by the file's suffix)."""
     path = Path(path)
-    sitk.WriteImage(image_from_array(array_kji, ijk_to_ras), str(path), useCompression=True)
+    sitk.WriteImage(image_from_array(array_kji, ijk_to_ras), _library_path(path), useCompression=True)
     return path
