@@ -62,6 +62,7 @@ BASELINE_SELF_TEST_METHOD = "integrated-gradients"
 BASELINE_MINIMUM_ENRICHMENT = 2.0
 # Moving the seed re-explains once the point has rested this long (debounce).
 REEXPLAIN_DELAY_MS = 300
+SEED_NODE_NAME = "CycleGANExplain seed"
 # How often the GUI thread looks for a finished explanation (short beside any explanation).
 POLL_INTERVAL_MS = 50
 
@@ -338,18 +339,31 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _observeSeedNode(self, seedNode) -> None:
         if seedNode is self._observedSeedNode:
             return
-        events = (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, slicer.vtkMRMLMarkupsNode.PointModifiedEvent)
+        # Placement and the end of a drag, not PointModifiedEvent: that fires on every mouse move of the
+        # place-mode preview point and on label, selection and lock changes.
+        observers = ((slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onSeedPointPlaced),
+                     (slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onSeedDragEnded),
+                     (slicer.vtkMRMLMarkupsNode.PointRemovedEvent, self.onSeedPointRemoved))
         if self._observedSeedNode is not None:
-            for event in events:
-                self.removeObserver(self._observedSeedNode, event, self.onSeedMoved)
+            for event, method in observers:
+                self.removeObserver(self._observedSeedNode, event, method)
         self._observedSeedNode = seedNode
         if seedNode is not None:
-            for event in events:
-                self.addObserver(seedNode, event, self.onSeedMoved)
+            for event, method in observers:
+                self.addObserver(seedNode, event, method)
 
-    def onSeedMoved(self, caller=None, event=None) -> None:
-        # Whatever the event: VTK passes custom events to Python by name ("UserEvent").
-        self.controller.seed_moved(caller)
+    @vtk.calldata_type(vtk.VTK_INT)
+    def onSeedPointPlaced(self, caller, event, pointIndex=None) -> None:
+        # pointIndex is None when the event was held back by StartModify/EndModify.
+        self.controller.seed_placed(caller, pointIndex)
+
+    def onSeedDragEnded(self, caller, event) -> None:
+        # The markups widget names the dragged point in this attribute until just after the event.
+        moving = caller.GetAttribute(slicer.vtkMRMLMarkupsDisplayNode.GetMovingMarkupIndexAttributeName())
+        self.controller.seed_placed(caller, int(moving) if moving and moving.isdigit() else None)
+
+    def onSeedPointRemoved(self, caller, event) -> None:
+        self.controller.seed_removed(caller)
 
     def onLoadSample(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not load the sample CT."), waitCursor=True):
@@ -360,8 +374,12 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             registerSampleData()
             volumeNode = SampleData.downloadSample(SAMPLE_NAME)
             self._parameterNode.inputVolume = volumeNode
-            # Placing the seed triggers the (debounced) explanation when auto-update is on.
-            self.logic.placeSeed(self._parameterNode.seedNode, sampleNoduleRAS())
+            seedNode = self._parameterNode.seedNode
+            if not self.logic.ownsSeedNode(seedNode):  # the user's own point list is left as it is
+                seedNode = self._parameterNode.seedNode = self.logic.createSeedNode()
+            self.logic.placeSeed(seedNode, sampleNoduleRAS())
+            # Moving a placed point fires no placement event: the (debounced) explanation is asked for here.
+            self.controller.seed_placed(seedNode, 0)
             mrml_overlay.jump_slice_views(slicer.mrmlScene, sampleNoduleRAS())
         slicer.util.showStatusMessage("")
 
@@ -448,13 +466,37 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def createSeedNode():
-        # No maximum number of points: the place widget would disable Place once one is placed.
-        # keepNewestSeed turns a new point into a move of the seed instead.
-        return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CycleGANExplain seed")
+        """A point list the module owns (tagged SEED_ROLE): the only kind whose points it moves or deletes.
+
+        No maximum number of points: the place widget would disable Place once one is placed;
+        keepNewestSeed turns a new point into a move of the seed instead. The Markups logic makes every
+        new point list the active place list; the previous one is restored, so that points the user
+        places with the Markups toolbar do not land in (and move) the seed.
+        """
+        scene = slicer.mrmlScene
+        selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        activePlace = (selection.GetActivePlaceNodeID(), selection.GetActivePlaceNodeClassName()) if selection else None
+        node = scene.CreateNodeByClass("vtkMRMLMarkupsFiducialNode")
+        node.UnRegister(None)  # CreateNodeByClass hands over a reference; the scene keeps its own
+        node.SetName(scene.GenerateUniqueName(SEED_NODE_NAME))
+        node.SetAttribute(mrml_overlay.ROLE_ATTRIBUTE, mrml_overlay.SEED_ROLE)
+        scene.AddNode(node)
+        if activePlace is not None:
+            selection.SetActivePlaceNodeID(activePlace[0])
+            selection.SetActivePlaceNodeClassName(activePlace[1])
+        return node
+
+    @staticmethod
+    def ownsSeedNode(seedNode) -> bool:
+        """Whether ``seedNode`` is a seed list the module created (createSeedNode), not the user's."""
+        return seedNode is not None and seedNode.GetAttribute(mrml_overlay.ROLE_ATTRIBUTE) == mrml_overlay.SEED_ROLE
 
     @staticmethod
     def keepNewestSeed(seedNode) -> bool:
-        """Move the seed to the newest placed point and remove the others; True if it moved."""
+        """In the module's own seed list, move the seed to the newest placed point and remove the others;
+        True if it moved. A user's point list is never edited."""
+        if not CycleGANExplainLogic.ownsSeedNode(seedNode):
+            return False
         defined = [index for index in range(seedNode.GetNumberOfControlPoints())
                    if seedNode.GetNthControlPointPositionStatus(index) == seedNode.PositionDefined]
         if len(defined) < 2:
@@ -468,28 +510,45 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         return True
 
     @staticmethod
-    def hasSeed(seedNode) -> bool:
-        return bool(
-            seedNode is not None
-            and seedNode.GetNumberOfControlPoints() > 0
-            and seedNode.GetNthControlPointPositionStatus(0) == seedNode.PositionDefined
-        )
+    def seedPointIndex(seedNode, pointID: Optional[str] = None) -> Optional[int]:
+        """Index of the point to explain: the point ``pointID`` while it exists and is placed, or without
+        an ID the list's first placed point; None when there is none."""
+        if seedNode is None:
+            return None
+        if pointID is None:
+            candidates = range(seedNode.GetNumberOfControlPoints())
+        else:
+            candidates = [seedNode.GetNthControlPointIndexByID(pointID)]
+        return next((index for index in candidates
+                     if index >= 0 and seedNode.GetNthControlPointPositionStatus(index) == seedNode.PositionDefined),
+                    None)
 
-    def seedPosition(self, seedNode) -> np.ndarray:
-        """World RAS position of the seed (the point list's first point)."""
-        if not self.hasSeed(seedNode):
+    @staticmethod
+    def hasSeed(seedNode, pointID: Optional[str] = None) -> bool:
+        return CycleGANExplainLogic.seedPointIndex(seedNode, pointID) is not None
+
+    def seedPosition(self, seedNode, pointID: Optional[str] = None) -> np.ndarray:
+        """World RAS position of the point to explain (seedPointIndex)."""
+        index = self.seedPointIndex(seedNode, pointID)
+        if index is None:
             raise ValueError(_("Place the seed on a nodule first (the place button, then click in a slice view)."))
         position = [0.0, 0.0, 0.0]
-        seedNode.GetNthControlPointPositionWorld(0, position)
+        seedNode.GetNthControlPointPositionWorld(index, position)
         return np.array(position)
 
     @staticmethod
     def placeSeed(seedNode, ras) -> None:
-        """Put the seed (the point list's single point) at ``ras``."""
+        """Put the seed (the single point of the module's own seed list) at ``ras``."""
+        if not CycleGANExplainLogic.ownsSeedNode(seedNode):
+            raise ValueError(f"'{seedNode.GetName()}' is not the module's seed list; its points are left as they are.")
         if seedNode.GetNumberOfControlPoints() == 0:
             seedNode.AddControlPointWorld(*map(float, ras))
         else:
             seedNode.SetNthControlPointPositionWorld(0, *map(float, ras))
+
+    @staticmethod
+    def removeOverlayFromViews(overlayNode) -> None:
+        mrml_overlay.remove_from_slice_views(slicer.mrmlScene, overlayNode)
 
     def prepareRequest(self, volumeNode, seedRAS, device: str = "auto", neighbourSlices: int = 0,
                        method: str = DEFAULT_METHOD, bundle: Union[str, Path, None] = None,

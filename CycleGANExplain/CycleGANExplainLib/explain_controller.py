@@ -5,8 +5,9 @@ changed, Explain clicked, timer fired); this class decides. It takes the logic, 
 the panel (``view``) and two timers as arguments, so it runs on a bare MRML scene in the tests:
 in Slicer the timers are QTimers and the view is the widget.
 
-- Moving the seed restarts a single-shot timer (the debounce): dragging explains once, when the
-  point rests, and only with auto-update on.
+- Placing the seed, or ending a drag of it, restarts a single-shot timer (the debounce): it
+  explains once, when the point rests, and only with auto-update on. Only the module's own seed
+  list is ever edited; in a user's point list the point placed or dragged last is explained.
 - Choosing another method or bundle re-explains the shown map once per choice: a failed attempt
   is not retried on every later parameter change.
 - The networks run in ``BackgroundExplainer``'s worker; the poll timer delivers the result on the
@@ -66,6 +67,9 @@ class ExplainController:
         self.parameters: Any = None
         self._choice_shown_or_tried: Optional[tuple] = None
         self._allowed_bundle_digests: set = set()  # unknown bundles the user confirmed in this session
+        # (seed list's node ID, control point ID) of the point last placed or dragged: the one explained
+        # (IDs, not indices: deleting another point of a user's list shifts the indices).
+        self._seed_point: Optional[tuple] = None
 
     # --- events from the panel -------------------------------------------------------------------
 
@@ -87,13 +91,36 @@ class ExplainController:
             self.view.clear_result()
         self._reexplain_if_choice_changed()
 
-    def seed_moved(self, seed_node: Any) -> None:
-        """A point was placed or moved: a second placed point moves the seed there (the node keeps
-        one point), and the seed's rest position is explained when auto-update is on."""
-        if seed_node is not None and self.logic.keepNewestSeed(seed_node):
-            return  # the move fires another point event, which comes back here
-        if self.parameters is not None and self.parameters.autoUpdate and self.logic.hasSeed(seed_node):
+    def seed_placed(self, seed_node: Any, point_index: Optional[int] = None) -> None:
+        """A point of the seed list was placed, or a drag of it ended (the panel does not pass on
+        PointModifiedEvent, which fires on every mouse move of the place-mode preview point and on
+        label, selection and lock changes). That point becomes the one explained, after the debounce
+        when auto-update is on. In the module's own seed list a second placed point moves the seed
+        there; a user's list is never edited. ``point_index``: None when the event did not say."""
+        if seed_node is None:
+            return
+        if self.logic.keepNewestSeed(seed_node):
+            point_index = 0
+        if point_index is not None and 0 <= point_index < seed_node.GetNumberOfControlPoints():
+            point_id = seed_node.GetNthControlPointID(point_index)
+            if self.logic.hasSeed(seed_node, point_id):
+                self._seed_point = (seed_node.GetID(), point_id)
+        if self.parameters is not None and self.parameters.autoUpdate and \
+                self.logic.hasSeed(seed_node, self._seed_point_id(seed_node)):
             self.debounce_timer.start()
+
+    def seed_removed(self, seed_node: Any) -> None:
+        """A point of the seed list was deleted: if it was the explained one, nothing of its
+        explanation stays (pending or running explanation, overlay in the views, figures)."""
+        if seed_node is None or self.logic.hasSeed(seed_node, self._seed_point_id(seed_node)):
+            return
+        self._seed_point = None
+        self.debounce_timer.stop()
+        self.cancel()
+        parameters = self.parameters
+        if parameters is not None and parameters.overlayVolume:
+            self.logic.removeOverlayFromViews(parameters.overlayVolume)
+        self.view.clear_result()
 
     def explain(self) -> None:
         """Check and read the request on this thread, then compute it in the worker (a newer seed
@@ -164,7 +191,8 @@ class ExplainController:
         allow_unknown = self._confirm_unknown_bundle(self.logic.bundleDirFor(parameters.bundle))
         if allow_unknown is None:
             return None
-        return self.logic.prepareRequest(parameters.inputVolume, self.logic.seedPosition(parameters.seedNode),
+        seed_ras = self.logic.seedPosition(parameters.seedNode, self._seed_point_id(parameters.seedNode))
+        return self.logic.prepareRequest(parameters.inputVolume, seed_ras,
                                          parameters.device, parameters.neighbourSlices, method=parameters.method,
                                          bundle=parameters.bundle, allowUnknownBundle=allow_unknown)
 
@@ -184,9 +212,16 @@ class ExplainController:
             self._allowed_bundle_digests.add(digest)
             return True
 
+    def _seed_point_id(self, seed_node: Any) -> Optional[str]:
+        """The ID of the point of ``seed_node`` last placed or dragged; None: none was (its first point)."""
+        if self._seed_point is None or seed_node is None or self._seed_point[0] != seed_node.GetID():
+            return None
+        return self._seed_point[1]
+
     def _reexplain_if_choice_changed(self) -> None:
         parameters = self.parameters
-        if not (parameters.overlayVolume and self.logic.hasSeed(parameters.seedNode)):
+        if not (parameters.overlayVolume and self.logic.hasSeed(parameters.seedNode,
+                                                                self._seed_point_id(parameters.seedNode))):
             return
         if self._choice_shown_or_tried is None:
             # The overlay records its method; its bundle is the one saved beside it in the parameter node.

@@ -22,6 +22,8 @@ from .overlay import COLOUR_TABLE_NAME, colour_table, display_limit
 ROLE_ATTRIBUTE = "CycleGANExplain.Role"
 OVERLAY_ROLE = "RelevanceOverlay"
 COLOUR_ROLE = "RelevanceColours"
+# The Slicer module's own seed point list (the only markups node whose points it edits).
+SEED_ROLE = "Seed"
 SOURCE_VOLUME_ATTRIBUTE = "CycleGANExplain.SourceVolumeID"
 LIMIT_ATTRIBUTE = "CycleGANExplain.SymmetricLimit"
 METHOD_ATTRIBUTE = "CycleGANExplain.Method"

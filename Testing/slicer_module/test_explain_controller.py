@@ -91,7 +91,7 @@ class Panel:
 
     def place(self, ras) -> None:
         self.logic.placeSeed(self.parameters.seedNode, ras)
-        self.controller.seed_moved(self.parameters.seedNode)
+        self.controller.seed_placed(self.parameters.seedNode, 0)
 
 
 @pytest.fixture
@@ -137,10 +137,9 @@ def test_without_auto_update_moving_the_seed_explains_nothing(panel, nodule_ras)
 def test_a_second_placed_point_moves_the_seed_and_explains_there(panel, nodule_ras):
     panel.place(nodule_ras)
     seed = panel.parameters.seedNode
-    seed.AddControlPointWorld(*map(float, nodule_ras + [0.0, 3.0, 0.0]))  # a new click with Place
-    panel.controller.seed_moved(seed)  # keeps one point; the move itself fires a second event
+    index = seed.AddControlPointWorld(*map(float, nodule_ras + [0.0, 3.0, 0.0]))  # a new click with Place
+    panel.controller.seed_placed(seed, index)
     assert seed.GetNumberOfControlPoints() == 1
-    panel.controller.seed_moved(seed)
     panel.fire_debounce()
     panel.wait()
     np.testing.assert_allclose(overlay_centre_ras(panel.view.results[-1].overlay_node), nodule_ras + [0.0, 3.0, 0.0],

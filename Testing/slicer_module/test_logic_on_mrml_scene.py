@@ -218,6 +218,27 @@ def test_a_new_click_moves_the_seed_instead_of_adding_a_point(module, scene_app,
     assert not logic.keepNewestSeed(seed)
 
 
+def test_a_users_point_list_is_never_edited(module, scene_app, nodule_ras):
+    logic = module.CycleGANExplainLogic()
+    users = scene_app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my nodules")
+    for offset in range(5):
+        users.AddControlPointWorld(*map(float, nodule_ras + [0.0, 0.0, float(offset)]))
+    assert not logic.ownsSeedNode(users) and logic.ownsSeedNode(logic.createSeedNode())
+    assert not logic.keepNewestSeed(users)
+    with pytest.raises(ValueError, match="not the module's seed list"):
+        logic.placeSeed(users, nodule_ras)
+    assert users.GetNumberOfControlPoints() == 5
+    np.testing.assert_allclose(logic.seedPosition(users, users.GetNthControlPointID(3)), nodule_ras + [0.0, 0.0, 3.0])
+
+
+def test_a_new_seed_list_is_not_left_as_the_active_place_list(module, scene_app):
+    selection = scene_app.scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    users = scene_app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my nodules")
+    assert selection.GetActivePlaceNodeID() == users.GetID()  # the Markups logic makes a new list active
+    module.CycleGANExplainLogic.createSeedNode()
+    assert selection.GetActivePlaceNodeID() == users.GetID()
+
+
 def test_panel_changes_keep_the_views_layers_and_another_volume_drops_the_overlay(module, scene_app, synthetic_ct,
                                                                                 nodule_ras):
     logic = module.CycleGANExplainLogic()

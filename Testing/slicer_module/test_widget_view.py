@@ -101,20 +101,127 @@ def test_a_point_placed_in_the_scene_is_explained_and_the_labels_filled(widget, 
     assert not widget._busyRow.visible
 
 
-def test_dragging_the_point_restarts_the_debounce_through_the_observer(widget, nodule_ras):
+IDENTITY_ORIENTATION = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def place_with_the_mouse(node, hovered, ras) -> int:
+    """What Place mode does (vtkSlicerMarkupsWidget): a preview point follows the mouse over ``hovered``
+    positions (its display node's UpdateActiveControlPointWorld), and the click defines it at ``ras``."""
+    import slicer
+
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    event, index = slicer.vtkMRMLInteractionEventData(), -1
+    for position in [*hovered, ras]:
+        event.SetWorldPosition([float(value) for value in position])
+        index = node.GetDisplayNode().UpdateActiveControlPointWorld(index, event, IDENTITY_ORIENTATION, "", "",
+                                                                    node.PositionPreview)
+    node.SetNthControlPointPositionWorld(index, *map(float, ras))
+    return index
+
+
+def drag_with_the_mouse(node, index: int, positions) -> None:
+    """What vtkSlicerMarkupsWidget does when a point is dragged: the moving point's index in an
+    attribute, the start event, one move per mouse move, the end event, the attribute cleared."""
+    import slicer
+
+    moving = slicer.vtkMRMLMarkupsDisplayNode.GetMovingMarkupIndexAttributeName()
+    node.SetAttribute(moving, str(index))
+    node.InvokeCustomModifiedEvent(node.PointStartInteractionEvent)
+    for position in positions:
+        node.SetNthControlPointPositionWorld(index, *map(float, position))
+    node.InvokeCustomModifiedEvent(node.PointEndInteractionEvent)
+    node.SetAttribute(moving, "")
+
+
+def explained_ras(widget) -> np.ndarray:
+    import slicer
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    widget._parameterNode.overlayVolume.GetIJKToRASMatrix(matrix)
+    return (slicer.util.arrayFromVTKMatrix(matrix) @ [31.5, 31.5, 0.0, 1.0])[:3]
+
+
+def test_hovering_in_place_mode_and_label_changes_request_nothing(widget, nodule_ras):
+    import slicer
+
     seed = widget._parameterNode.seedNode
     seed.AddControlPointWorld(*map(float, nodule_ras))
     starts = widget.debounce.starts
-    for step in range(3):
-        seed.SetNthControlPointPositionWorld(0, *map(float, nodule_ras + [step, 0.0, 0.0]))
-    assert widget.debounce.starts >= starts + 3
+    display = seed.GetDisplayNode()
+    event = slicer.vtkMRMLInteractionEventData()
+    index = -1
+    for step in range(5):  # Place mode: the preview point follows the mouse
+        event.SetWorldPosition([float(value) for value in nodule_ras + [step, 0.0, 0.0]])
+        index = display.UpdateActiveControlPointWorld(index, event, IDENTITY_ORIENTATION, "", "", seed.PositionPreview)
+    seed.SetNthControlPointLabel(0, "nodule")
+    seed.SetNthControlPointSelected(0, False)
+    seed.SetNthControlPointLocked(0, True)
+    assert widget.debounce.starts == starts
+    assert seed.GetNumberOfControlPoints() == 2, "the preview point is left to the markups widget"
+
+
+def test_placing_and_the_end_of_a_drag_explain_once_each(widget, nodule_ras):
+    seed = widget._parameterNode.seedNode
+    index = place_with_the_mouse(seed, [nodule_ras + [9.0, 0.0, 0.0], nodule_ras + [5.0, 0.0, 0.0]], nodule_ras)
+    assert widget.debounce.starts == 1
+    explain_now(widget)
+    np.testing.assert_allclose(explained_ras(widget), nodule_ras, atol=1e-6)
+    target = nodule_ras + [2.0, 1.0, 0.0]
+    drag_with_the_mouse(seed, index, [nodule_ras + [1.0, 0.0, 0.0], nodule_ras + [2.0, 0.5, 0.0], target])
+    assert widget.debounce.starts == 2
+    explain_now(widget)
+    np.testing.assert_allclose(explained_ras(widget), target, atol=1e-6)
+
+
+def test_a_users_point_list_keeps_its_points_and_its_chosen_point_is_explained(widget, scene_app, nodule_ras):
+    users = scene_app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my nodules")
+    positions = [nodule_ras + [0.0, 0.0, float(offset)] for offset in (-6, -4, -2, 2, 4)]
+    for position in positions:
+        users.AddControlPointWorld(*map(float, position))
+    widget._parameterNode.seedNode = users
+    widget.onParameterNodeModified()  # the parameter node's observer, as in Slicer
+    index = place_with_the_mouse(users, [nodule_ras + [3.0, 0.0, 0.0]], nodule_ras)
+    explain_now(widget)
+    np.testing.assert_allclose(explained_ras(widget), nodule_ras, atol=1e-6)
+    drag_with_the_mouse(users, 3, [positions[3] + [1.0, 0.0, 0.0]])
+    explain_now(widget)
+    np.testing.assert_allclose(explained_ras(widget), positions[3] + [1.0, 0.0, 0.0], atol=1e-6)
+    assert users.GetNumberOfControlPoints() == 6 and index == 5
+    for point, position in enumerate(positions[:3] + [positions[3] + [1.0, 0.0, 0.0]] + positions[4:] + [nodule_ras]):
+        np.testing.assert_allclose(users.GetNthControlPointPositionWorld(point), position, atol=1e-6)
+
+
+def test_deleting_the_explained_point_takes_its_overlay_out_of_the_views(widget, scene_app, nodule_ras):
+    seed = widget._parameterNode.seedNode
+    place_with_the_mouse(seed, [], nodule_ras)
+    explain_now(widget)
+    composite = scene_app.red_logic.GetSliceCompositeNode()
+    assert composite.GetForegroundVolumeID() == widget._parameterNode.overlayVolume.GetID()
+    seed.RemoveNthControlPoint(0)
+    assert composite.GetForegroundVolumeID() is None
+    assert widget.ui.probabilityXLabel.text == "" and not widget.debounce.active
+
+
+def test_deleting_another_point_of_a_users_list_keeps_the_overlay(widget, scene_app, nodule_ras):
+    users = scene_app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my nodules")
+    users.AddControlPointWorld(*map(float, nodule_ras + [0.0, 0.0, 4.0]))
+    widget._parameterNode.seedNode = users
+    widget.onParameterNodeModified()
+    place_with_the_mouse(users, [], nodule_ras)
+    explain_now(widget)
+    users.RemoveNthControlPoint(0)  # not the explained point: its index shifts, its overlay stays
+    composite = scene_app.red_logic.GetSliceCompositeNode()
+    assert composite.GetForegroundVolumeID() == widget._parameterNode.overlayVolume.GetID()
+    assert widget.ui.probabilityXLabel.text != ""
 
 
 def test_an_error_is_one_dialog_with_its_reason_and_clears_the_labels(widget, nodule_ras):
     seed = widget._parameterNode.seedNode
     seed.AddControlPointWorld(*map(float, nodule_ras))
     explain_now(widget)
-    seed.SetNthControlPointPositionWorld(0, 500.0, 500.0, 500.0)
+    drag_with_the_mouse(seed, 0, [(500.0, 500.0, 500.0)])
     explain_now(widget)
     [(kind, text)] = widget.dialogs.shown
     assert kind == "errorDisplay"
