@@ -18,6 +18,7 @@ from cyclegan_explain_training.generator_validation import validate_generators, 
 from cyclegan_explain_training.run_log import read_metrics
 from cyclegan_explain_training.train_classifier import train_classifier
 from cyclegan_explain_training.train_cyclegan import (
+    VALIDATION_CHECKS_DIR,
     VALIDATION_METRICS,
     batchnorm_patches,
     load_generators,
@@ -62,7 +63,8 @@ def _figures(generator_pos, generator_neg, classifier, discs):
 def _score_of(figures, fill):
     flips = [figures[f"{fill}/flip_benign_to_malignant"], figures[f"{fill}/flip_malignant_to_benign"]]
     return (np.nanmean(flips) + (figures[f"{fill}/ssim_pos"] + figures[f"{fill}/ssim_neg"]) / 2
-            + figures[f"{fill}/relevance_within_5mm"])
+            + figures[f"{fill}/relevance_within_5mm"] + (1.0 - figures[f"{fill}/bright_core_inserted_by_neg"])
+            + figures[f"{fill}/unchanged_beyond_box"])
 
 
 def test_identity_generators_flip_nothing_and_are_perfectly_similar(classifier, discs):
@@ -78,8 +80,10 @@ def test_identity_generators_flip_nothing_and_are_perfectly_similar(classifier, 
         assert figures[f"{fill}/ssim_pos"] == pytest.approx(1.0, abs=1e-5)
         assert figures[f"{fill}/ssim_neg"] == pytest.approx(1.0, abs=1e-5)
         assert figures[f"{fill}/relevance_within_5mm"] == 0.0  # no relevance at all
-        assert figures[f"{fill}/score"] == pytest.approx(1.0, abs=1e-5)
-    assert figures["score"] == pytest.approx(1.0, abs=1e-5)
+        assert figures[f"{fill}/bright_core_inserted_by_neg"] == 0.0
+        assert figures[f"{fill}/unchanged_beyond_box"] == 1.0
+        assert figures[f"{fill}/score"] == pytest.approx(3.0, abs=1e-5)
+    assert figures["score"] == pytest.approx(3.0, abs=1e-5)
 
 
 class _PaintsTheAir(nn.Module):
@@ -93,12 +97,33 @@ class _PaintsTheAir(nn.Module):
         return torch.where(x <= AIR + 1e-4, torch.full_like(x, self.value), x)
 
 
+class _BrightCore(nn.Module):
+    """Puts the window's top (400 HU) on the patch's central 4 x 4 pixels, inside every test nodule."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        y[..., 30:34, 30:34] = 1.0
+        return y
+
+
+def test_a_bright_core_inserted_by_g_minus_counts_against_the_score(classifier, discs):
+    torch.manual_seed(1)
+    identity = UNetGenerator(4, residual=True)
+    figures = _figures(identity, _BrightCore(), classifier, discs)
+    plain = _figures(identity, UNetGenerator(4, residual=True), classifier, discs)
+    for fill in EVALUATION_FILLS:
+        assert figures[f"{fill}/bright_core_inserted_by_neg"] == 1.0
+        assert figures[f"{fill}/score"] == pytest.approx(_score_of(figures, fill), abs=1e-6)
+    assert plain["air/bright_core_inserted_by_neg"] == 0.0
+
+
 def test_the_score_is_the_worst_fills(classifier, discs):
     figures = _figures(_PaintsTheAir(1.0), _PaintsTheAir(0.0), classifier, discs)
     scores = {fill: figures[f"{fill}/score"] for fill in EVALUATION_FILLS}
     for fill in EVALUATION_FILLS:
         assert scores[fill] == pytest.approx(_score_of(figures, fill), abs=1e-6)
     assert figures["air/ssim_pos"] < 0.9 and figures["lung/ssim_pos"] > 0.99
+    assert figures["air/unchanged_beyond_box"] < 0.5 and figures["lung/unchanged_beyond_box"] == 1.0
     assert scores["air"] < scores["lung"] - 0.05  # the fills really differ here ...
     assert figures["score"] == scores["air"] == min(scores.values())  # ... and the worse one counts
 
@@ -120,7 +145,7 @@ def validated_runs(tmp_path_factory, make_disc_dataset):
     # are the ones the long run had at that step.
     short = with_overrides(config, "cyclegan", {"steps": best_step})
     train_cyclegan(dataset, classifier, short, root / "short", "cpu", progress=False)
-    return {"log": log, "best_step": best_step, "long": load_checkpoint(root / "long" / "cyclegan.pt"),
+    return {"root": root, "log": log, "best_step": best_step, "long": load_checkpoint(root / "long" / "cyclegan.pt"),
             "short": load_checkpoint(root / "short" / "cyclegan.pt")}
 
 
@@ -131,6 +156,12 @@ def _same_weights(first: nn.Module, second: nn.Module) -> bool:
 def test_the_exported_generators_are_those_of_the_best_validation_step(validated_runs):
     log, best_step, long = validated_runs["log"], validated_runs["best_step"], validated_runs["long"]
     assert [record["step"] for record in log] == [2, 4, 6]
+    for record in log:  # every checked pair is kept for choosing afterwards
+        kept = load_checkpoint(validated_runs["root"] / "long" / VALIDATION_CHECKS_DIR / f"step-{record['step']:06d}.pt")
+        assert kept["step"] == record["step"] and kept["validation"]["score"] == record["score"]
+    best_kept = load_checkpoint(validated_runs["root"] / "long" / VALIDATION_CHECKS_DIR / f"step-{best_step:06d}.pt")
+    assert all(torch.equal(best_kept["generator_pos"][name], value)
+               for name, value in long["best"]["generator_pos"].items())
     assert long["best"]["step"] == best_step
     assert long["best"]["score"] == max(record["score"] for record in log)
     assert long["residual_generators"] is True

@@ -47,3 +47,28 @@ def unrelated_partners(n: int, seed: int) -> np.ndarray:
     partners = np.empty(n, dtype=np.int64)
     partners[order] = np.roll(order, 1)  # a cycle through the shuffled order: no fixed point
     return partners
+
+
+# The realism checks' definitions, shared by the generators' validation and the test-split audit.
+BRIGHT_CORE_HU = 200.0  # calcification-like: above solid soft tissue
+BRIGHT_CORE_MIN_PIXELS = 2
+UNCHANGED_BEYOND_BOX_HU = 10.0  # mean |G(x) - x| beyond the real image that still counts as unchanged
+
+
+def inserted_bright_core(x_hu: np.ndarray, generated_hu: np.ndarray, masks: np.ndarray,
+                         hu: float = BRIGHT_CORE_HU, min_pixels: int = BRIGHT_CORE_MIN_PIXELS) -> np.ndarray:
+    """Per patch [N, H, W] (Hounsfield units): True where G(x) has at least ``min_pixels`` pixels
+    >= ``hu`` inside the nodule mask that were below it in x: a bright core the nodule did not have."""
+    new_bright = (np.asarray(generated_hu) >= hu) & (np.asarray(x_hu) < hu) & np.asarray(masks, bool)
+    return new_bright.reshape(len(new_bright), -1).sum(axis=1) >= min_pixels
+
+
+def mean_change_beyond_box(x_hu: np.ndarray, generated_hu: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per patch [N, H, W]: mean |G(x) - x| (HU) over the pixels that hold no image (``valid`` 0);
+    NaN for a patch that is real image everywhere."""
+    beyond = ~np.asarray(valid, bool)
+    change = np.abs(np.asarray(generated_hu, np.float64) - np.asarray(x_hu, np.float64))
+    counts = beyond.reshape(len(beyond), -1).sum(axis=1)
+    sums = (change * beyond).reshape(len(beyond), -1).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

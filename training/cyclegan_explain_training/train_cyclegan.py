@@ -54,6 +54,7 @@ from .train_classifier import (images_in_random_context, load_classifier, patien
 CYCLEGAN_CHECKPOINT = "cyclegan.pt"
 CYCLEGAN_METRICS = "cyclegan_metrics.jsonl"
 VALIDATION_METRICS = "cyclegan_validation.jsonl"
+VALIDATION_CHECKS_DIR = "validation-checks"  # the generators of every validation check
 BATCHNORM_SEED = 1234  # the surrounds drawn for the BatchNorm statistics' patches
 VALIDATION_BATCHNORM_PATCHES = 1024
 NETWORK_NAMES = ("generator_pos", "generator_neg", "discriminator_pos", "discriminator_neg")
@@ -309,6 +310,7 @@ class _GeneratorValidation:
         self.batchnorm_images = batchnorm_patches(fit, hu_window)[
             np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
         self.log = MetricsLog(out_dir / VALIDATION_METRICS)
+        self.checks_dir = out_dir / VALIDATION_CHECKS_DIR
 
     def check(self, trainer: "CycleGANAMTrainer", run: _RunState, batch_size: int) -> None:
         from .generator_validation import validate_generators
@@ -317,6 +319,12 @@ class _GeneratorValidation:
                                       _unwrap(trainer.networks["generator_neg"]), trainer.classifier, self.held_out,
                                       self.batchnorm_images, batch_size, trainer.device)
         self.log.write({"step": run.step, **figures})
+        # Every checked pair is kept, so that runs can be compared and re-chosen afterwards on the
+        # same validation patients (select-generators), not only by the score used during training.
+        save_checkpoint({"kind": "generator-check", "step": run.step, "validation": figures,
+                         **{name: _unwrap(trainer.networks[name]).state_dict()
+                            for name in ("generator_pos", "generator_neg")}},
+                        self.checks_dir / f"step-{run.step:06d}.pt")
         if figures["score"] > run.best.get("score", -np.inf):
             run.best = {"step": run.step, "score": figures["score"], "validation": figures,
                         **{name: copy.deepcopy(_unwrap(trainer.networks[name]).state_dict())
