@@ -70,6 +70,8 @@ class ExplainController:
         # (seed list's node ID, control point ID) of the point last placed or dragged: the one explained
         # (IDs, not indices: deleting another point of a user's list shifts the indices).
         self._seed_point: Optional[tuple] = None
+        self._preparing = False  # installs and questions before a request (explain)
+        self._requested_while_preparing = False
 
     # --- events from the panel -------------------------------------------------------------------
 
@@ -128,17 +130,28 @@ class ExplainController:
         parameters = self.parameters
         if parameters is None:
             return
+        if self._preparing:
+            # An install or a question is under way: PyTorchUtils' and pip's logging and the dialogs
+            # process Qt events, so timers and clicks arrive here meanwhile. One more explanation runs
+            # once it is done (with the seed and choices as they are then), never a second install.
+            self._requested_while_preparing = True
+            return
         # Cleared first: if this explanation fails, no earlier seed's figures stay on screen as if current.
         self.view.clear_result()
         self._choice_shown_or_tried = (parameters.method, parameters.bundle)
+        self._preparing, self._requested_while_preparing = True, False
         try:
             request = self._prepare_request(parameters)
         except Exception as error:  # noqa: BLE001 - every failure is the user's to read
             logging.error("Explanation failed", exc_info=True)
             self.view.show_error(EXPLAIN_FAILED, error)
             return
+        finally:
+            self._preparing = False
         if request is None:
             return
+        if self._requested_while_preparing and self.parameters is not None:
+            self.debounce_timer.start()
         self.explainer.submit(request)
         self.view.set_busy(True)
         self.view.show_status(_("Explaining the seed point..."))

@@ -245,3 +245,58 @@ def test_leaving_the_module_stops_a_pending_re_explain(panel, nodule_ras):
     assert not panel.debounce.active
     panel.controller.explain()  # a timer that fired anyway does nothing
     assert not panel.poll_timer.active and not panel.view.errors
+
+
+def test_clicks_and_timers_during_a_package_install_start_no_second_install(panel, nodule_ras, monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum", None)  # missing until the "install" below
+    installs = []
+
+    def pip_install(arguments) -> None:
+        # pip_install's logging calls processEvents(): a click on Explain and the debounce timer land here.
+        installs.append(arguments)
+        panel.place(nodule_ras + [0.0, 2.0, 0.0])
+        panel.controller.explain()
+        panel.controller.explain()
+        del sys.modules["captum"]  # installed
+
+    panel.controller.installer = DependencyInstaller(panel.view.ask, panel.view.tell, panel.view.show_status,
+                                                     pip_install=pip_install)
+    panel.parameters.method = BASELINE
+    panel.place(nodule_ras)
+    panel.fire_debounce()
+    assert len(installs) == 1 and len(panel.view.questions) == 1 and not panel.view.errors
+    # The request prepared after the install reads the seed as it is then; one more explanation follows.
+    panel.wait()
+    np.testing.assert_allclose(overlay_centre_ras(panel.view.results[-1].overlay_node), nodule_ras + [0.0, 2.0, 0.0],
+                               atol=1e-6)
+    panel.fire_debounce()
+    panel.wait()
+    assert len(installs) == 1 and len(panel.view.questions) == 1 and len(panel.view.results) == 2
+
+
+def test_clicks_during_a_torch_install_start_no_second_install(panel, nodule_ras, monkeypatch):
+    import importlib.util
+    import types
+
+    real_find_spec = importlib.util.find_spec
+    installed = []
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "torch" and not installed else real_find_spec(name, *args))
+
+    class PyTorchUtilsLogic:  # STAND-IN for the PyTorch extension; its install processes Qt events
+        def torchInstalled(self) -> bool:
+            return bool(installed)
+
+        def installTorch(self, **kwargs):
+            panel.controller.explain()  # a click on Explain while the install runs
+            installed.append(kwargs)
+            return object()
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    panel.controller.installer = DependencyInstaller(panel.view.ask, panel.view.tell, panel.view.show_status,
+                                                     pip_install=Panel._refuse_pip)
+    panel.place(nodule_ras)
+    panel.fire_debounce()
+    panel.wait()
+    assert len(installed) == 1 and len(panel.view.questions) == 1 and len(panel.view.results) == 1
+    assert panel.debounce.active, "the click during the install is explained once it is done"
