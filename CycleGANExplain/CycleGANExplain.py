@@ -63,6 +63,7 @@ BASELINE_MINIMUM_ENRICHMENT = 2.0
 # Moving the seed re-explains once the point has rested this long (debounce).
 REEXPLAIN_DELAY_MS = 300
 SEED_NODE_NAME = "CycleGANExplain seed"
+DEFAULT_DEVICE = "auto"
 # How often the GUI thread looks for a finished explanation (short beside any explanation).
 POLL_INTERVAL_MS = 50
 
@@ -173,7 +174,7 @@ class CycleGANExplainParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     seedNode: vtkMRMLMarkupsFiducialNode
-    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = DEFAULT_DEVICE
     method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
     bundle: Annotated[str, Choice(shippedBundleNames())] = default_bundle_dir().name
     neighbourSlices: Annotated[int, WithinRange(0, 10)] = 0
@@ -281,8 +282,13 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        self.logic.completeParameters(self._parameterNode)
+        # Completed and repaired before the GUI is bound: binding a combo box to a value outside its
+        # choices (a saved scene's bundle, method or device not available here) raises.
+        parameters = self.logic.getParameterNode()
+        replaced = self.logic.completeParameters(parameters)
+        self.setParameterNode(parameters)
+        if replaced:
+            self.tell("\n".join(replaced), _("Saved settings not available"))
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -445,17 +451,27 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         return CycleGANExplainParameterNode(super().getParameterNode())
 
     @staticmethod
-    def completeParameters(parameters) -> None:
-        """Fill what a new (or loaded) parameter node lacks: the scene's first CT, a seed point list,
-        and the default bundle when the saved one is not installed."""
+    def completeParameters(parameters) -> List[str]:
+        """Fill what a new (or loaded) parameter node lacks (the scene's first CT, a seed point list) and
+        replace a device, method or bundle this installation does not offer (a scene saved elsewhere or
+        with another version) by the default. Returns one sentence per replaced value, for the user."""
         if not parameters.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode and firstVolumeNode != parameters.overlayVolume:
                 parameters.inputVolume = firstVolumeNode
         if not parameters.seedNode:
             parameters.seedNode = CycleGANExplainLogic.createSeedNode()
-        if parameters.bundle not in shippedBundleNames():
-            parameters.bundle = default_bundle_dir().name
+        replaced = []
+        for name, label, choices, default in (
+                ("device", _("Device"), DEVICE_CHOICES, DEFAULT_DEVICE),
+                ("method", _("Method"), list(METHODS), DEFAULT_METHOD),
+                ("bundle", _("Bundle"), shippedBundleNames(), default_bundle_dir().name)):
+            saved = getattr(parameters, name)
+            if saved not in choices:
+                setattr(parameters, name, default)
+                replaced.append(_("{parameter} \"{saved}\" is not available here; using \"{default}\".").format(
+                    parameter=label, saved=saved, default=default))
+        return replaced
 
     def bundleDirFor(self, bundle: Union[str, Path, None] = None) -> Path:
         """The folder of ``bundle`` (a shipped bundle's name or a folder); None: this logic's bundle."""

@@ -193,3 +193,50 @@ def test_connect_gui_binds_the_named_widgets_and_returns_a_tag_that_disconnects(
     assert node.connected == {tag: {"device": ui.deviceComboBox, "method": ui.methodComboBox}}
     node.disconnectGui(tag)
     assert node.connected == {}
+
+
+def _module_with_the_real_wrapper(wrapper, monkeypatch):
+    """CycleGANExplain.py imported afresh with Slicer's parameterNodeWrapper (``wrapper``) in place of the
+    stand-in, so that its parameter node is the real one."""
+    import importlib.util
+
+    import slicer
+
+    from .conftest import MODULE_DIR
+
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
+    monkeypatch.setattr(slicer, "parameterNodeWrapper", wrapper, raising=False)
+    spec = importlib.util.spec_from_file_location("CycleGANExplain_real_wrapper", MODULE_DIR / "CycleGANExplain.py")
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def test_a_saved_scenes_unavailable_choices_are_replaced_before_the_gui_is_bound(module, slicer_wrapper, scene_app,
+                                                                                monkeypatch):
+    _, wrapper = slicer_wrapper
+    real = _module_with_the_real_wrapper(wrapper, monkeypatch)
+    logic = real.CycleGANExplainLogic()
+    node = logic.getParameterNode().parameterNode
+    # What a scene saved with another installation holds (the wrapper writes str parameters as is).
+    for name, saved in (("bundle", "bundle-not-installed"), ("method", "method-removed"), ("device", "tpu")):
+        node.SetParameter(name, saved)
+    parameters = logic.getParameterNode()
+    assert type(parameters).__module__ == real.__name__ and parameters.bundle == "bundle-not-installed"
+    ui = types.SimpleNamespace(deviceComboBox=ComboBox("device"), methodComboBox=ComboBox("method"),
+                               bundleComboBox=ComboBox("bundle"))
+    with pytest.raises(ValueError, match="bundle-not-installed|method-removed|tpu"):
+        connect_gui(parameters, ui)  # the failure repaired below: the binding cannot show the saved value
+
+    parameters = logic.getParameterNode()
+    replaced = logic.completeParameters(parameters)
+    assert len(replaced) == 3
+    assert all(saved in sentence for saved, sentence in zip(("tpu", "method-removed", "bundle-not-installed"),
+                                                            replaced))
+    assert (node.GetParameter("device"), node.GetParameter("method"), node.GetParameter("bundle")) == (
+        real.DEFAULT_DEVICE, real.DEFAULT_METHOD, real.default_bundle_dir().name)
+    ui = types.SimpleNamespace(deviceComboBox=ComboBox("device"), methodComboBox=ComboBox("method"),
+                               bundleComboBox=ComboBox("bundle"))
+    connect_gui(parameters, ui)
+    assert ui.bundleComboBox.currentIndex == real.shippedBundleNames().index(real.default_bundle_dir().name)
+    assert logic.completeParameters(logic.getParameterNode()) == [], "the user is told once"

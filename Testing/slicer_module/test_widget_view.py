@@ -242,3 +242,23 @@ def test_declining_a_baselines_install_is_explained_in_a_message(widget, nodule_
     assert "captum" in widget.dialogs.shown[0][1] and "back to CycleGAN-AM" in widget.dialogs.shown[1][1]
     assert widget._parameterNode.method == "cyclegan-am"
     np.testing.assert_equal(widget.ui.probabilityXLabel.text, "")
+
+
+def test_entering_with_a_saved_scenes_unavailable_bundle_binds_the_default_and_says_so_once(widget, module,
+                                                                                          monkeypatch):
+    parameters = widget._parameterNode
+    parameters.bundle, parameters.method = "bundle-not-installed", "method-removed"
+    bound = []  # what the GUI binding would show (connect_gui needs Qt widgets: recorded instead)
+    monkeypatch.setitem(vars(module), "connect_gui",
+                        lambda node, ui: bound.append((node.method, node.bundle)) or len(bound))
+    monkeypatch.setattr(widget.logic, "getParameterNode", lambda: parameters)  # the stand-in keeps no values
+    # The wrapper's own methods, as Slicer's wrapper has them (the stand-in lacks them).
+    parameters.disconnectGui = lambda tag: None
+    parameters.AddObserver, parameters.RemoveObserver = (parameters.parameterNode.AddObserver,
+                                                         parameters.parameterNode.RemoveObserver)
+    widget._parameterNode = None  # the fixture bound it without the observer setParameterNode adds
+    widget.initializeParameterNode()
+    widget.initializeParameterNode()  # entering the module again
+    assert bound == [(module.DEFAULT_METHOD, module.default_bundle_dir().name)] * 2
+    [(kind, text)] = widget.dialogs.shown
+    assert kind == "infoDisplay" and "bundle-not-installed" in text and "method-removed" in text
