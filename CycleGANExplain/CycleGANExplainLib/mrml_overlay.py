@@ -44,23 +44,25 @@ def relevance_colour_node(scene):
 
     Made in code because Slicer's file-based colour tables are absent on a bare MRML scene.
     Entry i shows R = -limit + 2 * limit * i / (n - 1); the display node's window maps
-    [-limit, +limit] onto the table, and the table's alpha makes near-zero R transparent.
+    [-limit, +limit] onto the table, and the table's alpha (0 or 1, what slice views can draw)
+    makes near-zero R transparent.
     """
     import slicer
 
-    node = find_role_node(scene, COLOUR_ROLE)
-    if node is not None:
-        return node
     table = colour_table()
-    node = slicer.vtkMRMLColorTableNode()
-    node.SetName(COLOUR_TABLE_NAME)
-    node.SetTypeToUser()
-    node.SetNumberOfColors(len(table))
-    for index, (red, green, blue, alpha) in enumerate(table):
-        node.SetColor(index, f"R{index - (len(table) - 1) / 2:+.1f}", red, green, blue, alpha)
-    node.SetAttribute(ROLE_ATTRIBUTE, COLOUR_ROLE)
-    node.SetHideFromEditors(True)
-    scene.AddNode(node)
+    node = find_role_node(scene, COLOUR_ROLE)
+    if node is None:
+        node = slicer.vtkMRMLColorTableNode()
+        node.SetName(COLOUR_TABLE_NAME)
+        node.SetTypeToUser()
+        node.SetAttribute(ROLE_ATTRIBUTE, COLOUR_ROLE)
+        node.SetHideFromEditors(True)
+        scene.AddNode(node)
+    # Written again when found: a scene saved by an earlier version holds that version's table.
+    with slicer.util.NodeModify(node):
+        node.SetNumberOfColors(len(table))
+        for index, (red, green, blue, alpha) in enumerate(table):
+            node.SetColor(index, f"R{index - (len(table) - 1) / 2:+.1f}", red, green, blue, alpha)
     return node
 
 

@@ -3,7 +3,8 @@ legend that says what the colours mean (one source for every front end).
 
 The Slicer module turns the table into a colour node, the command line and the web viewer into
 images; all of them draw R with exactly these colours (docs/architecture.md, contract 4):
-red = R > 0 (malignancy-indicating), blue = R < 0 (benign-indicating), near zero transparent.
+red = R > 0 (malignancy-indicating), blue = R < 0 (benign-indicating), near zero transparent
+(below TRANSPARENT_BELOW of the range: the only transparency Slicer's slice views can draw).
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ from typing import List, Tuple
 import numpy as np
 
 from .attribution_methods import INTENSITY_UNITS, method_info
+from .translation import tr as _
 
 COLOUR_TABLE_NAME = "CycleGANExplainRelevance"
 COLOUR_TABLE_LEVELS = 256
 # ColorBrewer RdBu end colours: distinguishable for red-green colour-blind readers.
 MALIGNANT_RGB = (0.698, 0.094, 0.169)
 BENIGN_RGB = (0.129, 0.400, 0.675)
-# |R| below this fraction of the range is fully transparent; above the second, fully opaque.
+# |R| below this fraction of the range is transparent; from it on, opaque (drawn at the view's
+# overlay opacity). Two values, not a ramp: Slicer's vtkMRMLScalarVolumeDisplayNode ANDs the colour
+# table's alpha into 0 or 255 in slice views, and every front end draws what Slicer draws.
 TRANSPARENT_BELOW = 0.1
-OPAQUE_ABOVE = 0.5
+# The colour at that threshold: this share of the end colour over white (pale, not white, so that
+# weak relevance is not an opaque white haze over the CT); full colour at the range's end.
+FAINTEST_TINT = 0.35
 # The smallest symmetric range, in normalised units: keeps noise-level maps from being
 # stretched into saturated colour.
 MINIMUM_LIMIT = 0.05
@@ -42,11 +48,12 @@ def symmetric_limit(relevance: np.ndarray, percentile: float = 99.5, minimum: fl
 def colour_table(levels: int = COLOUR_TABLE_LEVELS) -> np.ndarray:
     """RGBA table [levels, 4] in [0, 1]; entry i shows R = -limit + 2 * limit * i / (levels - 1)."""
     t = np.linspace(-1.0, 1.0, levels)
-    strength = np.abs(t)[:, None]
+    shown = np.abs(t) >= TRANSPARENT_BELOW
+    above = np.clip((np.abs(t) - TRANSPARENT_BELOW) / (1.0 - TRANSPARENT_BELOW), 0.0, 1.0)
+    strength = np.where(shown, FAINTEST_TINT + (1.0 - FAINTEST_TINT) * above, 0.0)[:, None]
     end_colour = np.where(t[:, None] > 0, np.array(MALIGNANT_RGB), np.array(BENIGN_RGB))
     rgb = (1.0 - strength) * 1.0 + strength * end_colour
-    alpha = np.clip((np.abs(t) - TRANSPARENT_BELOW) / (OPAQUE_ABOVE - TRANSPARENT_BELOW), 0.0, 1.0)
-    return np.concatenate([rgb, alpha[:, None]], axis=1)
+    return np.concatenate([rgb, shown.astype(float)[:, None]], axis=1)
 
 
 def relevance_to_rgba(relevance: np.ndarray, limit: float, levels: int = COLOUR_TABLE_LEVELS) -> np.ndarray:
@@ -75,10 +82,18 @@ def legend_entries(method: str) -> List[Tuple[Tuple[float, float, float], str]]:
     """(colour, meaning) of each colour ``method``'s maps use: what every legend (module, CLI,
     figures, web page) says."""
     if method_info(method).signed:
-        return [(MALIGNANT_RGB, "red = malignancy-indicating (R > 0)"), (BENIGN_RGB, "blue = benign-indicating (R < 0)")]
+        return [(MALIGNANT_RGB, _("red = malignancy-indicating (R > 0)")),
+                (BENIGN_RGB, _("blue = benign-indicating (R < 0)"))]
     # An unsigned map has no blue by construction: say so, lest "no blue" read as "no benign evidence".
-    return [(MALIGNANT_RGB, "unsigned map (magnitude only): red = relevant to the malignancy score in either "
-                            "direction; there is never blue")]
+    return [(MALIGNANT_RGB, _("unsigned map (magnitude only): red = relevant to the malignancy score in either "
+                              "direction; there is never blue"))]
+
+
+def transparency_text() -> str:
+    """How weak relevance is drawn (colour_table), in words for the legends."""
+    return _("|R| under {share} of the colour range is transparent; above it, the colour is drawn at the overlay's "
+             "opacity, pale for weak and full for strong relevance. The range is symmetric, scaled to this "
+             "explanation.").format(share=f"{TRANSPARENT_BELOW:.0%}")
 
 
 def colour_legend(method: str) -> str:
@@ -96,7 +111,7 @@ def legend_html(method: str) -> str:
     colours = "<br>".join(f'<span style="color:{rgb_hex(rgb)}"><b>\u25a0</b></span> {html.escape(meaning)}'
                           for rgb, meaning in legend_entries(method))
     return (f"<b>{html.escape(info.label)}</b> ({html.escape(info.library)}). {html.escape(info.reading)}<br>{colours}"
-            "<br>Near zero is transparent. The colour range is symmetric, scaled to this explanation.")
+            f"<br>{html.escape(transparency_text())}")
 
 
 def display_limit(relevance: np.ndarray, method: str) -> float:

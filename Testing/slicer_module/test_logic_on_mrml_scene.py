@@ -11,7 +11,7 @@ import pytest
 from CycleGANExplainLib import mrml_overlay
 from CycleGANExplainLib.model_bundle import BundleIntegrityError, default_bundle_dir
 from CycleGANExplainLib.mrml_explain import NoInputVolumeError, volume_array_and_geometry
-from CycleGANExplainLib.overlay import OPAQUE_ABOVE, relevance_to_rgba
+from CycleGANExplainLib.overlay import COLOUR_TABLE_LEVELS, TRANSPARENT_BELOW, relevance_to_rgba
 from CycleGANExplainLib.patch_sampling import SeedOutsideVolumeError, extract_patch
 from CycleGANExplainLib.volume_checks import NotCTError
 
@@ -155,7 +155,7 @@ def test_composited_slice_shows_relevance_where_r_is_large(module, scene_app, sy
     checked = 0
     for row, column in (strongest, opposite):
         value = float(relevance[row, column])
-        if abs(value) < OPAQUE_ABOVE * limit:
+        if abs(value) < 0.5 * limit:  # strong enough to tell red from blue at a glance
             continue
         ras = (explanation.patch_to_ras @ [column, row, 0.0, 1.0])[:3]
         x, y = scene_app.ras_to_slice_xy(xy_to_ras, ras)
@@ -190,6 +190,49 @@ def test_colour_table_paints_red_blue_and_lets_near_zero_through(scene_app, synt
     assert benign[2] - benign[0] > 60, benign
     assert malignant[0] - malignant[2] > 60, malignant
     assert np.ptp(zero) <= 2, zero  # the grey CT shows through
+
+
+def test_slicers_display_pipeline_draws_the_shared_colour_table_and_alpha(scene_app, synthetic_ct, nodule_ras):
+    """Every entry of the colour table through vtkMRMLScalarVolumeDisplayNode's own pipeline, fed as
+    vtkMRMLSliceLayerLogic feeds it (the resliced image and the reslice's stencil output): the RGBA
+    Slicer draws is relevance_to_rgba's, which the CLI and the web viewer draw and the legend describes."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    from CycleGANExplainLib.patch_sampling import patch_to_ras_matrix
+
+    volume = scene_app.load_volume(synthetic_ct)
+    levels = COLOUR_TABLE_LEVELS
+    # One value a quarter of an entry past each entry's start: the same entry however an index is rounded.
+    entries = np.resize(np.arange(levels - 1), 64 * 64)
+    fraction = (entries + 0.25) / (levels - 1) * 2.0 - 1.0
+    relevance = (fraction * 0.4).reshape(64, 64).astype(np.float32)
+    relevance[0, ::2], relevance[0, 1::2] = -0.4, 0.4  # over 0.5 % of the map: the display limit is 0.4
+    explanation = SimpleNamespace(relevance=relevance, patch_to_ras=patch_to_ras_matrix(nodule_ras))
+    overlay = mrml_overlay.update_overlay_node(scene_app.scene, [explanation], source_volume=volume)
+    limit = mrml_overlay.overlay_limit(overlay)
+    assert limit == pytest.approx(0.4, rel=1e-6)
+
+    reslice = vtk.vtkImageReslice()  # identity: the axial slice lies on the overlay's own grid
+    reslice.SetInputConnection(overlay.GetImageDataConnection())
+    reslice.GenerateStencilOutputOn()
+    display = overlay.GetScalarVolumeDisplayNode()
+    display.SetInputImageDataConnection(reslice.GetOutputPort(0))
+    display.SetBackgroundImageStencilDataConnection(reslice.GetOutputPort(1))
+    producer = display.GetOutputImageDataConnection().GetProducer()
+    producer.Update()
+    drawn = vtk_to_numpy(producer.GetOutputDataObject(0).GetPointData().GetScalars()).reshape(64, 64, 4)
+
+    expected = relevance_to_rgba(relevance, limit)
+    np.testing.assert_array_equal(drawn[..., 3], expected[..., 3])
+    assert np.abs(drawn[..., :3].astype(int) - expected[..., :3]).max() <= 1
+    shown = drawn[..., 3] > 0
+    assert set(np.unique(drawn[..., 3])) == {0, 255}
+    entry = 2.0 * limit / (levels - 1)  # the width of one table entry, in R
+    assert np.abs(relevance[~shown]).max() < TRANSPARENT_BELOW * limit + entry
+    assert np.abs(relevance[shown]).min() > TRANSPARENT_BELOW * limit - entry
+    # The faintest colour drawn is a tint, not near-white: weak relevance is no white haze over the CT.
+    assert np.ptp(drawn[shown][:, :3].astype(int), axis=1).min() > 40
 
 
 def test_reexplaining_updates_the_same_nodes(module, scene_app, synthetic_ct, nodule_ras):
