@@ -297,7 +297,8 @@ class ExplainViewer(TrameApp):
             upload = LoadVolumeUI()
             upload.on_load_volume.connect(self.load_uploaded_files)
             v3.VBtn("Load sample CT", click=self.load_sample, size="small", variant="tonal", id="load-sample")
-        html.Div("Open a NRRD, NIfTI or MHA file, or a DICOM series (several files, a folder or a .zip).",
+        html.Div("Open a NRRD, NIfTI or MHA file, a .nhdr or .mhd header with its data file, or a DICOM series "
+                 "(several files, a folder or a .zip).",
                  classes="text-caption")
         html.Div("{{ volume_text }}", id="volume-text", classes="text-body-2")
         v3.VSelect(label="Device", v_model=("device",), items=("device_choices",), density="compact",

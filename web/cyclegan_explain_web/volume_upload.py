@@ -2,16 +2,19 @@
 
 Reading goes through ``CycleGANExplainLib.volume_io`` (SimpleITK, Slicer's RAS convention), as in
 the command line, so the browser gets the same formats and the same error messages:
-one NRRD / NIfTI / MHA file, or a DICOM series uploaded as several files, a folder or a .zip.
+one NRRD / NIfTI / MHA file, a detached header (.nhdr, .mhd) with its data file, or a DICOM
+series uploaded as several files, a folder or a .zip. Nothing but the uploaded files is read: a
+header may name its data file anywhere, so that name must be one of the files uploaded with it.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -82,16 +85,103 @@ def _extract_zip(archive: Path, limits: UploadLimits) -> Path:
     return folder
 
 
+# Formats whose header may name another file as its voxel data (NRRD's "data file:", MetaImage's
+# "ElementDataFile ="): ITK opens whatever path is written there, the server's own files included.
+_NRRD_SUFFIXES = (".nrrd", ".nhdr")
+_HEADER_SUFFIXES = _NRRD_SUFFIXES + (".mha", ".mhd")
+_HEADER_BYTES = 1 << 16  # headers are a few hundred bytes; the data-file field is searched for here
+_FIELD = re.compile(r"\s*([A-Za-z][A-Za-z ]*?)\s*[:=]\s*(.*?)\s*$")
+
+
+def _uploaded_name(path: Path) -> str:
+    """The name the file had in the browser (write_uploaded_files prefixes a number)."""
+    return path.name[6:]
+
+
+def _data_file_field(header: Path) -> Optional[Tuple[int, int, str]]:
+    """Where the header names its voxel data's file: (start, end, value) in its bytes; None when
+    the data is in the header's own file (no such field, or MetaImage's LOCAL)."""
+    with open(header, "rb") as stream:
+        head = stream.read(_HEADER_BYTES)
+    nrrd = header.suffix.lower() in _NRRD_SUFFIXES
+    found: List[Tuple[int, int, str]] = []
+    start = 0
+    for number, line in enumerate(head.split(b"\n")):
+        text = line.decode("latin-1").rstrip("\r")
+        line_start, start = start, start + len(line) + 1
+        if nrrd and number > 0 and not text.strip():
+            break  # NRRD: a blank line ends the header
+        match = _FIELD.match(text)
+        if not match or match.group(1).lower().replace(" ", "") not in ("datafile", "elementdatafile"):
+            continue
+        value = match.group(2)
+        found.append((line_start + match.start(2), line_start + match.end(2), value))
+        if not nrrd:
+            break  # MetaImage: ElementDataFile is the last field; the data may follow
+    if len(found) > 1:
+        raise UnreadableVolumeError(f"{_uploaded_name(header)} names its data file more than once.")
+    if not found or (not nrrd and found[0][2].upper() == "LOCAL"):
+        return None
+    return found[0]
+
+
+def _confine_data_file(header: Path, uploads: Dict[str, Path]) -> Optional[Path]:
+    """The uploaded file holding ``header``'s voxel data, with the header rewritten to name it in the
+    upload folder; None when the data is in the header's own file. The data file must be named by
+    its file name alone and be one of ``uploads`` (names as in the browser): a path is refused
+    before anything is opened, with a message that is the same whether or not that path exists."""
+    field = _data_file_field(header)
+    if field is None:
+        return None
+    start, end, value = field
+    name = _uploaded_name(header)
+    if value.upper() == "LIST" or " " in value or "%" in value:
+        raise UnreadableVolumeError(
+            f"{name} spreads its voxel data over several files (a list or a numbered pattern); upload one "
+            "NRRD or MHA file, or one header with a single data file.")
+    if "/" in value or "\\" in value or value in ("", ".", "..") or re.match(r"[A-Za-z]:", value):
+        raise UnreadableVolumeError(
+            f"{name} names its voxel data file by a path. The viewer reads a header's data only from a file "
+            "uploaded with it and named in the header by its file name alone (for example 'data file: ct.raw').")
+    data = uploads.get(value)
+    if data is None:
+        raise UnreadableVolumeError(f"{name} names its voxel data file {value!r}, which was not uploaded with it; "
+                                    "upload the header and its data file together.")
+    if data.resolve().parent != header.resolve().parent:  # never: uploads are written flat in one folder
+        raise UnreadableVolumeError(f"{name}'s data file is not in the upload.")
+    content = header.read_bytes()
+    header.write_bytes(content[:start] + data.name.encode("latin-1") + content[end:])  # its name on disk
+    return data
+
+
+def _read_header_upload(files: List[Path], limits: UploadLimits) -> LoadedVolume:
+    """An upload holding a NRRD or MetaImage header: the header, and its data file when detached."""
+    headers = [path for path in files if path.suffix.lower() in _HEADER_SUFFIXES]
+    if len(headers) > 1:
+        raise UnreadableVolumeError("Upload one NRRD or MetaImage volume at a time (the upload holds "
+                                    f"{len(headers)} headers: {', '.join(_uploaded_name(path) for path in headers)}).")
+    header = headers[0]
+    others = [path for path in files if path != header]
+    data = _confine_data_file(header, {_uploaded_name(path): path for path in others})
+    extra = [_uploaded_name(path) for path in others if path != data]
+    if extra:
+        raise UnreadableVolumeError(f"{_uploaded_name(header)} was uploaded with files it does not use "
+                                    f"({', '.join(extra[:5])}); upload the header and its data file alone.")
+    return read_ct_volume(header, limits.max_voxels)
+
+
 def read_uploaded_volume(upload_dir: Path, limits: UploadLimits = UploadLimits()) -> LoadedVolume:
     """Read the files of ``upload_dir`` as one CT volume and check that it is a CT in HU.
 
-    One file is read as an image (a .zip as the DICOM series it holds); several files are read
-    as one DICOM series. Raises UnreadableVolumeError, InvalidVolumeError or NotCTError.
+    One file is read as an image (a .zip as the DICOM series it holds); a NRRD or MetaImage header
+    with the data file it names; several other files as one DICOM series. Raises UnreadableVolumeError, InvalidVolumeError or NotCTError.
     """
     files = sorted(path for path in Path(upload_dir).iterdir() if path.is_file())
     if not files:
         raise UnreadableVolumeError("No file was uploaded.")
     try:
+        if any(path.suffix.lower() in _HEADER_SUFFIXES for path in files):
+            return _read_header_upload(files, limits)
         if len(files) > 1:
             return read_ct_volume(upload_dir, limits.max_voxels)
         if files[0].suffix.lower() == ".zip":
