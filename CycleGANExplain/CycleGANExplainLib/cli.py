@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import os
 import re
 import sys
 import time
@@ -36,7 +37,7 @@ from .formatting import probability_text
 from .overlay import colour_legend, display_limit
 from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, bundle_option_help, default_bundle_dir,
                            load_bundle, read_metadata, resolve_bundle, shipped_bundles)
-from .output_folder import OutputFolderError, RunFolder, check_output_folder
+from .output_folder import OutputFolderError, RunFolder, check_output_folder, recover_replacement
 from .bundle_trust import ALLOW_FLAG, ALLOW_HELP, known_bundle_name
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside
@@ -44,6 +45,8 @@ from .volume_checks import NotCTError, check_ct_volume
 from .volume_io import DEFAULT_MAX_VOXELS, UnreadableVolumeError, read_volume, write_volume
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`cyclegan-explain bundles | head`)
 WEB_COMMAND = "cyclegan-explain-web"
 # Seeds listed on stdout one per line; beyond this summary.json holds them.
 MAX_SEEDS_PRINTED = 20
@@ -61,6 +64,17 @@ def parse_seed(text: str) -> List[float]:
     if len(values) != 3 or not all(np.isfinite(values)):
         raise argparse.ArgumentTypeError(f"seed must be R,A,S in millimetres (three numbers), got {text!r}")
     return values
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def method_help() -> str:
@@ -113,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
                                 help=f"refuse a volume whose header declares more voxels (default {DEFAULT_MAX_VOXELS:,})")
     explain_parser.add_argument("--series", default=None, help="SeriesInstanceUID when the DICOM folder holds several")
-    explain_parser.add_argument("--batch-size", type=int, default=32, help="patches per network pass")
+    explain_parser.add_argument("--batch-size", type=positive_int, default=32, help="patches per network pass")
     explain_parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, metavar="METHOD",
                                 help=method_help().replace("%", "%%"))
     # Listed for --help only: main() hands `web ...` to the web viewer's own command before parsing.
@@ -246,8 +260,17 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
     return summary
 
 
+def _interrupted_summary(seeds: int, notes: Sequence[str]) -> dict:
+    """summary.json of a run stopped before any seed was finished (while the networks ran)."""
+    return {"notice": RESEARCH_NOTICE, "complete": False, "seeds_requested": seeds,
+            "interrupted": "while the networks ran, before any seed was finished", "volume_notes": list(notes),
+            "seeds": []}
+
+
 def run_explain(args: argparse.Namespace) -> int:
     require_method(args.method)  # a missing package is reported before the volume is read
+    for done in recover_replacement(args.out):  # a run killed while replacing --out
+        print(f"note: {done}", file=sys.stderr)
     check_output_folder(args.out, [args.volume])  # before any work: a bad --out costs nothing
     loaded = read_volume(args.volume, args.series, max_voxels=args.max_voxels)
     check_ct_volume(loaded.volume_kji, loaded.ijk_to_ras)
@@ -264,22 +287,35 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"Read {loaded.description}: {loaded.volume_kji.shape[::-1]} voxels (I, J, K).", file=sys.stderr)
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)
-    bundle = load_bundle(resolve_bundle(args.bundle), args.device, allow_unknown=args.allow_unknown_bundle)
-    batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
-                    progress=ProgressLine("explained") if len(args.seeds) > 1 else None, method=args.method)
+    run = RunFolder(args.out)  # before the networks run, so that Ctrl-C leaves it as the README says
+    try:
+        bundle = load_bundle(resolve_bundle(args.bundle), args.device, allow_unknown=args.allow_unknown_bundle)
+        batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
+                        progress=ProgressLine("explained") if len(args.seeds) > 1 else None, method=args.method)
+    except KeyboardInterrupt:
+        run.write_summary(_interrupted_summary(len(args.seeds), loaded.notes))
+        print(f"\nInterrupted while the networks ran, before any seed was finished; {run.staging} holds a "
+              "summary.json that says so.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BaseException:
+        run.discard()
+        raise
     for warning in batch.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    run = RunFolder(args.out)
     try:
         summary = _write_outputs(batch, run, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
                                  bundle.metadata.summary, loaded.notes, figures=not args.no_figures)
     except KeyboardInterrupt:
         print(f"\nInterrupted; what was finished is in {run.staging} (its summary.json lists it).", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as error:  # a full disk, a folder removed under the run
         raise OutputFolderError(f"Could not write the output ({error.strerror or error}); what was finished is in "
                                 f"{run.staging}.") from error
-    replaced = run.commit()
+    try:
+        replaced = run.commit()
+    except OSError as error:  # the earlier output, if any, is back in place (RunFolder.commit)
+        raise OutputFolderError(f"Could not put the output at {args.out} ({error.strerror or error}); the finished "
+                                f"run is in {run.staging}.") from error
     print(f"{RESEARCH_NOTICE} Bundle: {batch.bundle_name}{'' if batch.trained else ' (UNTRAINED: random weights)'}; "
           f"method {batch.method_label}; device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
     print(f"Colours: {colour_legend(batch.method)}.")
@@ -316,14 +352,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         # The command prints every warning of a result itself; the package's log would say it twice.
         logging.getLogger(__package__).setLevel(logging.ERROR)
-    if args.command == "bundles":
-        return run_bundles()
     try:
-        return run_explain(args)
+        code = run_bundles() if args.command == "bundles" else run_explain(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
     except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError,
             MissingDependencyError, OutputFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before the output folder existed (run_explain handles it after)
+        print("\nInterrupted; nothing was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit; send the rest nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -147,7 +147,14 @@ class BundleMetadata:
         """What the models were trained on and how well they did, in one sentence (for help texts)."""
         if not self.trained:
             return "Untrained placeholder: randomly initialised networks; its explanations are meaningless."
-        return str(self.raw.get("summary") or "Trained; see metadata.json for the training data and evaluation.")
+        summary = str(self.raw.get("summary") or "Trained; see metadata.json for the training data and evaluation.")
+        return f"{summary} {self.limitations}." if self.limitations else summary
+
+    @property
+    def limitations(self) -> str:
+        """Where the bundle must not be used (metadata.json's "limitations", kept apart from the
+        summary that `evaluate --attach` rewrites), without its final full stop; "" when none."""
+        return str(self.raw.get("limitations") or "").strip().rstrip(".")
 
     @property
     def trained_on(self) -> str:
@@ -175,7 +182,9 @@ class BundleMetadata:
         if evaluation.get("two_feature_auc"):
             figures.append(f"mask area and mean HU alone {evaluation['two_feature_auc']}")
         missed = evaluation.get("targets_missed") or []
-        return f"{heading}: {'; '.join(figures)}; targets missed: {', '.join(missed) if missed else 'none'}"
+        headline = f"{heading}: {'; '.join(figures)}; targets missed: {', '.join(missed) if missed else 'none'}"
+        # Wherever the figures are shown (bundles listing, web page, module help), so is where they do not hold.
+        return f"{headline}; {self.limitations}" if self.limitations else headline
 
     @classmethod
     def from_json(cls, raw: Any) -> "BundleMetadata":
@@ -283,6 +292,8 @@ def _metadata_from_bytes(data: bytes) -> BundleMetadata:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{METADATA_FILE} is not valid JSON: {error}") from error
+    except RecursionError:  # thousands of nested brackets: no metadata is built like that
+        raise BundleError(f"{METADATA_FILE} is nested too deeply to be a bundle's metadata.") from None
     return BundleMetadata.from_json(raw)
 
 

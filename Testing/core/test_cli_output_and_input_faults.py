@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,6 +119,7 @@ def test_negative_metaimage_spacing_is_refused_not_mirrored(lung_volume, tiny_bu
     mha.write_bytes(header.replace(b"ElementSpacing = 1 1 1\n", b"ElementSpacing = -1 1 1\n", 1))
     assert run_cli(mha, tmp_path / "out", tiny_bundle) == 2
     assert "declares a voxel spacing of -1 1 1 mm; spacings must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_resampled_dicom_series_is_reported_on_the_console_and_in_the_summary(tmp_path, tiny_bundle, ct_series_writer,
@@ -140,3 +143,158 @@ def test_a_header_claiming_too_many_voxels_is_refused_before_reading(tmp_path, t
     assert run_cli(ct_file, tmp_path / "out", tiny_bundle, "--max-voxels", "1000") == 2
     assert "raise the limit with --max-voxels" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# Issue 23: an earlier run is known by its signed summary.json, never by file names; folders are never deleted.
+
+@pytest.mark.parametrize("user_entries", [
+    {"explanation_seed01.png/scan.dcm": "a person's file", "overlay_seed07.nrrd/notes.txt": "notes"},
+    {"overlay_seed01.nrrd": "not ours", "summary.json": '{"seeds": []}'},  # named like a run, unsigned
+])
+def test_folders_and_files_only_named_like_outputs_are_never_deleted(user_entries, ct_file, tiny_bundle, tmp_path,
+                                                                     capsys):
+    out = tmp_path / "out"
+    for name, text in user_entries.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    assert run_cli(ct_file, out, tiny_bundle) == 2
+    assert "holds files that are not an earlier cyclegan-explain output" in capsys.readouterr().err
+    assert {name: (out / name).read_text() for name in user_entries} == user_entries
+
+
+def test_a_user_folder_inside_an_earlier_run_keeps_the_run_from_being_replaced(ct_file, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli(ct_file, out, tiny_bundle, "--no-figures") == 0
+    assert json.loads((out / "summary.json").read_text())["written_by"] == "cyclegan-explain"
+    (out / "explanation_seed01.png").mkdir()
+    (out / "explanation_seed01.png" / "kept.txt").write_text("mine")
+    assert run_cli(ct_file, out, tiny_bundle) == 2
+    assert "(explanation_seed01.png/)" in capsys.readouterr().err
+    assert (out / "explanation_seed01.png" / "kept.txt").read_text() == "mine"
+    assert (out / "overlay_seed01.nrrd").is_file()
+
+
+def test_a_replacement_stopped_between_its_renames_is_put_back_by_the_next_run(ct_file, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli(ct_file, out, tiny_bundle, "--no-figures", seeds=("0,0,0", "1,1,1")) == 0
+    earlier = (out / "summary.json").read_text()
+    aside = tmp_path / ".out.replaced-x1y2"  # what a run killed after its first rename leaves
+    aside.mkdir()
+    os.rename(out, aside / "run")
+    assert run_cli(ct_file, out, tiny_bundle, seeds=("999,0,0",)) == 2  # even a run that fails puts it back
+    assert "the earlier run's output was put back from .out.replaced-x1y2" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == earlier
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["input", "out"]
+
+
+def test_a_replaced_run_left_aside_is_removed_and_said(ct_file, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli(ct_file, out, tiny_bundle, "--no-figures") == 0
+    aside = tmp_path / ".out.replaced-x1y2"  # a run killed after both renames, before removing the old run
+    aside.mkdir()
+    os.rename(out, aside / "run")
+    assert run_cli(ct_file, tmp_path / "elsewhere", tiny_bundle, "--no-figures") == 0
+    os.rename(tmp_path / "elsewhere", out)
+    assert run_cli(ct_file, out, tiny_bundle, "--no-figures") == 0
+    assert "removed .out.replaced-x1y2, the output a stopped run had already replaced" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["input", "out"]
+
+
+def test_a_failed_second_rename_puts_the_earlier_run_back(ct_file, tiny_bundle, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert run_cli(ct_file, out, tiny_bundle, "--no-figures") == 0
+    earlier = (out / "summary.json").read_text()
+    real_rename = os.rename
+
+    def failing_second_rename(source, target):
+        if ".partial-" in str(source) and out.exists() is False:
+            raise OSError(28, "No space left on device")
+        return real_rename(source, target)
+
+    monkeypatch.setattr("CycleGANExplainLib.output_folder.os.rename", failing_second_rename)
+    assert run_cli(ct_file, out, tiny_bundle, "--no-figures", seeds=("2,2,2",)) == 2
+    assert "Could not put the output at" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == earlier
+
+
+@pytest.mark.parametrize("where, message", [
+    ("dangling", "is a link to"), ("/proc/cyclegan-out", "cannot make a folder in /proc"),
+    ("/sys/cyclegan-out", "cannot make a folder in /sys"),
+])
+def test_out_links_and_virtual_file_systems_are_refused_before_any_work(where, message, ct_file, tiny_bundle, tmp_path,
+                                                                        capsys, monkeypatch):
+    out = tmp_path / "link" if where == "dangling" else Path(where)
+    if where == "dangling":
+        out.symlink_to(tmp_path / "gone")
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("the volume was read before --out was checked")
+
+    monkeypatch.setattr(cli, "read_volume", no_reading)
+    assert run_cli(ct_file, out, tiny_bundle) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_out_link_to_a_folder_writes_into_that_folder(ct_file, tiny_bundle, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert run_cli(ct_file, tmp_path / "link", tiny_bundle, "--no-figures") == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "two"])
+def test_batch_size_below_one_is_an_argument_error(value, ct_file, tiny_bundle, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run_cli(ct_file, tmp_path / "out", tiny_bundle, "--batch-size", value)
+    assert exited.value.code == 2
+    assert f"--batch-size: must be a whole number of at least 1, got '{value}'" in capsys.readouterr().err
+
+
+def test_deeply_nested_bundle_metadata_is_a_bundle_error(ct_file, tiny_bundle, tmp_path, capsys):
+    from CycleGANExplainLib.model_bundle import write_checksums
+
+    bundle = tmp_path / "nested"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "metadata.json").write_text('{"name": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    write_checksums(bundle)
+    assert run_cli(ct_file, tmp_path / "out", bundle) == 2
+    assert "metadata.json is nested too deeply" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["input", "nested"]  # no staging folder left
+
+
+def test_ctrl_c_while_the_networks_run_leaves_a_partial_folder_and_exit_130(ct_file, tiny_bundle, tmp_path, capsys,
+                                                                           monkeypatch):
+    def interrupted(*_args, **_kwargs):  # where SIGINT lands while torch runs: explain() raises it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "explain", interrupted)
+    assert run_cli(ct_file, tmp_path / "out", tiny_bundle, seeds=("0,0,0", "1,1,1")) == 130
+    staging = [path for path in tmp_path.iterdir() if path.name.startswith(".out.partial-")]
+    assert len(staging) == 1 and str(staging[0]) in capsys.readouterr().err
+    summary = json.loads((staging[0] / "summary.json").read_text())
+    assert summary["complete"] is False and summary["seeds"] == [] and summary["seeds_requested"] == 2
+
+
+def test_bundles_into_a_closed_pipe_is_quiet():
+    process = subprocess.Popen([sys.executable, "-m", "CycleGANExplainLib.cli", "bundles"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # as `| head` does once it has its lines
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert "Traceback" not in error and "BrokenPipeError" not in error
+
+
+def test_paths_that_are_not_utf8_are_refused_not_an_abort(ct_file, tiny_bundle, tmp_path):
+    """SimpleITK aborted the process (exit 134) on such a name; run as a process to see that."""
+    odd = os.fsencode(tmp_path) + b"/ct\xff.nrrd"
+    with open(odd, "wb") as stream:
+        stream.write(ct_file.read_bytes())
+    command = [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", "--seed=0,0,0", "--bundle",
+               str(tiny_bundle), "--allow-unknown-bundle", "--device", "cpu"]
+    for volume, out, problem in ((odd, os.fsencode(tmp_path / "out"), b"is not valid UTF-8, which the image reader"),
+                                 (os.fsencode(ct_file), os.fsencode(tmp_path) + b"/out\xff", b"is not valid UTF-8, "
+                                                                                             b"which the image writer")):
+        done = subprocess.run(command + [volume, b"--out", out], capture_output=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 2 and problem in done.stderr and b"Traceback" not in done.stderr, done.stderr
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"ct\xff.nrrd", b"input"]
