@@ -30,6 +30,7 @@ import numpy as np
 
 from . import __version__
 from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError
+from .caveats import explanation_caveats
 from .explanation import ExplanationBatch, explain, require_method
 from .inference_threads import prefer_passive_openmp
 from .explanation_figure import ExplanationFigureWriter
@@ -209,6 +210,7 @@ def _seed_entry(item, number: int, digits: int, method: str, units: str) -> dict
         "relevance": {"min": float(item.relevance.min()), "max": float(item.relevance.max()),
                       "display_limit": limit, "units": units},
         "outside_fraction": item.outside_fraction,
+        "caveats": [{"code": caveat.code, "text": caveat.text} for caveat in explanation_caveats(item, method)],
         "overlay": f"overlay_{stem}.nrrd",
         "figure": None,
     }
@@ -325,8 +327,12 @@ def run_explain(args: argparse.Namespace) -> int:
         files = ", ".join(name for name in (seed["figure"], seed["overlay"]) if name)
         print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={probability_text(p['x'])} "
               f"G-(x)={probability_text(p['G_neg(x)'])} G+(x)={probability_text(p['G_pos(x)'])} -> {files}")
+        for caveat in seed["caveats"]:
+            print(f"  caveat: {caveat['text']}")
     if len(shown) < len(summary["seeds"]):
-        print(f"... and {len(summary['seeds']) - len(shown)} more seeds (summary.json lists every one).")
+        unshown = summary["seeds"][len(shown):]
+        with_caveats = sum(1 for seed in unshown if seed["caveats"])
+        print(f"... and {len(unshown)} more seeds, {with_caveats} of them with caveats (summary.json lists every one).")
     print(f"About the bundle: {bundle.metadata.summary}")
     print(f"Wrote {args.out / 'summary.json'}{' (replacing the earlier run there)' if replaced else ''}")
     return 0

@@ -11,12 +11,18 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .attribution_methods import DEFAULT_METHOD, method_info
+from .caveats import explanation_caveats
 from .explanation import PatchExplanation
 from .formatting import probability_text
 from .notices import RESEARCH_NOTICE
 from .overlay import blend_over_grey, display_limit, legend_entries, relevance_to_rgba
 
 CYCLEGAN_AM_TITLE = method_info(DEFAULT_METHOD).map_title
+CAVEAT_COLOUR = "#b2182b"  # the module panel's warning red
+
+# The writer's figure, in inches: the panels' row, the margin below it (legend, notice) and above it (titles),
+# and one line of caveats, added above the titles per caveat.
+FIGURE_WIDTH_IN, FIGURE_HEIGHT_IN, BOTTOM_IN, TOP_IN, CAVEAT_LINE_IN = 10.0, 3.3, 0.396, 0.726, 0.16
 
 
 def explanation_panels(explanation: PatchExplanation, limit: float, label: Optional[str] = None,
@@ -57,7 +63,8 @@ class ExplanationFigureWriter:
     explanation to the next: laying a figure out costs far more than drawing it, and a call with
     a thousand seeds must not spend minutes on it. An unsigned map (saliency, Grad-CAM) gets the
     one-entry legend saying that red is magnitude only, so that the absence of blue is not read as
-    the absence of benign evidence.
+    the absence of benign evidence. The explanation's caveats (caveats.explanation_caveats), if any,
+    are lines in red under the heading; the figure grows by a line for each.
     """
 
     def __init__(self, method: str = DEFAULT_METHOD) -> None:
@@ -66,6 +73,7 @@ class ExplanationFigureWriter:
         self._images: list = []
         self._titles: list = []
         self._heading = None
+        self._caveats = None
 
     def _lay_out(self, explanation: PatchExplanation, heading: str, limit: float) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -73,19 +81,28 @@ class ExplanationFigureWriter:
         from matplotlib.patches import Patch as LegendPatch
 
         # A bare Figure (not pyplot): nothing global, so writers in several threads do not meet.
-        figure = Figure(figsize=(10, 3.3), dpi=100)
+        figure = Figure(figsize=(FIGURE_WIDTH_IN, FIGURE_HEIGHT_IN), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.subplots(1, 4)
         draw_explanation_row(axes, explanation, limit, method=self.method)
         self._images = [axis.images[0] for axis in axes]
         self._titles = [axis.title for axis in axes]
         self._heading = figure.suptitle(heading, fontsize=10)
+        self._caveats = figure.text(0.5, 0.0, "", ha="center", va="top", fontsize=8, color=CAVEAT_COLOUR)
         handles = [LegendPatch(color=rgb, label=meaning) for rgb, meaning in legend_entries(self.method)]
         figure.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
         figure.text(0.99, 0.01, RESEARCH_NOTICE, ha="right", fontsize=7, color="0.4")
-        # Fixed margins: tight_layout measures every text and costs more than drawing the figure.
-        figure.subplots_adjust(left=0.01, right=0.99, bottom=0.12, top=0.78, wspace=0.06)
         self._figure = figure
+
+    def _show_caveats(self, lines: Sequence[str]) -> None:
+        """The caveats under the heading, the figure's height fitted to their number."""
+        height = FIGURE_HEIGHT_IN + CAVEAT_LINE_IN * len(lines)
+        self._figure.set_size_inches(FIGURE_WIDTH_IN, height)
+        # Fixed margins: tight_layout measures every text and costs more than drawing the figure.
+        self._figure.subplots_adjust(left=0.01, right=0.99, bottom=BOTTOM_IN / height, top=1.0 - TOP_IN / height
+                                     - CAVEAT_LINE_IN * len(lines) / height, wspace=0.06)
+        self._caveats.set_text("\n".join(lines))
+        self._caveats.set_y(1.0 - 0.3 / height)  # under the heading
 
     def write(self, path: Union[str, Path], explanation: PatchExplanation, heading: str,
               limit: Optional[float] = None) -> Path:
@@ -99,6 +116,7 @@ class ExplanationFigureWriter:
                 image.set_data(panel)
                 text.set_text(title)
             self._heading.set_text(heading)
+        self._show_caveats([caveat.text for caveat in explanation_caveats(explanation, self.method)])
         from PIL import Image
 
         path = Path(path)
