@@ -26,6 +26,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.util import VTKObservationMixin
 
 import CycleGANExplainLib
@@ -82,9 +83,10 @@ class CycleGANExplain(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("CycleGAN Explain")
-        self.parent.categories = [_("Explainability")]
+        # The extension's category (EXTENSION_CATEGORY), translated in the context Slicer's template uses.
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Explainable AI")]
         self.parent.dependencies = []  # PyTorch (extension) is checked when first explaining
-        self.parent.contributors = ["CycleGANExplain contributors"]
+        self.parent.contributors = ["CycleGANExplain developers"]  # EXTENSION_CONTRIBUTORS
         self.parent.helpText = moduleHelpText()
         self.parent.acknowledgementText = _(
             "Method: Katzmann A. et al., \"Explaining clinical decision support systems in medical imaging "

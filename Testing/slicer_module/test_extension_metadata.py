@@ -39,3 +39,16 @@ def test_icon_and_screenshot_urls_are_files_of_this_repository():
         assert url.startswith(variables["EXTENSION_RAW_URL"] + "/"), url
         path = REPO_ROOT / url.removeprefix(variables["EXTENSION_RAW_URL"] + "/")
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", url
+
+
+def test_the_module_is_listed_under_the_extensions_category_and_contributors(module, monkeypatch):
+    import types
+
+    import slicer
+
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(connect=lambda *args: None), raising=False)
+    parent = types.SimpleNamespace()
+    module.CycleGANExplain(parent)
+    variables = cmake_variables()
+    assert parent.categories == [variables["EXTENSION_CATEGORY"]]
+    assert parent.contributors == [variables["EXTENSION_CONTRIBUTORS"]]
