@@ -338,11 +338,19 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         seedNode = parameters.seedNode if parameters else None
         self._observeSeedNode(seedNode)
+        self._hideFromVolumeSelector(parameters.overlayVolume if parameters else None)
         self.ui.seedPlaceWidget.setCurrentNode(seedNode)
         self.ui.explainButton.enabled = bool(parameters and parameters.inputVolume and seedNode)
         if parameters:
             self._showBundle(parameters.bundle)
         self.controller.parameters_modified()
+
+    def _hideFromVolumeSelector(self, overlayNode) -> None:
+        """The relevance overlay is a scalar volume too, but never a CT to explain."""
+        hidden = [overlayNode.GetID()] if overlayNode is not None else []
+        proxy = self.ui.inputVolumeSelector.sortFilterProxyModel()
+        if list(proxy.hiddenNodeIDs) != hidden:  # set only on change: it refilters the list
+            proxy.hiddenNodeIDs = hidden
 
     def _observeSeedNode(self, seedNode) -> None:
         if seedNode is self._observedSeedNode:

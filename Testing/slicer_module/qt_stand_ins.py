@@ -48,6 +48,16 @@ class PlaceWidget:
         self.current_node = node
 
 
+class NodeComboBox:
+    """A qMRMLNodeComboBox: only its filter's hidden node IDs."""
+
+    def __init__(self) -> None:
+        self.filter = SimpleNamespace(hiddenNodeIDs=[])
+
+    def sortFilterProxyModel(self) -> SimpleNamespace:
+        return self.filter
+
+
 LABELS = ("probabilityXLabel", "probabilityPosLabel", "probabilityNegLabel", "deviceUsedLabel", "methodUsedLabel",
           "warningsLabel", "legendLabel", "bundleLabel")
 
@@ -55,5 +65,5 @@ LABELS = ("probabilityXLabel", "probabilityPosLabel", "probabilityNegLabel", "de
 def panel_widgets() -> SimpleNamespace:
     """``widget.ui`` as slicer.util.childWidgetVariables gives it, for the names the view code uses."""
     return SimpleNamespace(**{name: Label() for name in LABELS}, methodComboBox=ComboBox(),
-                           bundleComboBox=ComboBox(), seedPlaceWidget=PlaceWidget(),
+                           bundleComboBox=ComboBox(), seedPlaceWidget=PlaceWidget(), inputVolumeSelector=NodeComboBox(),
                            explainButton=SimpleNamespace(enabled=False))
