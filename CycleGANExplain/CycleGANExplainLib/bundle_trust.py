@@ -20,7 +20,7 @@ from typing import Dict, Optional
 # SHA-256 of each shipped bundle's SHA256SUMS file, by "name version".
 KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
     "lidc-voi 1.0.0": "79856ef86462582b5b38087688a26f6870789cbf08de75607f5d3c3f30b718cf",
-    "lidc-phantoms 0.2.0": "43ffd1c8de926210c20a64b6b7079a39e03fca1d5f61dc335c5ea005f32ed930",
+    "lidc-phantoms 0.2.0": "4d2e573b6ebbb28055a6b92a9026c7d6d388dfa42d33ede6df57e49812483dba",
 }
 
 ALLOW_FLAG = "--allow-unknown-bundle"

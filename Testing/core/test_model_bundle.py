@@ -220,3 +220,21 @@ def test_every_shipped_bundle_states_the_intended_use_the_front_ends_show():
 
     for bundle_dir in shipped_bundles():
         assert read_metadata(bundle_dir).raw["intended_use"] == INTENDED_USE, bundle_dir.name
+
+
+def test_the_bundles_listing_says_where_a_bundle_fails_beside_its_figures(capsys):
+    """lidc-phantoms' test AUC (0.961) is on phantoms; on real CT it is 0.449. The listing, the web
+    page and the module's help show headline_evaluation, so the limitation is part of it, read from
+    metadata.json's "limitations" (which `evaluate --attach` leaves alone) (issue 23, item 22)."""
+    from CycleGANExplainLib.cli import main
+
+    phantoms = read_metadata(resolve_bundle("lidc-phantoms"))
+    assert phantoms.limitations.startswith("Not for real CT: on the 267 real LIDC-IDRI test nodules its AUC is 0.449")
+    assert phantoms.headline_evaluation.endswith(f"; {phantoms.limitations}")
+    assert phantoms.summary.endswith(f" {phantoms.limitations}.") and phantoms.summary.count("Not for real CT") == 1
+    assert main(["bundles"]) == 0
+    listing = capsys.readouterr().out
+    block = listing[listing.index("lidc-phantoms"):]
+    evaluation_line = next(line for line in block.splitlines() if line.startswith("  evaluation: "))
+    assert "AUC 0.961" in evaluation_line and "Not for real CT" in evaluation_line and "0.449" in evaluation_line
+    assert read_metadata(resolve_bundle("lidc-voi")).limitations == ""
