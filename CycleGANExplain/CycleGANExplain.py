@@ -32,6 +32,7 @@ from slicer.util import VTKObservationMixin
 import CycleGANExplainLib
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, missing_packages
+from CycleGANExplainLib.caveats import explanation_caveats
 from CycleGANExplainLib.explain_controller import ExplainController
 from CycleGANExplainLib.formatting import probability_text, seconds_text
 from CycleGANExplainLib.inference_threads import prefer_passive_openmp
@@ -432,8 +433,10 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.methodUsedLabel.text = _("{label} ({library}); bundle {bundle}").format(
             label=method.label, library=method.library, bundle=result.batch.bundle_name)
         self.ui.legendLabel.text = legend_html(method.key)
-        self.ui.warningsLabel.text = "\n".join(result.batch.warnings)
-        for warning in result.batch.warnings:
+        # This explanation's caveats (a counterfactual that failed, a structure filling the patch), then the run's.
+        warnings = [caveat.text for caveat in explanation_caveats(explanation, method.key)] + result.batch.warnings
+        self.ui.warningsLabel.text = "\n".join(warnings)
+        for warning in warnings:
             logging.warning(warning)
 
 

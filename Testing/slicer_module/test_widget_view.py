@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 
+from CycleGANExplainLib.caveats import G_POS_NOT_MALIGNANT, explanation_caveats
 from CycleGANExplainLib.explain_controller import ExplainController
 from CycleGANExplainLib.formatting import probability_text
 from CycleGANExplainLib.overlay import legend_html
@@ -99,6 +100,24 @@ def test_a_point_placed_in_the_scene_is_explained_and_the_labels_filled(widget, 
     assert "CycleGAN-AM" in widget.ui.methodUsedLabel.text and batch.bundle_name in widget.ui.methodUsedLabel.text
     assert widget.ui.legendLabel.text == legend_html("cyclegan-am")
     assert not widget._busyRow.visible
+
+
+# In the synthetic CT, beside the nodule's lung: the shipped default bundle's G+(x) stops at p about 0.29.
+G_POS_FAILS_RAS = np.array([24.0, -10.0, 22.0])
+
+
+def test_the_panel_says_when_a_counterfactual_did_not_reach_the_other_class(widget, nodule_ras):
+    seed = widget._parameterNode.seedNode
+    seed.AddControlPointWorld(*map(float, nodule_ras))
+    explain_now(widget)
+    assert "did not reach" not in widget.ui.warningsLabel.text
+    drag_with_the_mouse(seed, 0, [G_POS_FAILS_RAS])
+    explain_now(widget)
+    explanation = widget.logic.explain(widget._parameterNode.inputVolume, G_POS_FAILS_RAS, device="cpu").batch[0]
+    [caveat] = explanation_caveats(explanation, "cyclegan-am")
+    assert caveat.code == G_POS_NOT_MALIGNANT
+    assert caveat.text.startswith(f"G+(x) did not reach malignant (p = {probability_text(explanation.p_pos)}")
+    assert widget.ui.warningsLabel.text.splitlines()[0] == caveat.text
 
 
 IDENTITY_ORIENTATION = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
