@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import SimpleITK as sitk
 
 from CycleGANExplainLib.patch_sampling import extract_patch
-from CycleGANExplainLib.volume_io import ijk_to_ras_of
+from CycleGANExplainLib.volume_io import read_volume
 
 from .dataset import CENTRE, OFF_CENTRE, SEED_SHIFTED
 
@@ -67,35 +66,88 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _rows(path: Path, what: str, columns: Sequence[str]) -> List[Tuple[int, Dict[str, str]]]:
+    """(line number, row) of a CSV file, refused when it lacks one of ``columns``."""
+    with open(_require(path, what), newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in columns if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} (its columns: "
+                             f"{', '.join(reader.fieldnames or []) or 'none'}).")
+        return [(reader.line_num, row) for row in reader]
+
+
+def _lines(numbers: Sequence[int]) -> str:
+    shown = ", ".join(str(number) for number in numbers[:5])
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}{' ...' if len(numbers) > 5 else ''}"
+
+
 def read_split(voi_dir: Path) -> Dict[str, str]:
-    """patient_id -> "train" | "test" from split.csv, refusing any other split name."""
-    with open(_require(voi_dir / SPLIT_CSV, "split file"), newline="") as handle:
-        split = {row["patient_id"]: row["split"] for row in csv.DictReader(handle)}
-    unknown = sorted(set(split.values()) - {"train", "test"})
+    """patient_id -> "train" | "test" from split.csv, refusing any other split name and a patient
+    listed in both (the last row would win, putting a test patient into training)."""
+    path = voi_dir / SPLIT_CSV
+    split: Dict[str, str] = {}
+    lines: Dict[str, List[int]] = {}
+    unknown: List[int] = []
+    for line, row in _rows(path, "split file", ("patient_id", "split")):
+        if row["split"] not in ("train", "test"):
+            unknown.append(line)
+        if split.setdefault(row["patient_id"], row["split"]) != row["split"]:
+            split[row["patient_id"]] = "both"
+        lines.setdefault(row["patient_id"], []).append(line)
     if unknown:
-        raise ValueError(f"{voi_dir / SPLIT_CSV} names unknown split(s) {unknown}; expected train or test.")
+        raise ValueError(f"{path} names unknown split(s) at {_lines(unknown)}; expected train or test.")
+    both = sorted(patient for patient, name in split.items() if name == "both")
+    if both:
+        raise ValueError(f"{path} puts {len(both)} patient(s) in both train and test: "
+                         + "; ".join(f"{patient} ({_lines(lines[patient])})" for patient in both[:5]) + ".")
     return split
 
 
+_METADATA_COLUMNS = ("patient_id", "nodule_id", "Diagnosis_value", "diameter_mm", "coordX", "coordY", "coordZ")
+
+
+def _nodule_of(line: int, row: Dict[str, str], split: str) -> VoiNodule:
+    """One metadata row as a nodule; ValueError naming the line when a value is not what it must be."""
+    try:
+        label = int(row["Diagnosis_value"])
+        diameter, *centre = (float(row[column]) for column in ("diameter_mm", "coordX", "coordY", "coordZ"))
+        stem = f"{row['patient_id']}_R_{int(row['nodule_id'])}"
+    except ValueError as error:
+        raise ValueError(f"line {line} of the nodule metadata has a value that is not a number ({error}).") from None
+    if label not in (0, 1):
+        raise ValueError(f"line {line} of the nodule metadata ({stem}) has Diagnosis_value {label}; labels are 0 "
+                         "(benign) or 1 (malignant).")
+    if not all(np.isfinite([diameter, *centre])):
+        raise ValueError(f"line {line} of the nodule metadata ({stem}) has a non-finite diameter or centre.")
+    return VoiNodule(patient_id=row["patient_id"], nodule_id=stem, label=label, diameter_mm=diameter,
+                     centre_lps=tuple(centre), split=split)
+
+
 def read_nodules(voi_dir: Path) -> Tuple[List[VoiNodule], List[str]]:
-    """The nodules that have an image, a mask and a split, and the stems left out (with why)."""
+    """The nodules that have an image, a mask and a split, and the stems left out (with why).
+    A nodule listed twice is refused, naming its lines: with opposite labels it has no label, and
+    either way it would count twice."""
     voi_dir = Path(voi_dir)
     split = read_split(voi_dir)
     nodules, left_out = [], []
-    with open(_require(voi_dir / METADATA_CSV, "nodule metadata"), newline="") as handle:
-        for row in csv.DictReader(handle):
-            stem = f"{row['patient_id']}_R_{int(row['nodule_id'])}"
-            if not (voi_dir / IMAGE_DIR / f"{stem}.nii.gz").is_file() or not (voi_dir / MASK_DIR / f"{stem}.nii.gz").is_file():
-                left_out.append(f"{stem}: no image or mask file")
-                continue
-            if row["patient_id"] not in split:
-                left_out.append(f"{stem}: patient not in split.csv")
-                continue
-            nodules.append(VoiNodule(
-                patient_id=row["patient_id"], nodule_id=stem, label=int(row["Diagnosis_value"]),
-                diameter_mm=float(row["diameter_mm"]),
-                centre_lps=(float(row["coordX"]), float(row["coordY"]), float(row["coordZ"])),
-                split=split[row["patient_id"]]))
+    seen: Dict[str, Tuple[int, int]] = {}
+    for line, row in _rows(voi_dir / METADATA_CSV, "nodule metadata", _METADATA_COLUMNS):
+        nodule = _nodule_of(line, row, split.get(row["patient_id"], ""))
+        if nodule.nodule_id in seen:
+            first_line, first_label = seen[nodule.nodule_id]
+            raise ValueError(
+                f"{voi_dir / METADATA_CSV} lists nodule {nodule.nodule_id} twice (lines {first_line} and {line}, "
+                f"labels {first_label} and {nodule.label}); keep one row per nodule.")
+        seen[nodule.nodule_id] = (line, nodule.label)
+        stem = nodule.nodule_id
+        if not (voi_dir / IMAGE_DIR / f"{stem}.nii.gz").is_file() or not (voi_dir / MASK_DIR / f"{stem}.nii.gz").is_file():
+            left_out.append(f"{stem}: no image or mask file")
+            continue
+        if row["patient_id"] not in split:
+            left_out.append(f"{stem}: patient not in split.csv")
+            continue
+        nodules.append(nodule)
     return nodules, left_out
 
 
@@ -114,14 +166,16 @@ def _cut(volume: np.ndarray, mask: np.ndarray, ones: np.ndarray, ijk_to_ras: np.
 
 def nodule_views(voi_dir: Path, nodule: VoiNodule, rng: np.random.Generator) -> List[NoduleView]:
     """The views of one nodule (centre, seed-shifted and, for training nodules, off-centre)."""
-    image = sitk.ReadImage(str(voi_dir / IMAGE_DIR / f"{nodule.nodule_id}.nii.gz"))
-    mask_image = sitk.ReadImage(str(voi_dir / MASK_DIR / f"{nodule.nodule_id}.nii.gz"))
-    volume = sitk.GetArrayFromImage(image).astype(np.float32)
-    mask = (sitk.GetArrayFromImage(mask_image) > 0).astype(np.float32)
+    # The core's reader, as the command line's and the web viewer's: a truncated or damaged file is
+    # refused (UnreadableVolumeError, naming it) instead of read with missing slices as 0 HU.
+    image = read_volume(voi_dir / IMAGE_DIR / f"{nodule.nodule_id}.nii.gz", max_voxels=None)
+    mask_image = read_volume(voi_dir / MASK_DIR / f"{nodule.nodule_id}.nii.gz", max_voxels=None)
+    volume = image.volume_kji.astype(np.float32)
+    mask = (mask_image.volume_kji > 0).astype(np.float32)
     if mask.shape != volume.shape:
         raise ValueError(f"{nodule.nodule_id}: mask shape {mask.shape} differs from image shape {volume.shape}.")
     ones = np.ones_like(volume)
-    ijk_to_ras = ijk_to_ras_of(image)
+    ijk_to_ras = image.ijk_to_ras
 
     centre = _lps_to_ras(nodule.centre_lps)
     if mask.any():
