@@ -38,6 +38,7 @@ from vtkmodules.vtkCommonCore import vtkCommand
 
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, missing_packages
+from CycleGANExplainLib.caveats import explanation_caveats
 from CycleGANExplainLib.formatting import probability_text, ras_text, seconds_text
 from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
                                              shipped_bundles)
@@ -257,7 +258,7 @@ class ExplainViewer(TrameApp):
 
     def _clear_result(self) -> None:
         self.state.update({"has_result": False, "seed_text": "", "p_x": "", "p_pos": "", "p_neg": "",
-                           "device_text": "", "method_text": "", "warnings_text": ""})
+                           "device_text": "", "method_text": "", "warnings_text": "", "caveats": []})
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server, theme="dark") as layout:
@@ -325,6 +326,9 @@ class ExplainViewer(TrameApp):
                         html.Td(f"{{{{ {key} }}}}", id=f"probability-{key.replace('_', '-')}")
             html.Div("Map: {{ method_text }}", id="method-used", classes="text-caption")
             html.Div("Device: {{ device_text }}", id="device-used", classes="text-caption")
+            with v3.VAlert(v_if=("caveats.length",), type="warning", density="compact", variant="tonal",
+                           id="caveats"):
+                html.Div("{{ caveat.text }}", v_for="caveat in caveats", key="caveat.code", classes="text-body-2")
             html.Div("{{ warnings_text }}", v_if=("warnings_text",), id="warnings",
                      classes="text-caption text-warning", style="white-space: pre-line;")
 
@@ -534,6 +538,8 @@ class ExplainViewer(TrameApp):
                 "device_text": f"{batch.device}, {seconds_text(batch.seconds)}",
                 "method_text": f"{METHODS[batch.method].label} ({METHODS[batch.method].library})",
                 "warnings_text": "\n".join(batch.warnings),
+                "caveats": [{"code": caveat.code, "text": caveat.text}
+                            for caveat in explanation_caveats(explanation, batch.method)],
                 "status_text": (f"Explained the point clicked in the {view_name} view" if view_name
                                 else f"Explained the seed with {batch.bundle_name}")
                                + (f" (the latest of {clicks} clicks made while busy)." if clicks > 1 else "."),

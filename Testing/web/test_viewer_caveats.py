@@ -1,0 +1,45 @@
+"""The page says when an explanation failed, in-process on a real viewer (trame server not started): the
+caveats of the explained seed (caveats.explanation_caveats) are in the page's state and in its template."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from trame.app import get_server
+
+from cyclegan_explain_web import viewer as viewer_module
+from CycleGANExplainLib.caveats import G_NEG_NOT_BENIGN, LESION_FILLS_PATCH
+
+# On the sample CT, in the mediastinum: the shipped default bundle's G-(x) stops at p about 0.89, and the
+# soft tissue fills the patch.
+MEDIASTINUM_RAS = (-10.0, 40.0, -20.0)
+
+
+@pytest.fixture(scope="module")
+def viewer():
+    app = viewer_module.ExplainViewer(server=get_server("caveats-test", client_type="vue3"), device="cpu")
+    app.state.ready()
+    app.load_sample()
+    assert app.volume_node is not None, app.state.error_text
+    return app
+
+
+def explain_at(viewer, ras) -> None:
+    async def scenario():
+        viewer.request_explanation(ras, "axial")
+        while viewer._explaining:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_counterfactual_and_a_structure_filling_the_patch_are_shown_then_cleared(viewer):
+    assert 'id="caveats"' in viewer.ui.html and "caveat in caveats" in viewer.ui.html
+    explain_at(viewer, MEDIASTINUM_RAS)
+    assert viewer.state.has_result, viewer.state.error_text
+    assert [caveat["code"] for caveat in viewer.state.caveats] == [G_NEG_NOT_BENIGN, LESION_FILLS_PATCH]
+    assert viewer.state.caveats[0]["text"].startswith(
+        f"G-(x) did not reach benign (p = {viewer.state.p_neg}, not below 0.500)")
+    explain_at(viewer, viewer_module.sample_nodule_ras())  # the spiculated nodule: explained without caveats
+    assert viewer.state.has_result and viewer.state.caveats == []
