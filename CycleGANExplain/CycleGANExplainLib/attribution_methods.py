@@ -14,6 +14,7 @@ it runs.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import re
 import threading
@@ -33,7 +34,13 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from .model_bundle import ModelBundle
 
-INSTALL_COMMAND = 'pip install "cyclegan-explain[baselines]"'
+BASELINES_EXTRA = '"cyclegan-explain[baselines]"'
+# Held at their installed versions by every install of a method's packages (the command printed
+# here, the Slicer installer's constraints file): left alone, pip replaces a CPU torch by PyPI's
+# default CUDA build (+4.5 GB) to satisfy zennit's torchvision, and may downgrade Slicer's numpy.
+PINNED_DISTRIBUTIONS = ("numpy", "torch")
+# Where a CPU torch's matching torchvision comes from (PyPI's is built against CUDA).
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 AIR = -1.0
 """Normalised intensity of air: the reference image of integrated gradients and occlusion."""
 
@@ -138,16 +145,50 @@ def _baseline(key: str, label: str, library: str, signed: bool, requirements: Tu
                              maps=_classifier_attribution(key), runner=runner)
 
 
+def installed_constraints(distributions: Sequence[str] = PINNED_DISTRIBUTIONS) -> List[str]:
+    """``name==version`` for each of ``distributions`` that is installed (pip's constraints syntax)."""
+    lines = []
+    for name in distributions:
+        try:
+            lines.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return lines
+
+
+def _torch_is_cpu_build() -> bool:
+    """Whether the installed torch is a CPU build, from its metadata (torch is not imported):
+    CUDA builds carry a +cu label or depend on NVIDIA's nvidia-* packages."""
+    try:
+        version = importlib.metadata.version("torch")
+        requirements = importlib.metadata.requires("torch") or []
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return "+cu" not in version and not any(requirement.startswith("nvidia-") for requirement in requirements)
+
+
+def install_command(requirements: Sequence[str] = (BASELINES_EXTRA,)) -> str:
+    """The pip command for ``requirements`` that keeps the installed torch and numpy: they are
+    pinned on the same command line (a requirement that the installed version already meets, so
+    pip resolves the rest around it, as a constraints file would), and a CPU torch gets its
+    torchvision from PyTorch's CPU index."""
+    words = ["pip install", *requirements, *(f'"{pin}"' for pin in installed_constraints())]
+    if _torch_is_cpu_build():
+        words.append(f"--extra-index-url {CPU_TORCH_INDEX}")
+    return " ".join(words)
+
+
 class MissingDependencyError(ImportError):
     """A method's packages are not installed; the message names them and the pip command."""
 
     def __init__(self, packages: Sequence[str]):
         self.packages: Tuple[str, ...] = tuple(packages)
         names = ", ".join(self.packages)
-        requirements = " ".join(f"'{bounded_requirement(name)}'" for name in self.packages)
+        requirements = [f"'{bounded_requirement(name)}'" for name in self.packages]
         super().__init__(
             f"This attribution method needs {names}, which {'is' if len(self.packages) == 1 else 'are'} not "
-            f"installed. Install the baselines with: {INSTALL_COMMAND} (or: pip install {requirements})."
+            f"installed. Install the baselines, keeping the installed torch and numpy, with: {install_command()} "
+            f"(or only what this method needs: {install_command(requirements)})."
         )
 
 

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import __version__
-from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError
+from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, install_command
 from .caveats import explanation_caveats
 from .explanation import ExplanationBatch, explain, require_method
 from .inference_threads import prefer_passive_openmp
@@ -86,7 +86,7 @@ def method_help() -> str:
     )
     unsigned = ", ".join(method.label for method in METHODS.values() if not method.signed)
     return (f"how the relevance map is computed (default: {DEFAULT_METHOD}). {listed}. Baselines need "
-            f"pip install 'cyclegan-explain[baselines]'. Unsigned maps, shown in red only: {unsigned}")
+            f"{install_command()}. Unsigned maps, shown in red only: {unsigned}")
 
 
 def build_parser() -> argparse.ArgumentParser:

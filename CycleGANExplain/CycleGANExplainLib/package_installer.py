@@ -4,7 +4,8 @@ replacing what Slicer runs on.
 Left alone, pip may downgrade Slicer's numpy (a package's numpy<2 pin) or replace the torch that the
 PyTorch extension installed (a package's torch floor), which breaks Slicer or the PyTorch extension
 until it is reinstalled. Every install here pins both to the installed versions with a constraints
-file, so pip either finds versions that fit them or fails, leaving the application as it was.
+file (attribution_methods.installed_constraints, which also holds them in the command line's pip
+command), so pip either finds versions that fit them or fails, leaving the application as it was.
 """
 
 from __future__ import annotations
@@ -16,23 +17,10 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from .attribution_methods import DEFAULT_METHOD, METHODS, missing_packages
+from .attribution_methods import DEFAULT_METHOD, METHODS, installed_constraints, missing_packages
 from .translation import tr as _
-
-PINNED_DISTRIBUTIONS = ("numpy", "torch")
-
-
-def installed_constraints(distributions: Sequence[str] = PINNED_DISTRIBUTIONS) -> List[str]:
-    """``name==version`` for each of ``distributions`` that is installed (pip's constraints syntax)."""
-    lines = []
-    for name in distributions:
-        try:
-            lines.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return lines
 
 
 def install_requirements(requirements: Sequence[str], pip_install: Callable,

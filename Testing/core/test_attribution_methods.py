@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import sys
 
@@ -16,6 +17,7 @@ from CycleGANExplainLib.attribution_methods import (
     attribute,
     attribute_classifier,
     eager_classifier,
+    install_command,
     merge_batch_norm_canonizer,
     shap_references,
 )
@@ -224,8 +226,9 @@ def test_missing_captum_names_the_package_and_the_pip_command(tiny_bundle, monke
     with pytest.raises(MissingDependencyError, match="captum") as error:
         attribute("occlusion", bundle, lung_patches(1))
     assert error.value.packages == ("captum",)
-    assert 'pip install "cyclegan-explain[baselines]"' in str(error.value)
-    assert "pip install 'captum>=0.8,<0.10'" in str(error.value)  # the registry's bounds
+    held = f'"torch=={importlib.metadata.version("torch")}"'  # never a pip command that swaps torch
+    assert f'pip install "cyclegan-explain[baselines]" "numpy=={np.__version__}" {held}' in str(error.value)
+    assert f"pip install 'captum>=0.8,<0.10' \"numpy=={np.__version__}\" {held}" in str(error.value)  # the bounds
     assert attribute("cyclegan-am", bundle, lung_patches(1)).shape == (1, SIZE, SIZE)  # needs no captum
 
 
@@ -246,3 +249,19 @@ def test_the_baselines_extra_is_the_registry_s_requirements():
     assert extra == registry
     assert all(re.search(r"[<=]", requirement) for requirement in registry), "every requirement has an upper bound"
     assert METHODS["lrp"].packages == ("zennit", "monai")
+
+
+def test_the_pip_command_keeps_a_cpu_torch(monkeypatch):
+    """A core install's CPU torch: the baselines' torchvision must come from PyTorch's CPU index, with
+    torch pinned, or pip swaps in PyPI's CUDA build (+4.5 GB) (issue 23, item 23). The installed
+    torch's metadata is read, not the module; here it is made to read as a CPU build's."""
+    real_version, real_requires = importlib.metadata.version, importlib.metadata.requires
+    cuda_build = install_command()
+    assert ("--extra-index-url" in cuda_build) == (not any(
+        line.startswith("nvidia-") for line in real_requires("torch") or []) and "+cu" not in real_version("torch"))
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "2.13.0+cpu" if name == "torch" else real_version(name))
+    monkeypatch.setattr(importlib.metadata, "requires",
+                        lambda name: ["filelock", "sympy"] if name == "torch" else real_requires(name))
+    assert install_command() == (f'pip install "cyclegan-explain[baselines]" "numpy=={np.__version__}" '
+                                 '"torch==2.13.0+cpu" --extra-index-url https://download.pytorch.org/whl/cpu')
