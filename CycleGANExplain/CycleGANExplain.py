@@ -233,6 +233,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.explainButton.connect("clicked(bool)", self.controller.explain)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        # A seed list made with the selector's "Create new" is the module's own, as createSeedNode's.
+        self.ui.seedSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.logic.adoptSeedNode)
         self.initializeParameterNode()
 
     def _createInstaller(self) -> DependencyInstaller:
@@ -508,12 +510,17 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         node = scene.CreateNodeByClass("vtkMRMLMarkupsFiducialNode")
         node.UnRegister(None)  # CreateNodeByClass hands over a reference; the scene keeps its own
         node.SetName(scene.GenerateUniqueName(SEED_NODE_NAME))
-        node.SetAttribute(mrml_overlay.ROLE_ATTRIBUTE, mrml_overlay.SEED_ROLE)
+        CycleGANExplainLogic.adoptSeedNode(node)
         scene.AddNode(node)
         if activePlace is not None:
             selection.SetActivePlaceNodeID(activePlace[0])
             selection.SetActivePlaceNodeClassName(activePlace[1])
         return node
+
+    @staticmethod
+    def adoptSeedNode(node) -> None:
+        """Mark ``node`` as a seed list of the module's own: keepNewestSeed may move and delete its points."""
+        node.SetAttribute(mrml_overlay.ROLE_ATTRIBUTE, mrml_overlay.SEED_ROLE)
 
     @staticmethod
     def ownsSeedNode(seedNode) -> bool:

@@ -272,6 +272,9 @@ def test_a_users_point_list_is_never_edited(module, scene_app, nodule_ras):
         logic.placeSeed(users, nodule_ras)
     assert users.GetNumberOfControlPoints() == 5
     np.testing.assert_allclose(logic.seedPosition(users, users.GetNthControlPointID(3)), nodule_ras + [0.0, 0.0, 3.0])
+    made_in_the_selector = scene_app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "CycleGANExplain seed")
+    logic.adoptSeedNode(made_in_the_selector)  # the seed selector's "Create new" (nodeAddedByUser)
+    assert logic.ownsSeedNode(made_in_the_selector)
 
 
 def test_a_new_seed_list_is_not_left_as_the_active_place_list(module, scene_app):
