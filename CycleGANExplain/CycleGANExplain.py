@@ -35,7 +35,6 @@ from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, miss
 from CycleGANExplainLib.caveats import explanation_caveats
 from CycleGANExplainLib.explain_controller import ExplainController
 from CycleGANExplainLib.formatting import probability_text, seconds_text
-from CycleGANExplainLib.inference_threads import prefer_passive_openmp
 from CycleGANExplainLib.model_bundle import (
     DEVICE_CHOICES,
     BundleMetadata,
@@ -254,7 +253,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         progress.setTextVisible(False)
         rowLayout.addWidget(progress)
         cancelButton = qt.QPushButton(_("Cancel"))
-        cancelButton.toolTip = _("Stop waiting for this explanation (its result is discarded).")
+        cancelButton.toolTip = _("Stop this explanation (the explanation process interrupts it).")
         cancelButton.connect("clicked(bool)", self.controller.cancel)
         rowLayout.addWidget(cancelButton)
         row.visible = False
@@ -457,9 +456,6 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         """``bundleDir``: the bundle used when ``explain`` is given none: a shipped bundle's name or a
         bundle folder (default: the default shipped bundle)."""
         ScriptedLoadableModuleLogic.__init__(self)
-        # Sleeping OpenMP waits keep a click fast while Slicer renders (effective only if no
-        # module has imported torch yet); inference_threads chooses the thread count either way.
-        prefer_passive_openmp()
         self.bundleDir = resolve_bundle(bundleDir)
 
     def getParameterNode(self):
@@ -589,8 +585,8 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
     def prepareRequest(self, volumeNode, seedRAS, device: str = "auto", neighbourSlices: int = 0,
                        method: str = DEFAULT_METHOD, bundle: Union[str, Path, None] = None,
                        allowUnknownBundle: bool = False) -> "mrml_explain.ExplainRequest":
-        """Read and check what ``explain`` needs, for ``mrml_explain.compute`` in a worker thread
-        (the widget's way: the scene is read here, on the calling thread)."""
+        """Read and check what ``explain`` needs, for the explanation process
+        (``mrml_explain.worker_job``; the widget's way: the scene is read here, on the calling thread)."""
         return mrml_explain.prepare_request(volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
                                             method, allowUnknownBundle)
 

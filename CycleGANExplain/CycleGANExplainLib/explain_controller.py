@@ -10,22 +10,23 @@ in Slicer the timers are QTimers and the view is the widget.
   list is ever edited; in a user's point list the point placed or dragged last is explained.
 - Choosing another method or bundle re-explains the shown map once per choice: a failed attempt
   is not retried on every later parameter change.
-- The networks run in ``BackgroundExplainer``'s worker; the poll timer delivers the result on the
-  GUI thread, and a result for a volume no longer chosen is dropped.
+- The networks run in the explanation process (``worker_client``: out of Slicer's GIL, a newer
+  request interrupting the running one); the poll timer delivers the result on the GUI thread,
+  and a result for a volume no longer chosen is dropped.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from . import mrml_explain, mrml_overlay
 from .attribution_methods import DEFAULT_METHOD
-from .background_explainer import BackgroundExplainer
 from .model_bundle import UntrustedBundleError, bundle_digest, check_trust
 from .package_installer import DependencyInstaller
 from .translation import tr as _
+from .worker_client import WorkerClient, WorkerError
 
 
 class Timer(Protocol):
@@ -55,15 +56,16 @@ EXPLAIN_FAILED = _("Could not explain the seed point.")
 
 class ExplainController:
     def __init__(self, logic: Any, installer: DependencyInstaller, view: PanelView, debounce_timer: Timer,
-                 poll_timer: Timer, compute: Callable = mrml_explain.compute) -> None:
+                 poll_timer: Timer, python: Optional[str] = None) -> None:
         """``logic``: a ``CycleGANExplainLogic``; ``debounce_timer`` calls ``explain`` when it fires
-        and ``poll_timer`` calls ``poll`` repeatedly while it runs (the caller connects them)."""
+        and ``poll_timer`` calls ``poll`` repeatedly while it runs (the caller connects them);
+        ``python``: the explanation process's Python (default: worker_client.worker_python())."""
         self.logic = logic
         self.installer = installer
         self.view = view
         self.debounce_timer = debounce_timer
         self.poll_timer = poll_timer
-        self.explainer = BackgroundExplainer(compute, self.on_done, self.on_failed)
+        self.explainer = WorkerClient(self.on_done, self.on_failed, python)
         self.parameters: Any = None
         self._choice_shown_or_tried: Optional[tuple] = None
         self._allowed_bundle_digests: set = set()  # unknown bundles the user confirmed in this session
@@ -152,7 +154,12 @@ class ExplainController:
             return
         if self._requested_while_preparing and self.parameters is not None:
             self.debounce_timer.start()
-        self.explainer.submit(request)
+        try:
+            self.explainer.submit(mrml_explain.worker_job(request), request)
+        except Exception as error:  # noqa: BLE001 - e.g. the bundle's metadata, PythonSlicer not found
+            logging.error("Explanation failed", exc_info=True)
+            self.view.show_error(EXPLAIN_FAILED, error)
+            return
         self.view.set_busy(True)
         self.view.show_status(_("Explaining the seed point..."))
         self.poll_timer.start()
@@ -188,7 +195,9 @@ class ExplainController:
         self.view.show_result(result)
 
     def on_failed(self, request: mrml_explain.ExplainRequest, error: BaseException) -> None:
-        logging.error("Explanation failed", exc_info=(type(error), error, error.__traceback__))
+        details = error.details if isinstance(error, WorkerError) and error.details else None
+        logging.error("Explanation failed%s", f" in the explanation process:\n{details}" if details else "",
+                      exc_info=None if details else (type(error), error, error.__traceback__))
         self.view.show_error(EXPLAIN_FAILED, error)
 
     # --- helpers ---------------------------------------------------------------------------------

@@ -8,15 +8,16 @@ on a bare slicer-core scene.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from .attribution_methods import DEFAULT_METHOD
-from .explanation import ExplanationBatch, explain, require_method
-from .model_bundle import load_bundle
+from .explain_worker import Job, run_job
+from .explanation import ExplanationBatch, require_method
+from .model_bundle import read_metadata, resolve_bundle
 from .mrml_overlay import update_overlay_node
-from .patch_sampling import is_seed_inside, require_seed_inside
+from .patch_sampling import is_seed_inside, patch_region, require_seed_inside
 from .volume_checks import check_ct_volume
 
 StatusCallback = Callable[[str], None]
@@ -87,8 +88,8 @@ def neighbour_seeds(
 class ExplainRequest(NamedTuple):
     """What an explanation needs, read from the scene and checked, before any inference.
 
-    ``compute`` needs nothing from the scene, so a front end may run it in a worker thread while
-    its event loop goes on; ``voxels`` is a read-only view of the volume node's voxels, which the
+    ``compute`` needs nothing from the scene; the Slicer panel sends ``worker_job(request)`` to the
+    explanation process while its event loop goes on; ``voxels`` is a read-only view of the volume node's voxels, which the
     request keeps alive by holding the node.
     """
 
@@ -103,25 +104,53 @@ class ExplainRequest(NamedTuple):
     allow_unknown_bundle: bool
 
 
+# Volume node ID -> the stamp of the voxels and geometry that passed check_ct_volume: the whole-volume
+# check (0.1-0.3 s at 512x512x600) runs once per volume content, not on every click.
+_checked_volumes: Dict[str, tuple] = {}
+
+
+def check_volume_once(volume_node, voxels: np.ndarray, ijk_to_ras: np.ndarray) -> None:
+    """check_ct_volume, skipped when this node's voxels and geometry passed it unchanged (VTK's
+    modification times change with any edit of the image data)."""
+    image = volume_node.GetImageData()
+    scalars = image.GetPointData().GetScalars()
+    stamp = (image.GetMTime(), scalars.GetMTime() if scalars is not None else None, voxels.shape, voxels.dtype.str,
+             np.asarray(ijk_to_ras, dtype=float).tobytes())
+    if _checked_volumes.get(volume_node.GetID()) == stamp:
+        return
+    check_ct_volume(voxels, ijk_to_ras)
+    _checked_volumes[volume_node.GetID()] = stamp
+
+
 def prepare_request(volume_node, seed_ras: Sequence[float], bundle_dir: Union[str, Path, None] = None,
                     device: str = "auto", neighbour_slices: int = 0, method: str = DEFAULT_METHOD,
                     allow_unknown_bundle: bool = False) -> ExplainRequest:
     """Read and check the volume node and the seed (scene access: the event loop's thread)."""
     require_method(method)
     voxels, ijk_to_ras = volume_array_and_geometry(volume_node)
-    check_ct_volume(voxels, ijk_to_ras)
+    check_volume_once(volume_node, voxels, ijk_to_ras)
     seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
     return ExplainRequest(volume_node, voxels, ijk_to_ras, seeds, central_index, bundle_dir, device, method,
                           allow_unknown_bundle)
 
 
+def worker_job(request: ExplainRequest) -> Job:
+    """The request as the explanation process takes it: only the voxels its patches sample (at the
+    bundle's patch size and extent), no scene node."""
+    bundle_dir = resolve_bundle(request.bundle_dir)
+    metadata = read_metadata(bundle_dir)
+    voxels, ijk_to_ras = patch_region(request.voxels, request.ijk_to_ras, request.seeds, metadata.patch_size_px,
+                                      metadata.patch_extent_mm)
+    return Job(voxels, ijk_to_ras, request.seeds, str(bundle_dir), request.device, request.method,
+               request.allow_unknown_bundle)
+
+
 def compute(request: ExplainRequest, status: Optional[StatusCallback] = None) -> ExplanationBatch:
-    """Load the bundle and explain the request's patches (no scene access: any thread)."""
+    """Load the bundle and explain the request's patches in this process (the scripted Logic.explain)."""
     report = status or (lambda message: None)
-    report("Verifying and loading the model bundle (the first time takes a few seconds)...")
-    bundle = load_bundle(request.bundle_dir, request.device, allow_unknown=request.allow_unknown_bundle)
-    report(f"Explaining {len(request.seeds)} patch(es) on {bundle.device}...")
-    return explain(request.voxels, request.ijk_to_ras, request.seeds, bundle, method=request.method)
+    report(f"Explaining {len(request.seeds)} patch(es) (loading the model bundle the first time)...")
+    return run_job(Job(request.voxels, request.ijk_to_ras, request.seeds, request.bundle_dir, request.device,
+                       request.method, request.allow_unknown_bundle))
 
 
 def show(scene, request: ExplainRequest, batch: ExplanationBatch) -> VolumeExplanation:

@@ -165,3 +165,36 @@ def extract_patch(
     pixels = np.full((size_px, size_px), OUTSIDE_HU, dtype=np.float64)
     pixels[inside] = _trilinear(volume_kji, ijk[inside])
     return Patch(pixels.astype(np.float32), patch_to_ras, float(1.0 - inside.mean()))
+
+
+def patch_region(
+    volume_kji: np.ndarray,
+    ijk_to_ras: np.ndarray,
+    seeds_ras: Sequence[Sequence[float]],
+    size_px: int = PATCH_SIZE_PX,
+    extent_mm: float = PATCH_EXTENT_MM,
+) -> "tuple[np.ndarray, np.ndarray]":
+    """The voxels that the patches around ``seeds_ras`` interpolate from (a copy) and their IJK-to-RAS
+    matrix: ``extract_patch`` cuts the same patches from them as from the whole volume, outside
+    fractions included. What a worker process is sent instead of the volume.
+
+    The box spans every interpolation neighbour of the patches' samples (their corners bound them:
+    the index is affine in the patch index), clipped to the volume, at least two voxels per axis.
+    """
+    volume_kji = np.asarray(volume_kji)
+    validate_volume_geometry(volume_kji, ijk_to_ras)
+    last = size_px - 1
+    corners = np.array([[0, 0, 0, 1], [last, 0, 0, 1], [0, last, 0, 1], [last, last, 0, 1]], dtype=float)
+    ijk = np.concatenate([ras_to_continuous_ijk(ijk_to_ras, (corners @ patch_to_ras_matrix(seed, size_px, extent_mm).T)[:, :3])
+                          for seed in np.atleast_2d(np.asarray(seeds_ras, dtype=float))])
+    upper_limit = np.array(volume_kji.shape[::-1]) - 1
+    lower = np.clip(np.floor(ijk.min(axis=0)).astype(np.int64), 0, upper_limit)
+    upper = np.clip(np.floor(ijk.max(axis=0)).astype(np.int64) + 1, 0, upper_limit)
+    single = upper == lower  # a single slice (or row) is no 3D volume: widen inwards, which changes no sample
+    upper = np.where(single & (upper < upper_limit), upper + 1, upper)
+    lower = np.where(single & (upper == lower), lower - 1, lower)
+    (i0, j0, k0), (i1, j1, k1) = lower, upper
+    voxels = np.ascontiguousarray(volume_kji[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1])
+    region_to_ras = np.array(ijk_to_ras, dtype=float)
+    region_to_ras[:3, 3] += region_to_ras[:3, :3] @ lower
+    return voxels, region_to_ras

@@ -18,12 +18,12 @@ LIBRARY = REPO_ROOT / "CycleGANExplain" / "CycleGANExplainLib"
 LAYERS = {
     "core": ["__init__", "translation", "package_resources", "sample_data", "patch_sampling", "intensity", "bundle_trust",
              "model_bundle", "volume_headers", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads", "triton_guard",
-             "inference", "background_explainer", "output_folder"],
+             "inference", "output_folder"],
     "methods": ["attribution_methods"],
-    "explain": ["explanation"],
+    "explain": ["explanation", "explain_worker"],
     "presentation": ["overlay", "notices", "formatting", "caveats", "explanation_figure"],
     "mrml": ["mrml_overlay", "mrml_explain"],
-    "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller"],
+    "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller", "worker_client"],
 }
 LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 FRONT_END_PACKAGES = ("cyclegan_explain_web", "cyclegan_explain_training")
