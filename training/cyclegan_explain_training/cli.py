@@ -6,6 +6,8 @@
     cyclegan-explain-train export --dataset data/lidc --classifier runs/classifier/classifier.pt \\
         --cyclegan runs/gan/cyclegan.pt --out CycleGANExplain/CycleGANExplainLib/resources/models/lidc-cyclegan-am
     cyclegan-explain-train evaluate --bundle <bundle> --dataset data/lidc --out runs/evaluation
+    cyclegan-explain-train audit --bundle <bundle> --dataset data/lidc --out runs/evaluation \\
+        [--held-out-classifier runs/resnet/classifier.pt]
     cyclegan-explain-train compare-methods --bundle <bundle> --dataset data/lidc --out training/results
 
 Settings come from the paper's defaults, then ``--config FILE.json``, then the flags.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from CycleGANExplainLib.attribution_methods import MissingDependencyError
+from CycleGANExplainLib.bundle_trust import ALLOW_FLAG, ALLOW_HELP
 from CycleGANExplainLib.model_bundle import DEVICE_CHOICES, BundleError
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_commands(commands)
     _add_export(commands)
     _add_evaluate(commands)
+    _add_audit(commands)
     _add_compare_methods(commands)
     return parser
 
@@ -128,6 +132,25 @@ def _add_evaluate(commands: "argparse._SubParsersAction[argparse.ArgumentParser]
     evaluate.add_argument("--extra-bundle", action="append", type=Path, default=[], metavar="PATH",
                           help="a bundle with the same classifier.pt and generators from another training seed; its "
                                "generator figures are reported beside the bundle's (repeatable)")
+    evaluate.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle",
+                          help=ALLOW_HELP + " (every bundle you export is unknown until it is shipped)")
+
+
+def _add_audit(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    audit = commands.add_parser(
+        "audit", help="counterfactual audit on the test split: realism, bright cores, change beyond the box, "
+                      "transfer, SSIM near the nodule, |R| beside a Gaussian control, ablations")
+    audit.add_argument("--bundle", required=True, type=Path)
+    audit.add_argument("--dataset", required=True, type=Path)
+    audit.add_argument("--out", required=True, type=Path, help="folder for audit.json and audit.md")
+    audit.add_argument("--held-out-classifier", type=Path, metavar="CLASSIFIER_PT",
+                       help="classifier.pt from train-classifier that the generators never saw (another "
+                            "architecture): transfer flips and its test AUC")
+    audit.add_argument("--bootstrap", type=int, default=1000)
+    audit.add_argument("--seed", type=int, default=0)
+    audit.add_argument("--device", default="auto")
+    audit.add_argument("--detector-epochs", type=int, default=15,
+                       help="epochs of the CNN realism detector (default 15; bundles compare only at the same value)")
 
 
 def _add_compare_methods(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -142,6 +165,8 @@ def _add_compare_methods(commands: "argparse._SubParsersAction[argparse.Argument
     compare.add_argument("--methods", nargs="+", help="method keys (default: all; cyclegan-am is always needed)")
     compare.add_argument("--sanity-bundle", type=Path,
                          help="bundle whose generators were trained against a randomised classifier")
+    compare.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle",
+                         help=ALLOW_HELP + " (every bundle you export is unknown until it is shipped)")
     compare.add_argument("--bootstrap", type=int, default=1000)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--device", default="cpu", help="where the maps are computed and timed (default cpu)")
@@ -225,7 +250,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
         from .evaluate import evaluate
 
         result = evaluate(args.bundle, args.dataset, args.out, bootstrap=args.bootstrap, seed=args.seed,
-                          device=args.device, extra_bundles=args.extra_bundle)
+                          device=args.device, extra_bundles=args.extra_bundle,
+                          allow_unknown_bundle=args.allow_unknown_bundle)
         print(f"Evaluation written to {args.out}")
         if args.attach:
             from .export import attach_evaluation
@@ -233,13 +259,19 @@ def _run(args: argparse.Namespace, command: str) -> None:
             attach_evaluation(args.bundle, result, report=str(args.out / "evaluation.md"))
             print(f"Evaluation figures recorded in {args.bundle / 'metadata.json'}")
             print(_shipping_note(args.bundle))
+    elif args.command == "audit":
+        from .counterfactual_audit import MARKDOWN_FILE as AUDIT_MARKDOWN, audit
+
+        audit(args.bundle, args.dataset, args.out, held_out_classifier=args.held_out_classifier,
+              bootstrap=args.bootstrap, seed=args.seed, device=args.device, detector_epochs=args.detector_epochs)
+        print(f"Counterfactual audit written to {args.out / AUDIT_MARKDOWN}")
     elif args.command == "compare-methods":
         from .comparison_report import MARKDOWN_FILE, write_report
         from .method_comparison import compare_methods
 
         comparison = compare_methods(args.bundle, args.dataset, methods=args.methods, limit=args.limit,
                                      sanity_bundle_dir=args.sanity_bundle, seed=args.seed, device=args.device,
-                                     fill=args.fill)
+                                     fill=args.fill, allow_unknown_bundle=args.allow_unknown_bundle)
         write_report(comparison, args.out, resamples=args.bootstrap, seed=args.seed, command=command)
         print(f"Method comparison written to {args.out / MARKDOWN_FILE}")
 

@@ -261,6 +261,27 @@ def bootstrap(
     return estimates
 
 
+def patient_bootstrap(
+    statistics: Callable[[np.ndarray], Mapping[str, float]],
+    patient_ids: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Dict[str, Estimate]:
+    """``bootstrap`` with patients as the resampled unit: each resample draws patients with
+    replacement and passes every nodule of each drawn patient to ``statistics`` (nodule indices,
+    with repeats). Nodules of one patient are not independent, so this interval is the honest one
+    where a patient has several."""
+    _, patient_of = np.unique(np.asarray(patient_ids), return_inverse=True)
+    members = [np.flatnonzero(patient_of == patient) for patient in range(int(patient_of.max()) + 1)] \
+        if len(patient_of) else []
+
+    def over_patients(drawn: np.ndarray) -> Mapping[str, float]:
+        return statistics(np.concatenate([members[patient] for patient in drawn]))
+
+    return bootstrap(over_patients, len(members), resamples, seed, confidence)
+
+
 # What the generators change: a nodule's size or its density. Soft tissue is what the HU window
 # maps above -400 HU (phantom nodules are filled at about 30 HU, parenchyma near -850 HU).
 SOFT_TISSUE_HU = -400.0
