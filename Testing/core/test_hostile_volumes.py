@@ -182,3 +182,12 @@ def test_a_path_that_is_not_utf8_is_refused_not_a_crash(tmp_path):
         stream.write(write_volume(ct_volume(), SPACING_RAS, tmp_path / "ct.nrrd").read_bytes())
     with pytest.raises(UnreadableVolumeError, match=r"ct\\xff.nrrd is not valid UTF-8"):
         read_volume(path)
+
+
+def test_a_whole_nifti_in_two_gzip_members_reads(tmp_path):
+    """Its trailing size is only the last member's: the whole stream is counted, and it is whole."""
+    path = tmp_path / "ct.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(ct_volume()), str(path))
+    data = path.read_bytes()
+    (tmp_path / "two.nii.gz").write_bytes(gzip.compress(data[:20000]) + gzip.compress(data[20000:]))
+    np.testing.assert_array_equal(read_volume(tmp_path / "two.nii.gz").volume_kji, ct_volume())
