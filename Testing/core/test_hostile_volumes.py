@@ -191,3 +191,10 @@ def test_a_whole_nifti_in_two_gzip_members_reads(tmp_path):
     data = path.read_bytes()
     (tmp_path / "two.nii.gz").write_bytes(gzip.compress(data[:20000]) + gzip.compress(data[20000:]))
     np.testing.assert_array_equal(read_volume(tmp_path / "two.nii.gz").volume_kji, ct_volume())
+
+
+def test_a_dicom_file_whose_name_is_not_utf8_is_refused_not_a_crash(tmp_path, ct_series_writer):
+    folder = dicom_series(tmp_path, ct_series_writer)
+    os.rename(folder / "0002.dcm", os.fsencode(folder) + b"/\xff.dcm")
+    with pytest.raises(UnreadableVolumeError, match=r"\\xff.dcm is not valid UTF-8"):
+        read_volume(folder)
