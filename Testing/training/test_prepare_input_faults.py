@@ -6,6 +6,8 @@ never with a traceback or a dataset built on a wrong label or split. The folder 
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +93,23 @@ def test_a_truncated_or_corrupt_voi_image_is_named(damage, message, tmp_path, ca
     image.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not an image at all" * 10)
     code, error = prepare(voi, tmp_path / "out", capsys)
     assert code == 2 and message in error and "LIDC-0002_R_1.nii.gz" in error and "Traceback" not in error, error
+
+
+def test_evaluate_refuses_a_bundle_whose_patch_contract_is_not_the_datasets(tmp_path, capsys, tiny_bundle):
+    """A bundle made for 30 mm patches runs on the dataset's 45 mm ones without an error, wrongly."""
+    from CycleGANExplainLib.model_bundle import write_checksums
+
+    code, error = prepare(write_voi_folder(tmp_path / "voi"), tmp_path / "data", capsys)
+    assert code == 0, error
+    bundle = tmp_path / "bundle-30mm"
+    shutil.copytree(tiny_bundle, bundle)
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    metadata["patch"]["extent_mm"] = 30.0
+    (bundle / "metadata.json").write_text(json.dumps(metadata))
+    write_checksums(bundle)
+    code = main(["evaluate", "--allow-unknown-bundle", "--bundle", str(bundle), "--dataset", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "evaluation"), "--device", "cpu", "--bootstrap", "10"])
+    error = capsys.readouterr().err
+    assert code == 2 and "The dataset's patches are 64 px over 45 mm, but bundle bundle-30mm takes 64 px over " \
+                         "30 mm" in error, error
+    assert not (tmp_path / "evaluation").exists()

@@ -53,6 +53,16 @@ class PreparedDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def require_patch_contract(self, size_px: int, extent_mm: float, user: str) -> None:
+        """ValueError unless the patches are ``size_px`` pixels over ``extent_mm`` (``user``'s contract,
+        e.g. a bundle's): networks fed patches at another pixel spacing answer without an error, wrongly."""
+        recorded = self.manifest.get("patch", {})
+        have = (int(self.images_hu.shape[-1]), float(recorded.get("extent_mm", float("nan"))))
+        if have[0] != int(size_px) or not abs(have[1] - float(extent_mm)) <= 1e-6:
+            raise ValueError(f"The dataset's patches are {have[0]} px over {have[1]:g} mm, but {user} takes "
+                             f"{int(size_px)} px over {float(extent_mm):g} mm; prepare the data with the bundle's "
+                             "patch contract or choose the matching bundle.")
+
     def subset(self, split: str, view: Optional[str] = None) -> "PreparedDataset":
         """The samples of one split, and of one view when ``view`` is given."""
         if split not in SPLITS:

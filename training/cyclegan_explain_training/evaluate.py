@@ -233,6 +233,8 @@ def evaluate(
         generator_bundles[f"extra_{number}"] = _load_extra_bundle(path, bundle, device)
     dataset_dir = Path(dataset_dir)
     dataset = load_prepared(dataset_dir)
+    dataset.require_patch_contract(bundle.metadata.patch_size_px, bundle.metadata.patch_extent_mm,
+                                   f"bundle {Path(bundle_dir).name}")
     data = dataset.subset(split)
     if len(data) == 0:
         raise ValueError(f"The {split!r} split of {dataset_dir} is empty.")
