@@ -171,7 +171,9 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None,
             files = [_library_path(name) for name in _dicom_series_files(path, series_uid)]
             information = _image_information(path, files[0])
             _check_modality(path, information)
-            _check_voxel_count(path, information.GetSize(), len(files), max_voxels)
+            # A multi-frame file holds NumberOfFrames slices (the header's third size): counted per file.
+            size = information.GetSize()
+            _check_voxel_count(path, size, len(files) * int(np.prod(size[2:], dtype=np.int64)), max_voxels)
             geometry = read_slice_geometry(files)
             image = sitk.ReadImage(files)
             description = f"DICOM series of {len(files)} files"

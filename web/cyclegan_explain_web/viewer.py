@@ -17,18 +17,20 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import slicer
 from trame.app import TrameApp
 from trame.decorators import change
 from trame.ui.vuetify3 import SinglePageWithDrawerLayout
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.app.logic import connect_slice_view_slider_to_state
-from trame_slicer.app.ui import LoadVolumeUI, create_vertical_view_gutter_ui
+from trame_server.utils.typed_state import TypedState
+from trame_slicer.app.ui import create_vertical_view_gutter_ui
+from trame_slicer.app.ui.load_volume_ui import LoadVolumeButton, LoadVolumeState
 from trame_slicer.app.ui.slider import Slider
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
@@ -52,7 +54,8 @@ from CycleGANExplainLib.volume_io import UnreadableVolumeError
 
 from .slice_clicks import SliceClickObserver
 from .access import TOKEN_PARAMETER, SingleSessionGuard, is_loopback, new_token
-from .volume_upload import UploadLimits, add_volume_node, read_ct_volume, read_uploaded_volume, write_uploaded_files
+from .volume_upload import (UploadLimits, add_volume_node, check_upload_size, read_ct_volume, read_uploaded_volume,
+                            uploaded_bytes, write_uploaded_files)
 from .vtk_warnings import INTERACTOR_RESIZE_DEPRECATION, hidden_vtk_warnings
 
 logger = logging.getLogger(__name__)
@@ -117,6 +120,45 @@ def slice_view_gutter(server, view_id: str, view) -> None:
     create_vertical_view_gutter_ui(server, view_id, view)
     with html.Div(style="position: absolute; bottom: 0; left: 0; width: 100%; background-color: transparent;"):
         Slider(typed_state=connect_slice_view_slider_to_state(server, view), theme="dark", dense=True)
+
+
+class CappedLoadVolumeButton(LoadVolumeButton):
+    """trame-slicer's upload button, with --max-upload-mb checked as the browser's messages arrive.
+
+    trame-slicer's page script sends the chosen files in groups of about 10 MB (a larger file on
+    its own), one websocket message each, and its button keeps them all until the last message.
+    Here the running total is checked at every message: once it is over the limit, what arrived is
+    let go at once and later messages are dropped as they come, so the server holds at most the
+    limit and one message. Not possible at this level: refusing a message before it is whole.
+    wslink reassembles each message before any handler sees it, and lets an authenticated client
+    send one of up to 4 GB (wslink.protocol, after wslink.hello), so a single file larger than the
+    limit is received whole before it is refused.
+    """
+
+    def __init__(self, limits: UploadLimits, on_refused: Callable[[UnreadableVolumeError], None], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+        self.on_refused = on_refused
+        self.received = 0  # bytes of the upload in progress
+        self.refused: Optional[UnreadableVolumeError] = None
+
+    async def load_chunk(self, files: List[dict]) -> None:
+        if files:  # one message of the upload
+            if self.refused is None:
+                self.received += uploaded_bytes(files)
+                try:
+                    check_upload_size(self.received, self.limits)
+                except UnreadableVolumeError as error:
+                    self.refused, self.files = error, []
+                    return
+                self.files.extend(files)
+            return
+        refused, self.refused, self.received = self.refused, None, 0  # the end: the next upload starts afresh
+        if refused is not None:
+            self.files = []
+            self.on_refused(refused)
+            return
+        await super().load_chunk(files)
 
 
 class ExplainViewer(TrameApp):
@@ -295,8 +337,7 @@ class ExplainViewer(TrameApp):
 
         html.Div("CT volume", classes="text-subtitle-2 mt-2")
         with html.Div(classes="d-flex flex-row align-center", style="gap: 8px;"):
-            upload = LoadVolumeUI()
-            upload.on_load_volume.connect(self.load_uploaded_files)
+            self.upload_buttons = self._build_upload_buttons()
             v3.VBtn("Load sample CT", click=self.load_sample, size="small", variant="tonal", id="load-sample")
         html.Div("Open a NRRD, NIfTI or MHA file, a .nhdr or .mhd header with its data file, or a DICOM series "
                  "(several files, a folder or a .zip).",
@@ -345,7 +386,25 @@ class ExplainViewer(TrameApp):
         v3.VSlider(label="Opacity", v_model=("overlay_opacity",), min=0.0, max=1.0, step=0.05, density="compact",
                    hide_details=True, thumb_label=True, id="overlay-opacity")
 
+    def _build_upload_buttons(self) -> List[CappedLoadVolumeButton]:
+        """trame-slicer's two upload buttons (files, a folder), as its LoadVolumeUI makes them, capped."""
+        typed_state = TypedState(self.state, LoadVolumeState)
+        client.Style(".v-input__prepend .v-icon { opacity: 1.0; }")  # as LoadVolumeUI: Vuetify dims the icon
+        buttons = []
+        for name, directory, icon, sub_state in (
+                ("Open Files", False, "mdi-file-upload", typed_state.name.file_button),
+                ("Open Directory", True, "mdi-folder-upload", typed_state.name.dir_button)):
+            button = CappedLoadVolumeButton(self.limits, self._refuse_upload, name=name, load_directory=directory,
+                                            icon=icon, typed_state=typed_state.get_sub_state(sub_state))
+            button.on_load_volume.connect(self.load_uploaded_files)
+            buttons.append(button)
+        return buttons
+
     # --- actions -----------------------------------------------------------------------------------
+
+    def _refuse_upload(self, error: UnreadableVolumeError) -> None:
+        with self.state:
+            self._report_error(error, "Could not open the upload")
 
     def _report_error(self, error: BaseException, context: str) -> None:
         if isinstance(error, INPUT_ERRORS):

@@ -33,6 +33,8 @@ class UploadLimits:
     max_upload_bytes: int = 1_024_000_000
     max_unpacked_bytes: Optional[int] = None  # None: twice max_upload_bytes
     max_voxels: Optional[int] = DEFAULT_MAX_VOXELS
+    # A .zip's entries: a CT series is a few thousand slices; each entry costs a file on the server.
+    max_zip_members: int = 20_000
 
     @property
     def unpacked_limit(self) -> int:
@@ -48,15 +50,28 @@ def _flat_name(number: int, name: str) -> str:
     return f"{number:05d}_{Path(name.replace(chr(92), '/')).name or 'upload'}"
 
 
+def uploaded_bytes(files: Iterable[Mapping]) -> int:
+    """The bytes of trame's uploaded file dicts (a large file's content arrives as a list of parts)."""
+    total = 0
+    for file in files:
+        content = file.get("content") or b""
+        total += sum(map(len, content)) if isinstance(content, list) else len(content)
+    return total
+
+
+def check_upload_size(total: int, limits: UploadLimits) -> None:
+    """UnreadableVolumeError when ``total`` bytes exceed ``limits.max_upload_bytes``."""
+    if total > limits.max_upload_bytes:
+        raise UnreadableVolumeError(f"The upload is {_megabytes(total)}, more than the limit of "
+                                    f"{_megabytes(limits.max_upload_bytes)} (cyclegan-explain-web --max-upload-mb).")
+
+
 def write_uploaded_files(files: Iterable[Mapping], upload_dir: Path, limits: UploadLimits = UploadLimits()) -> None:
     """Write trame's uploaded file dicts (name, content) into the empty folder ``upload_dir``;
     UnreadableVolumeError when together they exceed ``limits.max_upload_bytes``."""
     files = list(files)
+    check_upload_size(uploaded_bytes(files), limits)
     chunks = [file.get("content") or b"" for file in files]
-    total = sum(sum(map(len, chunk)) if isinstance(chunk, list) else len(chunk) for chunk in chunks)
-    if total > limits.max_upload_bytes:
-        raise UnreadableVolumeError(f"The upload is {_megabytes(total)}, more than the limit of "
-                                    f"{_megabytes(limits.max_upload_bytes)} (cyclegan-explain-web --max-upload-mb).")
     for number, (file, content) in enumerate(zip(files, chunks)):
         with open(upload_dir / _flat_name(number, str(file.get("name", ""))), "wb") as stream:
             for part in content if isinstance(content, list) else [content]:  # large files arrive in chunks
@@ -70,7 +85,11 @@ def _extract_zip(archive: Path, limits: UploadLimits) -> Path:
     limit = limits.unpacked_limit
     try:
         with zipfile.ZipFile(archive) as zipped:
-            members = [member for member in zipped.infolist() if not member.is_dir()]
+            entries = zipped.infolist()  # the central directory only: nothing is extracted yet
+            if len(entries) > limits.max_zip_members:
+                raise UnreadableVolumeError(f"{name} holds {len(entries):,} entries, more than the limit of "
+                                            f"{limits.max_zip_members:,}; upload the series' files or a folder.")
+            members = [member for member in entries if not member.is_dir()]
             declared = sum(member.file_size for member in members)
             if declared > limit:
                 raise UnreadableVolumeError(f"{name} declares {_megabytes(declared)} of files, more than the limit of "
