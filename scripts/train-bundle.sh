@@ -55,4 +55,4 @@ for SEED in "${GAN_SEEDS[@]}"; do
   $TRAIN export --dataset "$DATA" --classifier "$RUNS/classifier/classifier.pt" --cyclegan "$GAN_RUN/cyclegan.pt" \
     --out "$SEED_BUNDLE" --name "$VARIANT" --version "$VERSION" --overwrite
 done
-$TRAIN evaluate --bundle "$BUNDLE" --dataset "$DATA" --out "$RESULTS" --attach "${EXTRA_BUNDLES[@]}"
+$TRAIN evaluate --allow-unknown-bundle --bundle "$BUNDLE" --dataset "$DATA" --out "$RESULTS" --attach "${EXTRA_BUNDLES[@]}"

@@ -435,12 +435,15 @@ def check_trust(bundle_dir: Path, allow_unknown: bool = False) -> Optional[str]:
 
 
 def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto",
-                allow_unknown: bool = False) -> ModelBundle:
+                allow_unknown: bool = False, *, written_by_caller: bool = False) -> ModelBundle:
     """Verify and load a bundle; cached per (folder, device) until a file changes on disk.
 
     A bundle that the package does not ship is refused (UntrustedBundleError) unless
-    ``allow_unknown``: the caller has asked the user, who trusts where it came from. Each file is
-    read once: trust and checksums are decided on the bytes that are then deserialised.
+    ``allow_unknown``: the caller has asked the user, who trusts where it came from.
+    ``written_by_caller``: the caller has just written this bundle itself (training's export and
+    its re-signing after an evaluation check that what they wrote loads); no one is asked, and no
+    warning says someone allowed it. Each file is read once: trust and checksums are decided on
+    the bytes that are then deserialised.
     """
     bundle_dir = Path(bundle_dir) if bundle_dir is not None else default_bundle_dir()
     if not bundle_dir.is_dir():
@@ -450,7 +453,8 @@ def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto",
     with _cache_lock:
         stamp = _file_stamp(bundle_dir)  # before the reads: a file changed after it is read again next time
         digest, expected = _read_checksums(bundle_dir)
-        trust_warning = _trust_warning(bundle_dir, digest, allow_unknown)  # before anything is deserialised
+        # Before anything is deserialised.
+        trust_warning = None if written_by_caller else _trust_warning(bundle_dir, digest, allow_unknown)
         cached = _cache.get(key)
         if cached is not None and cached[:2] == (stamp, digest):
             bundle = cached[2]
@@ -461,7 +465,7 @@ def load_bundle(bundle_dir: Union[str, Path, None] = None, device: str = "auto",
     warnings = [warning for warning in (trust_warning, device_warning) if warning]
     for warning in warnings:
         logger.warning(warning)
-    return replace(bundle, shipped=trust_warning is None, warnings=warnings)
+    return replace(bundle, shipped=known_bundle_name(digest) is not None, warnings=warnings)
 
 
 def _load_contents(bundle_dir: Path, contents: Dict[str, bytes], device: str) -> ModelBundle:

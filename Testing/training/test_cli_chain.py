@@ -54,7 +54,7 @@ def test_prepare_train_export_evaluate(tmp_path, lung_volume, capsys):
                  str(gan_dir / "cyclegan.pt"), "--out", str(bundle)]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
-    assert main(["evaluate", "--bundle", str(bundle), "--dataset", str(data), "--out", str(tmp_path / "eval"),
+    assert main(["evaluate", "--allow-unknown-bundle", "--bundle", str(bundle), "--dataset", str(data), "--out", str(tmp_path / "eval"),
                  "--bootstrap", "50", "--device", "cpu"]) == 0
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert evaluation["bundle"]["name"] == "tiny-chain"

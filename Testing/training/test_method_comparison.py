@@ -284,7 +284,7 @@ def disc_folder(tmp_path_factory, make_disc_dataset):
 def test_compare_methods_writes_the_report_for_every_method(tmp_path, tiny_bundle, disc_folder, capsys):
     sanity = export_untrained_bundle(tmp_path / "sanity", classifier_width=4, generator_width=4, seed=5)
     out = tmp_path / "report"
-    assert main(["compare-methods", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out", str(out),
+    assert main(["compare-methods", "--allow-unknown-bundle", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out", str(out),
                  "--limit", "4", "--sanity-bundle", str(sanity), "--bootstrap", "20", "--seed", "7",
                  "--fill", "air"]) == 0
     report = json.loads((out / "baselines.json").read_text())
@@ -336,7 +336,7 @@ def test_compare_methods_writes_the_report_for_every_method(tmp_path, tiny_bundl
 
 def test_without_a_sanity_bundle_cyclegan_am_randomisation_is_not_run(tmp_path, tiny_bundle, disc_folder):
     out = tmp_path / "report"
-    assert main(["compare-methods", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out", str(out),
+    assert main(["compare-methods", "--allow-unknown-bundle", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out", str(out),
                  "--limit", "3", "--bootstrap", "10", "--methods", "cyclegan-am", "saliency"]) == 0
     report = json.loads((out / "baselines.json").read_text())
     assert report["dataset"]["fill"] == "lung"  # the default
@@ -366,7 +366,7 @@ def test_the_fill_goes_only_where_the_patch_holds_no_image(tiny_bundle, disc_fol
 def test_compare_methods_refuses_a_sanity_bundle_with_the_trained_classifier(tmp_path, tiny_bundle, disc_folder,
                                                                             capsys):
     twin = export_untrained_bundle(tmp_path / "twin", classifier_width=4, generator_width=4)  # the same weights
-    assert main(["compare-methods", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out",
+    assert main(["compare-methods", "--allow-unknown-bundle", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out",
                  str(tmp_path / "out"), "--limit", "2", "--sanity-bundle", str(twin)]) == 2
     assert "the bundle's own trained classifier" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -380,7 +380,7 @@ def test_compare_methods_refuses_patches_of_another_field_of_view(tmp_path, tiny
     manifest = json.loads(manifest_path.read_text())
     manifest["patch"] = {"size_px": 64, "extent_mm": 60.0}
     (other / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["compare-methods", "--bundle", str(tiny_bundle), "--dataset", str(other), "--out",
+    assert main(["compare-methods", "--allow-unknown-bundle", "--bundle", str(tiny_bundle), "--dataset", str(other), "--out",
                  str(tmp_path / "out"), "--limit", "2"]) == 2
     error = capsys.readouterr().err
     assert "60.0 mm patches" in error and "45.0 mm" in error
@@ -388,7 +388,7 @@ def test_compare_methods_refuses_patches_of_another_field_of_view(tmp_path, tiny
 
 
 def test_compare_methods_needs_cyclegan_am_and_known_methods(tmp_path, tiny_bundle, disc_folder, capsys):
-    common = ["compare-methods", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out",
+    common = ["compare-methods", "--allow-unknown-bundle", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out",
               str(tmp_path / "out"), "--limit", "2", "--methods"]
     assert main([*common, "saliency"]) == 2
     assert "include it in --methods" in capsys.readouterr().err
@@ -400,7 +400,7 @@ def test_compare_methods_names_a_missing_package(tmp_path, tiny_bundle, disc_fol
     import sys
 
     monkeypatch.setitem(sys.modules, "zennit", None)  # None in sys.modules: not importable
-    assert main(["compare-methods", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out",
+    assert main(["compare-methods", "--allow-unknown-bundle", "--bundle", str(tiny_bundle), "--dataset", str(disc_folder), "--out",
                  str(tmp_path / "out"), "--limit", "2", "--methods", "cyclegan-am", "lrp"]) == 2
     error = capsys.readouterr().err
     assert "zennit" in error and "pip install" in error

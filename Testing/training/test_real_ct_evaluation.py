@@ -301,7 +301,7 @@ def voi_evaluation(tmp_path_factory, tiny_bundle):
         shutil.copy(other / name, extra / name)
     write_checksums(extra)
     out = root / "out"
-    assert main(["evaluate", "--bundle", str(bundle), "--dataset", str(dataset), "--out", str(out),
+    assert main(["evaluate", "--allow-unknown-bundle", "--bundle", str(bundle), "--dataset", str(dataset), "--out", str(out),
                  "--bootstrap", "60", "--device", "cpu", "--extra-bundle", str(extra)]) == 0
     result = json.loads((out / "evaluation.json").read_text())
     return {"root": root, "dataset": dataset, "bundle": bundle, "extra": extra, "other": other, "out": out,
@@ -380,7 +380,7 @@ def test_an_extra_bundle_with_another_classifier_is_refused(voi_evaluation, tmp_
                  extra_bundles=[other])
     assert not (tmp_path / "out").exists()
     capsys.readouterr()
-    assert main(["evaluate", "--bundle", str(voi_evaluation["bundle"]), "--dataset", str(voi_evaluation["dataset"]),
+    assert main(["evaluate", "--allow-unknown-bundle", "--bundle", str(voi_evaluation["bundle"]), "--dataset", str(voi_evaluation["dataset"]),
                  "--out", str(tmp_path / "cli"), "--bootstrap", "5", "--device", "cpu",
                  "--extra-bundle", str(other)]) == 2
     assert "has another classifier" in capsys.readouterr().err

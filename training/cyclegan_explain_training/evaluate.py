@@ -217,8 +217,13 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 64,
     extra_bundles: Sequence[Union[str, Path]] = (),
+    allow_unknown_bundle: bool = True,
 ) -> Dict[str, Any]:
     """Evaluate the bundle on one split; write the JSON, Markdown and figures; return the JSON's content.
+
+    ``allow_unknown_bundle``: run bundles the package does not ship (training evaluates the ones its
+    engineer exported, which no digest list knows yet); the command line passes its
+    --allow-unknown-bundle, so nothing runs there unasked.
 
     ``extra_bundles`` hold the same classifier (the same weights) and generators
     from other training seeds: their generator figures are reported beside the bundle's.
@@ -226,11 +231,10 @@ def evaluate(
     bundle with another classifier, a dataset whose patches do not match its manifest or an
     empty split. Undefined values are null in the JSON (NaN in the computation); see metrics.py.
     """
-    # Training evaluates the bundles its engineer exported, which no digest list can know yet.
-    bundle = load_bundle(bundle_dir, device, allow_unknown=True)
+    bundle = load_bundle(bundle_dir, device, allow_unknown=allow_unknown_bundle)
     generator_bundles = {MAIN: bundle}
     for number, path in enumerate(extra_bundles, start=1):
-        generator_bundles[f"extra_{number}"] = _load_extra_bundle(path, bundle, device)
+        generator_bundles[f"extra_{number}"] = _load_extra_bundle(path, bundle, device, allow_unknown_bundle)
     dataset_dir = Path(dataset_dir)
     dataset = load_prepared(dataset_dir)
     dataset.require_patch_contract(bundle.metadata.patch_size_px, bundle.metadata.patch_extent_mm,
@@ -300,13 +304,13 @@ def _write_outputs(result: Dict[str, Any], out_dir: Path, bundle: ModelBundle, p
     return result
 
 
-def _load_extra_bundle(path: Union[str, Path], main: ModelBundle, device: str) -> ModelBundle:
+def _load_extra_bundle(path: Union[str, Path], main: ModelBundle, device: str, allow_unknown: bool) -> ModelBundle:
     """An extra bundle's generators are comparable only if they explain the very same classifier.
 
     The classifier's weights and buffers are compared, not the file's bytes: TorchScript files
     of one network exported twice differ in their archive's internals.
     """
-    extra = load_bundle(path, device, allow_unknown=True)
+    extra = load_bundle(path, device, allow_unknown=allow_unknown)
     if not _same_weights(main.classifier, extra.classifier):
         raise ValueError(
             f"Extra bundle {path} has another classifier than {main.directory}: the weights of "

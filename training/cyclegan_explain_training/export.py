@@ -90,7 +90,7 @@ def export_bundle(
             _script(network).save(str(staging / MODEL_FILES[role]))
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
         write_checksums(staging)
-        load_bundle(staging, "cpu", allow_unknown=True)  # refuses a bundle the core cannot load
+        load_bundle(staging, "cpu", written_by_caller=True)  # refuses a bundle the core cannot load
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
@@ -353,4 +353,4 @@ def attach_evaluation(bundle_dir: Union[str, Path], evaluation: Dict[str, Any], 
     metadata["summary"] = summary_sentence(metadata, summary)
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
     write_checksums(bundle_dir)
-    load_bundle(bundle_dir, "cpu", allow_unknown=True)
+    load_bundle(bundle_dir, "cpu", written_by_caller=True)  # what was just re-signed still loads

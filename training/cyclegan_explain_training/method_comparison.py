@@ -271,9 +271,9 @@ def randomised_classifier(bundle: ModelBundle, seed: int) -> "torch.nn.Module":
 
 
 def load_sanity_bundle(path: Union[str, Path], bundle: ModelBundle, data: PreparedDataset, dataset_dir: Path,
-                       device: str) -> ModelBundle:
+                       device: str, allow_unknown: bool = True) -> ModelBundle:
     """The sanity bundle, refused when it cannot be the bundle's randomised twin."""
-    sanity = load_bundle(path, device, allow_unknown=True)
+    sanity = load_bundle(path, device, allow_unknown=allow_unknown)
     check_dataset_matches_bundle(data, sanity.metadata, dataset_dir)
     if tuple(sanity.metadata.hu_window) != tuple(bundle.metadata.hu_window):
         raise ValueError(f"The sanity bundle's HU window {sanity.metadata.hu_window} differs from "
@@ -353,17 +353,20 @@ def compare_methods(
     device: str = "cpu",
     fill: str = DEFAULT_FILL,
     split: str = "test",
+    allow_unknown_bundle: bool = True,
 ) -> Dict[str, Any]:
-    """Maps, per-patch measures, randomisation test and speed of every method and control; see comparison_report."""
+    """Maps, per-patch measures, randomisation test and speed of every method and control; see comparison_report.
+
+    ``allow_unknown_bundle``: run bundles the package does not ship (as evaluate.evaluate; the
+    command line passes its --allow-unknown-bundle)."""
     model_methods = ordered_methods(methods)
     if fill not in EVALUATION_FILLS:
         raise ValueError(f"Unknown fill {fill!r}; expected one of {EVALUATION_FILLS}.")
-    # Training evaluates the bundles its engineer exported, which no digest list can know yet.
-    bundle = load_bundle(bundle_dir, device, allow_unknown=True)
+    bundle = load_bundle(bundle_dir, device, allow_unknown=allow_unknown_bundle)
     dataset_dir = Path(dataset_dir)
     data = centre_views(dataset_dir, split, bundle.metadata)
     sanity = None if sanity_bundle_dir is None else load_sanity_bundle(sanity_bundle_dir, bundle, data, dataset_dir,
-                                                                       device)
+                                                                       device, allow_unknown_bundle)
     chosen = select_patches(len(data), limit, seed)
     window = bundle.metadata.hu_window
     images_hu, valid = data.images_hu[chosen], data.valid[chosen].astype(np.uint8)
