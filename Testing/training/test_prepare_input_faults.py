@@ -107,7 +107,7 @@ def test_evaluate_refuses_a_bundle_whose_patch_contract_is_not_the_datasets(tmp_
     metadata["patch"]["extent_mm"] = 30.0
     (bundle / "metadata.json").write_text(json.dumps(metadata))
     write_checksums(bundle)
-    code = main(["evaluate", "--allow-unknown-bundle", "--bundle", str(bundle), "--dataset", str(tmp_path / "data"), "--out",
+    code = main(["evaluate", "--bundle", str(bundle), "--dataset", str(tmp_path / "data"), "--out",
                  str(tmp_path / "evaluation"), "--device", "cpu", "--bootstrap", "10", "--allow-unknown-bundle"])
     error = capsys.readouterr().err
     assert code == 2 and "The dataset's patches are 64 px over 45 mm, but bundle bundle-30mm takes 64 px over " \
