@@ -196,4 +196,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the package's module, not as __main__: what it pickles (WorkerFailure) must unpickle in the client.
+    from CycleGANExplainLib.explain_worker import main as package_main
+
+    sys.exit(package_main())
