@@ -176,7 +176,7 @@ def test_audit_command_writes_every_section_and_judges_the_targets(tiny_workspac
     result = json.loads((out / "audit.json").read_text())
     assert result["detectors"]["cnn"]["epochs"] == 2
     figures = result["figures"]
-    assert set(figures) == {"realism", "bright_core", "beyond_box", "transfer", "similarity",
+    assert set(figures) == {"realism", "bright_core", "beyond_box", "transfer", "similarity", "similarity_skimage",
                             "relevance_within_5mm", "ablations_g_neg"}
     assert result["dataset"]["n"] == 20 and result["dataset"]["patients"] == 10
     # Random generators change the air beyond the box: measured there, on every test patch.

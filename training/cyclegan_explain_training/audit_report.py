@@ -128,7 +128,8 @@ def _similarity(result: Dict[str, Any]) -> List[str]:
     lines = ["## 5. SSIM(x, G(x)) where it matters", "", result["settings"]["similarity"] + ".", ""]
     header = ["Region", *(name for _, name in GENERATOR_COLUMNS), "Floor (unrelated patch)"]
     lines += _table(result["figures"], header, [
-        (label, [f"similarity/{region}/{key}" for key in ("g_pos", "g_neg", "unrelated_patch")])
+        (f"{label} ({name})", [f"{section}/{region}/{key}" for key in ("g_pos", "g_neg", "unrelated_patch")])
+        for section, name in (("similarity", "project SSIM"), ("similarity_skimage", "scikit-image SSIM"))
         for label, region in (("Inside the valid box", "inside_box"), ("Within 5 mm of the mask, in the box",
                                                                       "within_5mm"))])
     return lines + [""]
