@@ -59,10 +59,12 @@ def test_change_beyond_the_box_ignores_the_box_and_is_undefined_without_pixels_b
     generated = x.copy()
     generated[0][valid[0] == 0] += 25.0  # the surround moved 25 HU
     generated[1][valid[1] == 1] += 300.0  # only the image changed
-    change = change_beyond_box_hu(x, generated, valid)
-    assert change[0] == pytest.approx(25.0)
-    assert change[1] == 0.0
-    assert np.isnan(change[2])
+    generated[0, 0, 0] += 100.0  # one pixel beyond the box moved further
+    change, largest = change_beyond_box_hu(x, generated, valid)
+    beyond = int((valid[0] == 0).sum())
+    assert change[0] == pytest.approx(25.0 + 100.0 / beyond) and largest[0] == pytest.approx(125.0)
+    assert change[1] == 0.0 and largest[1] == 0.0
+    assert np.isnan(change[2]) and np.isnan(largest[2])
 
 
 def test_gaussian_control_share_is_the_gaussian_mass_in_the_region():

@@ -99,7 +99,9 @@ def _beyond_box(result: Dict[str, Any]) -> List[str]:
         (f"{label}, {fill} fill", f"beyond_box/{{generator}}/{fill}/{key}") for fill in ("air", "lung")
         for label, key in (("Share of patches within tolerance", "share_within_tolerance"),
                            ("Median mean |change| (HU)", "median_change_hu"),
-                           ("Mean mean |change| (HU)", "mean_change_hu"))])
+                           ("Mean mean |change| (HU)", "mean_change_hu"),
+                           ("Share of patches with largest |change| > 35 HU", "share_largest_above_35hu"),
+                           ("Median largest |change| (HU)", "median_largest_change_hu"))])
     return lines + [""]
 
 

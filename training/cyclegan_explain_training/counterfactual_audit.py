@@ -82,6 +82,8 @@ BRIGHT_HU = 200.0
 BRIGHT_MIN_PIXELS = 2
 # 3. Beyond the box a patch holds no image: a generator should leave it as it is.
 BEYOND_BOX_TOLERANCE_HU = 10.0
+# The independent review's statistic: patches whose largest change beyond the box exceeds this.
+BEYOND_BOX_LARGEST_HU = 35.0
 # 5./6. Regions around the nodule's mask.
 NEAR_MM = 5.0
 
@@ -383,11 +385,14 @@ def _measure_bright_cores(test_images: Dict[str, np.ndarray], test: PreparedData
 # --- 3. change beyond the valid box -------------------------------------------------------------
 
 
-def change_beyond_box_hu(x_hu: np.ndarray, generated_hu: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per patch: mean |G(x) - x| in HU over the pixels beyond the valid box (NaN if it has none)."""
+def change_beyond_box_hu(x_hu: np.ndarray, generated_hu: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per patch: the mean and the largest |G(x) - x| in HU over the pixels beyond the valid box
+    (NaN for a patch without such pixels)."""
     beyond = ~np.asarray(valid).astype(bool)
     change = np.abs(np.asarray(generated_hu, dtype=np.float64) - np.asarray(x_hu, dtype=np.float64))
-    return nan_mean(np.where(beyond, change, np.nan).reshape(len(beyond), -1), axis=1)
+    outside = np.where(beyond, change, np.nan).reshape(len(beyond), -1)
+    largest = np.where(beyond.reshape(len(beyond), -1), outside, -np.inf).max(axis=1)
+    return nan_mean(outside, axis=1), np.where(np.isfinite(largest), largest, np.nan)
 
 
 def _measure_beyond_box(bundle: ModelBundle, test_images: Dict[str, np.ndarray], test: PreparedDataset, seed: int,
@@ -401,8 +406,11 @@ def _measure_beyond_box(bundle: ModelBundle, test_images: Dict[str, np.ndarray],
     for fill, images in fills.items():
         x_hu = denormalise_to_hu(images["x"], window)
         for generator in GENERATORS:
-            change = change_beyond_box_hu(x_hu, denormalise_to_hu(images[generator], window), test.valid)
+            change, largest = change_beyond_box_hu(x_hu, denormalise_to_hu(images[generator], window), test.valid)
             prefix = f"beyond_box/{generator}/{fill}"
+            per_nodule.means[f"{prefix}/share_largest_above_{BEYOND_BOX_LARGEST_HU:g}hu"] = _decided(
+                largest > BEYOND_BOX_LARGEST_HU, np.isfinite(largest))
+            per_nodule.medians[f"{prefix}/median_largest_change_hu"] = largest
             per_nodule.means[f"{prefix}/share_within_tolerance"] = _decided(change <= BEYOND_BOX_TOLERANCE_HU,
                                                                           np.isfinite(change))
             per_nodule.medians[f"{prefix}/median_change_hu"] = change
@@ -647,7 +655,9 @@ def _settings(seed: int, resamples: int, device: str, gaussian: Dict[str, Any]) 
                        "among those it calls not suspicious",
         "beyond_box": f"per patch, mean |G(x) - x| (HU) over the pixels beyond the valid box, with air there (the "
                       f"CLI's patch; -1000 HU is the window's floor, so only brightening shows) and with the lung "
-                      f"fill; share of patches with <= {BEYOND_BOX_TOLERANCE_HU:g} HU among those with such pixels",
+                      f"fill; share of patches with <= {BEYOND_BOX_TOLERANCE_HU:g} HU among those with such pixels; beside it "
+                      f"the largest |G(x) - x| there and the share of patches where it exceeds "
+                      f"{BEYOND_BOX_LARGEST_HU:g} HU (the review's statistic)",
         "size_only_model": f"logistic regression on log(area in pixels) of the connected component of pixels "
                            f"> {SOFT_TISSUE_HU:g} HU at the patch centre, measured on the image (x or G(x)); fitted "
                            "on the train split's centre views",
