@@ -481,7 +481,8 @@ def _measure_transfer(images: Dict[str, Dict[str, np.ndarray]], train: PreparedD
         return described
     own_window = held_out["hu_window"]
     # Through HU: the held-out classifier may normalise with another window than the bundle's.
-    probabilities = {name: malignancy_probabilities(held_out["network"], normalise_hu(image, own_window), device,
+    network = held_out["network"].to(device)  # load_classifier leaves it on the CPU
+    probabilities = {name: malignancy_probabilities(network, normalise_hu(image, own_window), device,
                                                     batch_size).numpy().astype(np.float64)
                      for name, image in hu.items()}
     _record_transfer("transfer/held_out_classifier", probabilities["x"], probabilities["g_pos"],
