@@ -193,7 +193,8 @@ def prepare_process() -> None:
 
 
 def main() -> int:
-    """Read the address and key from stdin's first two lines, listen there for the client, serve it."""
+    """The process's entry (worker_client runs it): read the address and key from stdin's first two
+    lines, listen there for the client, serve it."""
     from multiprocessing.connection import Listener
 
     address = sys.stdin.buffer.readline().decode().strip()
@@ -204,9 +205,3 @@ def main() -> int:
         serve(connection)
     return 0
 
-
-if __name__ == "__main__":
-    # Run as the package's module, not as __main__: what it pickles (WorkerFailure) must unpickle in the client.
-    from CycleGANExplainLib.explain_worker import main as package_main
-
-    sys.exit(package_main())

@@ -93,7 +93,8 @@ class _Worker:
         self.log_path = os.path.join(self.log_dir, "worker.log")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [python, "-m", "CycleGANExplainLib.explain_worker"], cwd=str(LIBRARY_PARENT),
+                # -c, not -m: the worker's classes must pickle under the package's name, not __main__'s.
+                [python, "-c", "from CycleGANExplainLib.explain_worker import main; main()"], cwd=str(LIBRARY_PARENT),
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                 creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # no console window on Windows
         self.process.stdin.write(f"{self.address}\n{self.authkey.hex()}\n".encode())
