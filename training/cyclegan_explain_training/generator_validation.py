@@ -35,7 +35,7 @@ from .context_fill import EVALUATION_FILLS
 from .dataset import CENTRE, PreparedDataset
 from .explanation_checks import UNCHANGED_BEYOND_BOX_HU, inserted_bright_core, mean_change_beyond_box
 from .losses import structural_similarity
-from .metrics import flip_rates
+from .metrics import flip_indicators, nan_mean
 from .nodule_regions import within_mm_of_masks
 from .train_classifier import images_in_context
 
@@ -47,6 +47,7 @@ INFERENCE_BATCH_SIZE = 64
 class ValidationSet:
     images_by_fill: Dict[str, torch.Tensor]  # fill -> [N, 1, H, W] normalised
     labels: np.ndarray
+    patient_ids: np.ndarray
     near_nodule: np.ndarray  # bool [N, H, W], within LOCAL_RELEVANCE_MM of the mask
     masks: np.ndarray  # bool [N, H, W], the nodule
     valid: np.ndarray  # bool [N, H, W], where the patch holds real image
@@ -59,6 +60,7 @@ def validation_set(validation: PreparedDataset, hu_window: Sequence[float]) -> V
     return ValidationSet(
         images_by_fill={fill: images_in_context(centre, hu_window, fill) for fill in EVALUATION_FILLS},
         labels=centre.labels,
+        patient_ids=centre.patient_ids,
         near_nodule=within_mm_of_masks(centre.masks, LOCAL_RELEVANCE_MM),
         masks=centre.masks.astype(bool),
         valid=centre.valid.astype(bool),
@@ -70,40 +72,71 @@ def validate_generators(generator_pos: nn.Module, generator_neg: nn.Module, clas
                         data: ValidationSet, batchnorm_images: torch.Tensor, batch_size: int,
                         device: str) -> Dict[str, float]:
     """The validation figures of copies of both generators, per fill and under the worst fill."""
+    per_nodule = per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images, batch_size,
+                                    device)
+    return figures_of(per_nodule, np.arange(len(data.labels)))
+
+
+def per_nodule_figures(generator_pos: nn.Module, generator_neg: nn.Module, classifier: nn.Module,
+                       data: ValidationSet, batchnorm_images: torch.Tensor, batch_size: int,
+                       device: str) -> Dict[str, Dict[str, np.ndarray]]:
+    """Per fill, each validation nodule's share of every figure (figures_of aggregates any subset,
+    so that a patient bootstrap can resample nodules). Copies of the generators are scored, with
+    BatchNorm statistics recomputed on real training patches as export does."""
     from .train_cyclegan import recompute_batchnorm_statistics
 
     copies = [recompute_batchnorm_statistics(copy.deepcopy(network).cpu(), batchnorm_images, batch_size).to(device)
               for network in (generator_pos, generator_neg)]
     was_training = classifier.training
-    result: Dict[str, float] = {}
-    scores = []
+    result: Dict[str, Dict[str, np.ndarray]] = {}
     for fill, images in data.images_by_fill.items():
         fake_pos, fake_neg = (in_batches(network, images, device, INFERENCE_BATCH_SIZE) for network in copies)
         p_x, p_pos, p_neg = (malignancy_probabilities(classifier, batch, device).numpy()
                              for batch in (images, fake_pos, fake_neg))
-        flips = flip_rates(p_x, p_pos, p_neg)
-        flip_pos, flip_neg = flips["flipped_to_malignant"], flips["flipped_to_benign"]
-        ssim_pos = float(structural_similarity(images, fake_pos).mean())
-        ssim_neg = float(structural_similarity(images, fake_neg).mean())
-        relevance = (fake_pos - fake_neg).abs()[:, 0].numpy()
-        local_share = float((relevance * data.near_nodule).sum() / max(relevance.sum(), 1e-12))
+        flips = flip_indicators(p_x, p_pos, p_neg)
+        relevance = (fake_pos - fake_neg).abs()[:, 0].numpy().astype(np.float64)
         x_hu, pos_hu, neg_hu = (denormalise_to_hu(batch[:, 0].numpy(), data.hu_window)
                                 for batch in (images, fake_pos, fake_neg))
-        called_malignant = p_x >= 0.5
-        bright_core = (float(inserted_bright_core(x_hu, neg_hu, data.masks)[called_malignant].mean())
-                       if called_malignant.any() else 0.0)
         beyond = np.fmax(mean_change_beyond_box(x_hu, pos_hu, data.valid), mean_change_beyond_box(x_hu, neg_hu, data.valid))
-        unchanged_beyond = float(np.mean(~(beyond > UNCHANGED_BEYOND_BOX_HU)))  # NaN (no pixel beyond) counts as unchanged
+        result[fill] = {
+            "p_x": p_x, "p_pos": p_pos, "p_neg": p_neg,
+            "flip_benign_to_malignant": flips["flipped_to_malignant"],
+            "flip_malignant_to_benign": flips["flipped_to_benign"],
+            "ssim_pos": structural_similarity(images, fake_pos).numpy().astype(np.float64),
+            "ssim_neg": structural_similarity(images, fake_neg).numpy().astype(np.float64),
+            "relevance_near": (relevance * data.near_nodule).reshape(len(relevance), -1).sum(axis=1),
+            "relevance_total": relevance.reshape(len(relevance), -1).sum(axis=1),
+            # NaN for nodules not called malignant: the rate is over those G- must move to benign
+            "bright_core_inserted_by_neg": np.where(p_x >= 0.5, inserted_bright_core(x_hu, neg_hu, data.masks), np.nan),
+            # a patch with no pixel beyond the real image (NaN change) counts as unchanged there
+            "unchanged_beyond_box": (~(beyond > UNCHANGED_BEYOND_BOX_HU)).astype(np.float64),
+        }
+    classifier.train(was_training)
+    return result
+
+
+def figures_of(per_nodule: Dict[str, Dict[str, np.ndarray]], indices: np.ndarray) -> Dict[str, float]:
+    """The validation figures of the nodules at ``indices`` (repeats allowed), per fill, and the
+    score under the worst fill (see the module's docstring)."""
+    result: Dict[str, float] = {}
+    scores = []
+    for fill, values in per_nodule.items():
+        chosen = {name: array[indices] for name, array in values.items()}
+        flip_pos, flip_neg = nan_mean(chosen["flip_benign_to_malignant"]), nan_mean(chosen["flip_malignant_to_benign"])
+        ssim_pos, ssim_neg = float(chosen["ssim_pos"].mean()), float(chosen["ssim_neg"].mean())
+        local_share = float(chosen["relevance_near"].sum() / max(chosen["relevance_total"].sum(), 1e-12))
+        bright_core = nan_mean(chosen["bright_core_inserted_by_neg"])
+        bright_core = 0.0 if np.isnan(bright_core) else bright_core  # no nodule called malignant
+        unchanged_beyond = float(chosen["unchanged_beyond_box"].mean())
         score = (np.nanmean([flip_pos, flip_neg]) + (ssim_pos + ssim_neg) / 2 + local_share
                  + (1.0 - bright_core) + unchanged_beyond)
         scores.append(score)
-        result.update({f"{fill}/p_x": float(p_x.mean()), f"{fill}/p_pos": float(p_pos.mean()),
-                       f"{fill}/p_neg": float(p_neg.mean()), f"{fill}/flip_benign_to_malignant": flip_pos,
+        result.update({f"{fill}/p_x": float(chosen["p_x"].mean()), f"{fill}/p_pos": float(chosen["p_pos"].mean()),
+                       f"{fill}/p_neg": float(chosen["p_neg"].mean()), f"{fill}/flip_benign_to_malignant": flip_pos,
                        f"{fill}/flip_malignant_to_benign": flip_neg, f"{fill}/ssim_pos": ssim_pos,
                        f"{fill}/ssim_neg": ssim_neg, f"{fill}/relevance_within_5mm": local_share,
                        f"{fill}/bright_core_inserted_by_neg": bright_core,
                        f"{fill}/unchanged_beyond_box": unchanged_beyond,
                        f"{fill}/score": float(score)})
-    classifier.train(was_training)
     result["score"] = float(min(scores))
     return result
