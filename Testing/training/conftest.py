@@ -37,7 +37,7 @@ def disc_dataset(count: int = 40, seed: int = 0, test_fraction: float = 0.3) -> 
         nodule_ids=np.array([f"nodule-{index}" for index in range(count)]),
         diameters_mm=diameters,
         splits=np.where(np.isin(patients, test_patients), "test", "train"),
-        manifest={"source": "synthetic discs (test fixture)"},
+        manifest={"source": "synthetic discs (test fixture)", "patch": {"size_px": 64, "extent_mm": 45.0}},
     )
 
 

@@ -51,7 +51,7 @@ def workspace(tmp_path_factory):
         nodule_ids=np.array([f"nodule-{i}" for i in range(n)]),
         diameters_mm=diameters,
         splits=splits,
-        manifest={"rule": "synthetic test data"},
+        manifest={"rule": "synthetic test data", "patch": {"size_px": 64, "extent_mm": 45.0}},
     ).save(root / "dataset")
     out_dir = root / "out"
     result = evaluate(bundle_dir, root / "dataset", out_dir, bootstrap=RESAMPLES, seed=3, device="cpu")

@@ -113,3 +113,18 @@ def test_evaluate_refuses_a_bundle_whose_patch_contract_is_not_the_datasets(tmp_
     assert code == 2 and "The dataset's patches are 64 px over 45 mm, but bundle bundle-30mm takes 64 px over " \
                          "30 mm" in error, error
     assert not (tmp_path / "evaluation").exists()
+
+
+def test_evaluate_refuses_a_dataset_that_records_no_patch_extent(tmp_path, capsys, tiny_bundle):
+    """A dataset written without prepare (no patch.extent_mm) cannot be checked, so it is refused by name."""
+    code, error = prepare(write_voi_folder(tmp_path / "voi"), tmp_path / "data", capsys)
+    assert code == 0, error
+    manifest_path = tmp_path / "data" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["patch"]
+    manifest_path.write_text(json.dumps(manifest))
+    code = main(["evaluate", "--bundle", str(tiny_bundle), "--dataset", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "evaluation"), "--device", "cpu", "--bootstrap", "10", "--allow-unknown-bundle"])
+    error = capsys.readouterr().err
+    assert code == 2 and "records no patch extent (patch.extent_mm)" in error and "Traceback" not in error, error
+    assert not (tmp_path / "evaluation").exists()

@@ -56,8 +56,12 @@ class PreparedDataset:
     def require_patch_contract(self, size_px: int, extent_mm: float, user: str) -> None:
         """ValueError unless the patches are ``size_px`` pixels over ``extent_mm`` (``user``'s contract,
         e.g. a bundle's): networks fed patches at another pixel spacing answer without an error, wrongly."""
-        recorded = self.manifest.get("patch", {})
-        have = (int(self.images_hu.shape[-1]), float(recorded.get("extent_mm", float("nan"))))
+        recorded = self.manifest.get("patch") or {}
+        if "extent_mm" not in recorded:
+            raise ValueError(f"The dataset's manifest.json records no patch extent (patch.extent_mm), so it cannot be "
+                             f"checked against {user}'s {int(size_px)} px over {float(extent_mm):g} mm; prepare the "
+                             "data with cyclegan-explain-train prepare, which records it.")
+        have = (int(self.images_hu.shape[-1]), float(recorded["extent_mm"]))
         if have[0] != int(size_px) or not abs(have[1] - float(extent_mm)) <= 1e-6:
             raise ValueError(f"The dataset's patches are {have[0]} px over {have[1]:g} mm, but {user} takes "
                              f"{int(size_px)} px over {float(extent_mm):g} mm; prepare the data with the bundle's "
