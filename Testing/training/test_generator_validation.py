@@ -173,3 +173,63 @@ def test_the_exported_generators_are_those_of_the_best_validation_step(validated
     assert _same_weights(best[0], last[0]) == (best_step == 6)  # training changed them after the best step
     with pytest.raises(ValueError, match="'first'"):
         load_generators(long, which="first")
+
+
+def test_select_generators_rescores_every_check_on_shared_resamples_and_exports_the_choice(validated_runs, capsys):
+    import json
+
+    from cyclegan_explain_training.cli import main
+    from cyclegan_explain_training.generator_selection import SELECTION_JSON, SELECTION_MARKDOWN
+
+    root = validated_runs["root"]
+    runs = [str(root / name / "cyclegan.pt") for name in ("long", "short")]
+    code = main(["select-generators", "--cyclegan", *runs, "--dataset", str(root / "dataset"), "--out",
+                 str(root / "selection"), "--bootstrap", "50"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads((root / "selection" / SELECTION_JSON).read_text())
+    rows = result["candidates"]
+    assert len(rows) == 3 + len(list((root / "short" / VALIDATION_CHECKS_DIR).glob("step-*.pt")))
+    for row in rows:  # re-scored on the same patients and BatchNorm patches as in training: the same score
+        assert row["score"]["value"] == pytest.approx(row["training_score"], abs=1e-5)
+        assert row["score"]["ci_low"] <= row["score"]["value"] <= row["score"]["ci_high"]
+    chosen = result["chosen"]
+    assert chosen["score"]["value"] == max(row["score"]["value"] for row in rows)
+    assert chosen["chosen_minus_this"]["value"] == chosen["chosen_minus_this"]["ci_high"] == 0.0
+    # the short run repeats the long one's first steps exactly: the same pair, a gap of exactly 0,
+    # which the rule must not call a difference
+    twin = next(row for row in rows if row["run"] == runs[1] and row["step"] == validated_runs["best_step"])
+    best_long = next(row for row in rows if row["run"] == runs[0] and row["step"] == validated_runs["best_step"])
+    assert twin["score"] == best_long["score"] and not twin["distinguishable"]
+    markdown = (root / "selection" / SELECTION_MARKDOWN).read_text()
+    assert f"(step {chosen['step']})" in markdown and "cannot be told apart" in markdown
+    assert f"--generators {chosen['check']}" in captured.out
+
+    other_check = next(row["check"] for row in rows if row["run"] != chosen["run"])
+    code = main(["export", "--dataset", str(root / "dataset"), "--classifier", str(root / "classifier" / "classifier.pt"),
+                 "--cyclegan", chosen["run"], "--generators", other_check, "--out", str(root / "refused")])
+    assert code == 2 and "is not one of the validation checks of" in capsys.readouterr().err
+    assert not (root / "refused").exists()
+    code = main(["export", "--dataset", str(root / "dataset"), "--classifier", str(root / "classifier" / "classifier.pt"),
+                 "--cyclegan", chosen["run"], "--generators", chosen["check"], "--out", str(root / "bundle")])
+    assert code == 0, capsys.readouterr().err
+    metadata = json.loads((root / "bundle" / "metadata.json").read_text())["training_data"]["cyclegan"]
+    assert metadata["exported_step"] == chosen["step"]
+    assert f"validation check at step {chosen['step']}" in metadata["exported_generators"]
+    assert metadata["validation"]["score"] == pytest.approx(chosen["training_score"])
+
+
+def test_select_generators_refuses_runs_validated_against_different_classifiers(validated_runs, capsys, tmp_path):
+    from cyclegan_explain_training.checkpoint import save_checkpoint
+    from cyclegan_explain_training.cli import main
+
+    root = validated_runs["root"]
+    other = dict(validated_runs["short"], classifier_sha256="0" * 64)
+    save_checkpoint(other, tmp_path / "other" / "cyclegan.pt")
+    (tmp_path / "other" / VALIDATION_CHECKS_DIR).symlink_to(root / "short" / VALIDATION_CHECKS_DIR)
+    code = main(["select-generators", "--cyclegan", str(root / "long" / "cyclegan.pt"),
+                 str(tmp_path / "other" / "cyclegan.pt"), "--dataset", str(root / "dataset"), "--out",
+                 str(tmp_path / "selection")])
+    error = capsys.readouterr().err
+    assert code == 2 and "validated against different classifiers" in error, error
+    assert not (tmp_path / "selection").exists()

@@ -5,6 +5,7 @@
     cyclegan-explain-train train-cyclegan --dataset data/lidc --classifier runs/classifier/classifier.pt --out runs/gan
     cyclegan-explain-train export --dataset data/lidc --classifier runs/classifier/classifier.pt \\
         --cyclegan runs/gan/cyclegan.pt --out CycleGANExplain/CycleGANExplainLib/resources/models/lidc-cyclegan-am
+    cyclegan-explain-train select-generators --cyclegan runs/gan*/cyclegan.pt --dataset data/lidc --out runs/selection
     cyclegan-explain-train evaluate --bundle <bundle> --dataset data/lidc --out runs/evaluation
     cyclegan-explain-train audit --bundle <bundle> --dataset data/lidc --out runs/evaluation \\
         [--held-out-classifier runs/resnet/classifier.pt]
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(commands)
     _add_training_commands(commands)
     _add_export(commands)
+    _add_select_generators(commands)
     _add_evaluate(commands)
     _add_audit(commands)
     _add_compare_methods(commands)
@@ -117,6 +119,24 @@ def _add_export(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     export.add_argument("--name", default="lidc-cyclegan-am")
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--overwrite", action="store_true")
+    export.add_argument("--generators", type=Path, metavar="CHECK.pt",
+                        help="export this validation check of the --cyclegan run (select-generators' choice) "
+                             "instead of the pair the run kept as best")
+
+
+def _add_select_generators(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    select = commands.add_parser(
+        "select-generators",
+        help="re-score every validation check of one or more runs on the validation patients, with paired "
+             "patient-bootstrap intervals, and choose the pair to export")
+    select.add_argument("--cyclegan", required=True, type=Path, nargs="+", metavar="RUN/cyclegan.pt",
+                        help="runs validated against the same classifier")
+    select.add_argument("--dataset", required=True, type=Path)
+    select.add_argument("--out", required=True, type=Path, help="folder for selection.json and selection.md")
+    select.add_argument("--top", type=int, help="only each run's TOP checks by the score recorded in training")
+    select.add_argument("--bootstrap", type=int, default=1000)
+    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--device", default="cpu")
 
 
 def _add_evaluate(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -243,9 +263,20 @@ def _run(args: argparse.Namespace, command: str) -> None:
         from .export import export_from_checkpoints
 
         folder = export_from_checkpoints(args.classifier, args.cyclegan, args.dataset, args.out, args.name,
-                                         args.version, args.overwrite, command)
+                                         args.version, args.overwrite, command, generators_path=args.generators)
         print(f"Bundle: {folder}")
         print(_shipping_note(folder))
+    elif args.command == "select-generators":
+        from .generator_selection import SELECTION_MARKDOWN, select_generators
+
+        if args.top is not None and args.top < 1 or args.bootstrap < 1:
+            raise ValueError("--top and --bootstrap must be at least 1.")
+        result = select_generators(args.cyclegan, load_prepared(args.dataset), args.out, top=args.top,
+                                   resamples=args.bootstrap, seed=args.seed, device=args.device, command=command)
+        chosen = result["chosen"]
+        print(f"Chose step {chosen['step']} of {chosen['run']}: score {chosen['score']['value']:.3f} "
+              f"[{chosen['score']['ci_low']:.3f}, {chosen['score']['ci_high']:.3f}]; see {args.out / SELECTION_MARKDOWN}")
+        print(f"Export it with: {PROGRAM} export --cyclegan {chosen['run']} --generators {chosen['check']} ...")
     elif args.command == "evaluate":
         from .evaluate import evaluate
 

@@ -139,10 +139,13 @@ def export_from_checkpoints(
     version: str,
     overwrite: bool = False,
     command: Optional[str] = None,
+    generators_path: Optional[Path] = None,
 ) -> Path:
     """Bundle the trained networks with metadata saying how, on what and for how long they were trained.
 
     Refuses checkpoints that do not belong together (another classifier, dataset or HU window).
+    ``generators_path``, one of the run's validation checks (select-generators' choice), is
+    exported instead of the pair the run kept as best.
     """
     from .train_classifier import load_classifier
 
@@ -154,11 +157,12 @@ def export_from_checkpoints(
     metadata = base_metadata(name, version, trained=True, classifier_width=classifier_state["width"],
                              generator_width=cyclegan_state["width"], hu_window=classifier_state["hu_window"],
                              residual_generators=bool(cyclegan_state.get("residual_generators", False)))
-    metadata["training_data"] = _training_data(classifier_state, cyclegan_state, dataset, dataset_dir, command)
+    check = _validation_check_of(cyclegan_path, generators_path) if generators_path else None
+    metadata["training_data"] = _training_data(classifier_state, cyclegan_state, dataset, dataset_dir, command, check)
     # Every source here is LIDC-IDRI (images or its readers' contours): CC BY 3.0 asks for attribution.
     metadata["data_attribution"] = {"licence": LIDC_IDRI_LICENCE, "citations": list(LIDC_IDRI_CITATIONS)}
     generator_pos, generator_neg = _generators_for_export(classifier_state, cyclegan_state, dataset,
-                                                          metadata["training_data"]["cyclegan"])
+                                                          metadata["training_data"]["cyclegan"], check)
     return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
                          overwrite=overwrite)
 
@@ -219,11 +223,28 @@ def _scalar_items(values: Dict[str, Any]) -> Dict[str, Any]:
     return {key: value for key, value in values.items() if isinstance(value, (str, int, float, bool)) or value is None}
 
 
+def _validation_check_of(cyclegan_path: Path, check_path: Path) -> Dict[str, Any]:
+    """The saved validation check, refused unless it is one of this run's (in its validation-checks folder)."""
+    from .train_cyclegan import VALIDATION_CHECKS_DIR
+
+    runs_checks = (Path(cyclegan_path).resolve().parent / VALIDATION_CHECKS_DIR)
+    if Path(check_path).resolve().parent != runs_checks:
+        raise ValueError(f"{check_path} is not one of the validation checks of {cyclegan_path} (they are in "
+                         f"{runs_checks}).")
+    return load_checkpoint(check_path, "generator-check")
+
+
 def _training_data(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, Any], dataset: PreparedDataset,
-                   dataset_dir: Path, command: Optional[str]) -> Dict[str, Any]:
+                   dataset_dir: Path, command: Optional[str], check: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The metadata's training_data: the dataset, both trainings' settings and results, the commands."""
     manifest = dataset.manifest
     best = cyclegan_state.get("best") or {}
+    if check is not None:
+        best = check
+        chosen_by = f"validation check at step {check['step']} of {cyclegan_state['step']}, chosen by select-generators"
+    else:
+        chosen_by = (f"best validation score (generator_validation), step {best['step']} of {cyclegan_state['step']}"
+                     if best else "the last step's")
     return {
         "dataset": {**_scalar_items(manifest), "counts": manifest.get("counts"),
                     "manifest_sha256": sha256_of(Path(dataset_dir) / MANIFEST_FILE)},
@@ -245,8 +266,7 @@ def _training_data(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, A
             "width": cyclegan_state["width"],
             "steps": cyclegan_state["step"],
             "exported_step": best.get("step", cyclegan_state["step"]),
-            "exported_generators": (f"best validation score (generator_validation), step {best['step']} of "
-                                    f"{cyclegan_state['step']}" if best else "the last step's"),
+            "exported_generators": chosen_by,
             "validation": best.get("validation"),
             "wall_time_seconds": cyclegan_state["seconds"],
             "config": cyclegan_state["config"]["cyclegan"],
@@ -256,7 +276,8 @@ def _training_data(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, A
 
 
 def _generators_for_export(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, Any],
-                           dataset: PreparedDataset, cyclegan_metadata: Dict[str, Any]) -> Tuple[nn.Module, nn.Module]:
+                           dataset: PreparedDataset, cyclegan_metadata: Dict[str, Any],
+                           check: Optional[Dict[str, Any]] = None) -> Tuple[nn.Module, nn.Module]:
     """G+ and G- with their BatchNorm statistics recomputed on the real training patches (see
     recompute_batchnorm_statistics for why the ones accumulated during training do not fit); says
     so in ``cyclegan_metadata``."""
@@ -266,7 +287,7 @@ def _generators_for_export(classifier_state: Dict[str, Any], cyclegan_state: Dic
     training_images = batchnorm_patches(fit, classifier_state["hu_window"])
     batch_size = cyclegan_state["config"]["cyclegan"]["batch_size"]
     generator_pos, generator_neg = (recompute_batchnorm_statistics(generator, training_images, batch_size)
-                                    for generator in load_generators(cyclegan_state))
+                                    for generator in load_generators(cyclegan_state, check=check))
     cyclegan_metadata["batchnorm_statistics"] = (
         f"recomputed at export on the {len(training_images)} real training patches of the fitting patients, "
         f"with random surrounds as in training (torch.optim.swa_utils.update_bn, batches of {batch_size})")

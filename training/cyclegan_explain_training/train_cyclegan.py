@@ -306,9 +306,7 @@ class _GeneratorValidation:
         from .generator_validation import validation_set
 
         self.held_out = validation_set(validation, hu_window)
-        # A fixed subset keeps each check short; export recomputes on every fitting patch.
-        self.batchnorm_images = batchnorm_patches(fit, hu_window)[
-            np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
+        self.batchnorm_images = validation_batchnorm_images(fit, hu_window)
         self.log = MetricsLog(out_dir / VALIDATION_METRICS)
         self.checks_dir = out_dir / VALIDATION_CHECKS_DIR
 
@@ -474,17 +472,30 @@ def batchnorm_patches(fit: PreparedDataset, hu_window) -> torch.Tensor:
     return images_in_random_context(fit, np.arange(len(fit)), hu_window, np.random.default_rng(BATCHNORM_SEED))
 
 
-def load_generators(checkpoint: Dict[str, object], which: str = "best") -> Tuple[UNetGenerator, UNetGenerator]:
+def validation_batchnorm_images(fit: PreparedDataset, hu_window) -> torch.Tensor:
+    """The fixed subset of batchnorm_patches a validation check recomputes BatchNorm on: it keeps
+    each check short (export recomputes on every fitting patch)."""
+    return batchnorm_patches(fit, hu_window)[
+        np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
+
+
+def load_generators(checkpoint: Dict[str, object], which: str = "best",
+                    check: Optional[Dict[str, object]] = None) -> Tuple[UNetGenerator, UNetGenerator]:
     """G+ and G- of a checkpoint written by train_cyclegan, in eval mode on CPU.
 
     ``which="best"`` takes the pair with the best validation score when the run validated
-    (otherwise the latest); ``"last"`` the latest.
+    (otherwise the latest); ``"last"`` the latest. ``check``, one of the run's saved validation
+    checks (select-generators' choice), takes that pair instead.
     """
     if checkpoint.get("kind") != "cyclegan":
         raise ValueError("Not a CycleGAN-AM checkpoint (made by train-cyclegan).")
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', not {which!r}.")
-    source = checkpoint.get("best") if which == "best" and checkpoint.get("best") else checkpoint
+    if check is not None and (check.get("kind") != "generator-check" or int(check["step"]) > int(checkpoint["step"])):
+        raise ValueError(f"The generators given are not a validation check of this run (step {check.get('step')} "
+                         f"of a run at step {checkpoint['step']}).")
+    source = check if check is not None else (
+        checkpoint.get("best") if which == "best" and checkpoint.get("best") else checkpoint)
     generators = []
     for name in ("generator_pos", "generator_neg"):
         generator = UNetGenerator(checkpoint["width"], residual=bool(checkpoint.get("residual_generators", False)))

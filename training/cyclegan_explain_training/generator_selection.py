@@ -1,0 +1,153 @@
+"""Choose which generators to export, across runs and their validation checks, with honest uncertainty.
+
+During training each run keeps the pair with the best validation score (generator_validation);
+that is one number per check, and a gap between two checks or two seeds may be noise: the review
+of the first lidc-voi bundle found the shipped seed ahead by 0.013 where the score's
+patient-bootstrap SD was 0.024. Here every saved check of every run is re-scored on the same
+validation patients, all on the same patient-bootstrap resamples, so that the difference between
+the chosen pair and every other is a paired interval. The pair with the best point score is chosen;
+the report says which others it cannot be told apart from (interval of the difference includes 0).
+
+All runs must have been validated against the same classifier (hence the same validation
+patients, drawn from the training split): the test split is never read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from CycleGANExplainLib.model_bundle import sha256_of
+
+from .checkpoint import load_checkpoint
+from .dataset import PreparedDataset
+from .metrics import patient_bootstrap
+
+SELECTION_JSON = "selection.json"
+SELECTION_MARKDOWN = "selection.md"
+
+
+@dataclass
+class Candidate:
+    run: Path  # the run's cyclegan.pt
+    check: Path  # validation-checks/step-XXXXXX.pt
+    step: int
+    training_score: float  # the score recorded during training (fixed BatchNorm subset, same patients)
+
+
+def candidates_of(cyclegan_path: Path, top: Optional[int] = None) -> List[Candidate]:
+    """The run's saved validation checks, the ``top`` best by their recorded score when given."""
+    from .train_cyclegan import VALIDATION_CHECKS_DIR
+
+    checks = sorted((Path(cyclegan_path).parent / VALIDATION_CHECKS_DIR).glob("step-*.pt"))
+    if not checks:
+        raise FileNotFoundError(f"{cyclegan_path.parent / VALIDATION_CHECKS_DIR} holds no validation checks "
+                                "(step-*.pt); runs trained before they were saved cannot be compared here.")
+    found = []
+    for path in checks:
+        state = load_checkpoint(path, "generator-check")
+        found.append(Candidate(Path(cyclegan_path), path, int(state["step"]), float(state["validation"]["score"])))
+    found.sort(key=lambda candidate: -candidate.training_score)
+    return found[:top] if top else found
+
+
+def _same_classifier(states: Sequence[Dict[str, Any]], paths: Sequence[Path]) -> None:
+    digests = {state["classifier_sha256"] for state in states}
+    if len(digests) > 1:
+        raise ValueError("The runs were validated against different classifiers, so on different validation "
+                         f"patients, and cannot be compared pairwise: {', '.join(str(p) for p in paths)}.")
+
+
+def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: PreparedDataset, out_dir: Union[str, Path],
+                      top: Optional[int] = None, resamples: int = 1000, seed: int = 0, device: str = "cpu",
+                      command: Optional[str] = None) -> Dict[str, Any]:
+    """Re-score every candidate check of the runs, choose the best, write selection.json and .md."""
+    from .generator_validation import figures_of, per_nodule_figures, validation_set
+    from .train_classifier import load_classifier
+    from .train_cyclegan import load_generators, split_like_classifier, validation_batchnorm_images
+
+    paths = [Path(path) for path in cyclegan_paths]
+    states = [load_checkpoint(path, "cyclegan") for path in paths]
+    _same_classifier(states, paths)
+    classifier_path = Path(states[0]["classifier_checkpoint"])
+    if sha256_of(classifier_path) != states[0]["classifier_sha256"]:
+        raise ValueError(f"{classifier_path} is no longer the classifier the runs were validated against (its "
+                         "SHA-256 changed); restore it to compare the runs on their validation patients.")
+    classifier_state = load_checkpoint(classifier_path, "classifier")
+    classifier = load_classifier(classifier_state).to(device).eval()
+    hu_window = classifier_state["hu_window"]
+    fit, validation = split_like_classifier(dataset, classifier_state)
+    data = validation_set(validation, hu_window)
+    batchnorm_images = validation_batchnorm_images(fit, hu_window)
+
+    candidates = [candidate for path in paths for candidate in candidates_of(path, top)]
+    per_nodule = []
+    for candidate, state in ((c, states[paths.index(c.run)]) for c in candidates):
+        generator_pos, generator_neg = load_generators(state, check=load_checkpoint(candidate.check, "generator-check"))
+        per_nodule.append(per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images,
+                                             state["config"]["cyclegan"]["batch_size"], device))
+    points = [figures_of(figures, np.arange(len(data.labels))) for figures in per_nodule]
+    chosen = int(np.argmax([point["score"] for point in points]))
+
+    def statistics(indices: np.ndarray) -> Dict[str, float]:
+        scores = [figures_of(figures, indices)["score"] for figures in per_nodule]
+        return {**{f"score/{i}": s for i, s in enumerate(scores)},
+                **{f"lead/{i}": scores[chosen] - s for i, s in enumerate(scores)}}
+
+    estimates = patient_bootstrap(statistics, data.patient_ids, resamples, seed)
+    rows = []
+    for index, (candidate, point) in enumerate(zip(candidates, points)):
+        lead = estimates[f"lead/{index}"]
+        rows.append({"run": str(candidate.run), "check": str(candidate.check), "step": candidate.step,
+                     "training_score": candidate.training_score, "score": estimates[f"score/{index}"].as_dict(),
+                     "chosen_minus_this": lead.as_dict(),
+                     # the chosen pair is ahead beyond noise only when the whole interval is above 0
+                     "distinguishable": bool(index != chosen and lead.low > 0),
+                     "figures": point})
+    result = {"chosen": rows[chosen], "candidates": rows, "validation_nodules": int(len(data.labels)),
+              "validation_patients": int(len(np.unique(data.patient_ids))), "resamples": resamples, "seed": seed,
+              "rule": "the highest validation score (generator_validation's definition) on all validation patients; "
+                      "intervals are 95 % patient-bootstrap percentiles, every candidate on the same resamples",
+              "command": command}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SELECTION_JSON).write_text(json.dumps(result, indent=2) + "\n")
+    (out / SELECTION_MARKDOWN).write_text(selection_markdown(result))
+    return result
+
+
+def selection_markdown(result: Dict[str, Any]) -> str:
+    """The selection as a table, best first, with each candidate's paired gap to the chosen one."""
+    def interval(estimate: Dict[str, float]) -> str:
+        return f"{estimate['value']:.3f} [{estimate['ci_low']:.3f}, {estimate['ci_high']:.3f}]"
+
+    chosen = result["chosen"]
+    lines = [
+        "# Generator selection on validation patients",
+        "",
+        f"{result['validation_nodules']} nodules of {result['validation_patients']} validation patients; "
+        f"{result['resamples']} patient-bootstrap resamples (seed {result['seed']}). Rule: {result['rule']}.",
+        "",
+        f"Chosen: `{chosen['check']}` (step {chosen['step']}), score {interval(chosen['score'])}.",
+        "",
+        "| run | step | score [95 % CI] | chosen − this [95 % CI] | told apart | flips +/− (worst fill) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in sorted(result["candidates"], key=lambda row: -row["score"]["value"]):
+        figures = row["figures"]
+        fill = min((key.split("/")[0] for key in figures if key.endswith("/score")),
+                   key=lambda name: figures[f"{name}/score"])
+        told = "chosen" if row is chosen or row["check"] == chosen["check"] else ("yes" if row["distinguishable"] else "no")
+        lines.append(f"| {Path(row['run']).parent.name} | {row['step']} | {interval(row['score'])} | "
+                     f"{interval(row['chosen_minus_this'])} | {told} | "
+                     f"{figures[f'{fill}/flip_benign_to_malignant']:.2f} / {figures[f'{fill}/flip_malignant_to_benign']:.2f} |")
+    undistinguished = sum(1 for row in result["candidates"] if row["check"] != chosen["check"] and not row["distinguishable"])
+    lines += ["", f"{undistinguished} other candidate(s) cannot be told apart from the chosen one on these patients "
+              "(their gap's interval includes 0): the choice among them is not evidence that one is better.", ""]
+    if result.get("command"):
+        lines += [f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
