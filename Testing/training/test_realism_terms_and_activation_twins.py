@@ -155,3 +155,31 @@ def test_cyclegan_with_a_twin_records_it_logs_the_realism_terms_and_refuses_mism
     record = read_metrics(root / "gan" / CYCLEGAN_METRICS)[-1]
     for generator in ("generator_pos", "generator_neg"):
         assert math.isfinite(record[f"{generator}/locality"]) and math.isfinite(record[f"{generator}/new_brightness"])
+
+
+def test_a_warm_started_run_begins_from_the_other_runs_networks_records_it_and_refuses_a_mismatch(twins):
+    """Adding a twin to a run already trained: the new run starts from its networks (not from scratch)."""
+    from cyclegan_explain_training.train_cyclegan import CycleGANAMTrainer, Distributed, _warm_start
+
+    root, dataset, config, paths = twins
+    source = train_cyclegan(dataset, paths["bundle"], config, root / "warm-source", "cpu", progress=False)
+    saved = load_checkpoint(source, "cyclegan")
+    fresh_config = with_overrides(config, "cyclegan", {"seed": 7})  # another initialisation than the source's
+    trainer = CycleGANAMTrainer(fresh_config, load_classifier(load_checkpoint(paths["bundle"])), "cpu", Distributed())
+    assert not all(torch.equal(value, saved["generator_pos"][key])
+                   for key, value in trainer.networks["generator_pos"].state_dict().items())
+    record = _warm_start(trainer, source, config, paths["bundle"], dataset.manifest.get("patches_sha256"))
+    for name in ("generator_pos", "generator_neg", "discriminator_pos", "discriminator_neg"):
+        for key, value in trainer.networks[name].state_dict().items():
+            assert torch.equal(value, saved[name][key]), (name, key)
+    assert record["step"] == 2 and record["sha256"] and record["path"] == str(source)
+
+    warmed = train_cyclegan(dataset, paths["bundle"], config, root / "warmed", "cpu", progress=False,
+                            also_maximised_for=[paths["twin"]], warm_start=source)
+    state = load_checkpoint(warmed, "cyclegan")
+    assert state["warm_start"]["sha256"] == record["sha256"] and state["step"] == 2
+    wider = with_overrides(config, "cyclegan", {"width": 8})
+    with pytest.raises(ValueError, match="Cannot warm-start from .*cyclegan.width is 4 there, 8 here"):
+        train_cyclegan(dataset, paths["bundle"], wider, root / "warm-wider", "cpu", progress=False, warm_start=source)
+    with pytest.raises(ValueError, match="trained against another classifier"):
+        train_cyclegan(dataset, paths["twin"], config, root / "warm-other", "cpu", progress=False, warm_start=source)

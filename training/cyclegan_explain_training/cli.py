@@ -92,6 +92,9 @@ def _add_training_commands(commands: "argparse._SubParsersAction[argparse.Argume
     cyclegan.add_argument("--also-maximise-for", action="append", type=Path, default=[], metavar="CLASSIFIER_PT",
                           help="a twin classifier.pt (same validation patients) whose output L_AM also maximises; "
                                "repeatable")
+    cyclegan.add_argument("--warm-start", type=Path, metavar="RUN/cyclegan.pt",
+                          help="start a new run from another run's networks and optimisers (same classifier, data "
+                               "and network sizes); recorded in the checkpoint and the bundle's metadata")
 
     imported = commands.add_parser(
         "import-classifier",
@@ -244,7 +247,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
         config = _config(args, "cyclegan", {"steps": args.steps, "checkpoint_every": args.checkpoint_every})
         path = train_cyclegan(load_prepared(args.dataset), args.classifier, config, args.out, args.device,
                               resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet,
-                              command=command, also_maximised_for=args.also_maximise_for)
+                              command=command, also_maximised_for=args.also_maximise_for,
+                              warm_start=args.warm_start)
         print(f"CycleGAN-AM checkpoint: {path}")
     elif args.command == "import-classifier":
         from .export import classifier_checkpoint_from_bundle

@@ -269,6 +269,8 @@ def _training_data(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, A
             "exported_generators": chosen_by,
             "validation": best.get("validation"),
             "wall_time_seconds": cyclegan_state["seconds"],
+            "warm_start": cyclegan_state.get("warm_start"),
+            "activation_twins": cyclegan_state.get("activation_twins", []),
             "config": cyclegan_state["config"]["cyclegan"],
         },
         "commands": [classifier_state["command"], *cyclegan_state["commands"], command],

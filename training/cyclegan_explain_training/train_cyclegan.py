@@ -254,6 +254,7 @@ class _RunState:
     count: int = 0  # steps in those sums
     commands: List[Optional[str]] = field(default_factory=list)
     best: Dict[str, object] = field(default_factory=dict)  # the best-scoring generators so far
+    warm_start: Optional[Dict[str, object]] = None  # the run whose networks this one started from
 
     def record(self, metrics: Dict[str, float]) -> None:
         self.step += 1
@@ -292,6 +293,7 @@ def _start_or_resume(trainer: "CycleGANAMTrainer", config: TrainingConfig, check
         run.step, run.seconds, run.commands = saved["step"], saved["seconds"], list(saved["commands"])
         run.sums, run.count = dict(saved["epoch_sums"]), saved["epoch_count"]
         run.best = dict(saved.get("best") or {})
+        run.warm_start = saved.get("warm_start")
     elif checkpoint_path.exists() and ranks.is_main:
         raise FileExistsError(f"{checkpoint_path} exists; pass resume=True (--resume) to continue it.")
     return run
@@ -341,7 +343,7 @@ def _save(trainer: "CycleGANAMTrainer", run: _RunState, config: TrainingConfig, 
         residual_generators=settings.residual_generators,
         classifier_checkpoint=str(classifier_checkpoint), classifier_sha256=sha256_of(Path(classifier_checkpoint)),
         patches_sha256=patches_sha256, seed=settings.seed, commands=run.commands,
-        activation_twins=twin_records,
+        activation_twins=twin_records, warm_start=run.warm_start,
     )
     save_checkpoint(state, checkpoint_path)
 
@@ -357,13 +359,17 @@ def train_cyclegan(
     progress: bool = True,
     command: Optional[str] = None,
     also_maximised_for: Sequence[Union[str, Path]] = (),
+    warm_start: Optional[Union[str, Path]] = None,
 ) -> Path:
     """Train (or, with ``resume``, continue) CycleGAN-AM; returns the checkpoint's path.
 
     ``stop_at_step`` ends this run early after checkpointing, as an interruption would (for
     wall-time-limited jobs: run again with ``resume``). ``also_maximised_for`` names classifier
     checkpoints (twins of the bundle's, the same validation patients) whose outputs L_AM
-    maximises beside the bundle's classifier's.
+    maximises beside the bundle's classifier's. ``warm_start``, another run's cyclegan.pt with the
+    same classifier, data and networks, gives a new run its four networks and optimiser states
+    (e.g. to add twins to a run already trained: training from scratch is hours on a CPU); the
+    run records it, and its steps count from 0.
     """
     settings = config.cyclegan
     out_dir = Path(out_dir)
@@ -382,6 +388,8 @@ def train_cyclegan(
     patches_sha256 = dataset.manifest.get("patches_sha256")
     twin_records = [{"path": str(path), "sha256": sha256_of(Path(path))} for path in twins]
     run = _start_or_resume(trainer, config, checkpoint_path, patches_sha256, resume, ranks, twin_records)
+    if run.step == 0 and warm_start is not None:
+        run.warm_start = _warm_start(trainer, Path(warm_start), config, classifier_checkpoint, patches_sha256)
     run.commands.append(command)
     validation_check = (_GeneratorValidation(fit, validation, hu_window, out_dir)
                         if settings.validation_every > 0 and ranks.is_main and len(validation) > 0 else None)
@@ -417,6 +425,23 @@ def train_cyclegan(
             break
     bar.close()
     return checkpoint_path
+
+
+def _warm_start(trainer: "CycleGANAMTrainer", path: Path, config: TrainingConfig,
+                classifier_checkpoint: Union[str, Path], patches_sha256: Optional[str]) -> Dict[str, object]:
+    """Load another run's networks and optimisers into ``trainer``; what the run records of it."""
+    saved = load_checkpoint(path, "cyclegan")
+    if saved["classifier_sha256"] != sha256_of(Path(classifier_checkpoint)):
+        raise ValueError(f"Cannot warm-start from {path}: it was trained against another classifier.")
+    if saved["patches_sha256"] != patches_sha256:
+        raise ValueError(f"Cannot warm-start from {path}: it was trained on other patches (dataset).")
+    current = config.to_dict()["cyclegan"]
+    for key in ("width", "residual_generators"):
+        if saved["config"]["cyclegan"][key] != current[key]:
+            raise ValueError(f"Cannot warm-start from {path}: cyclegan.{key} is {saved['config']['cyclegan'][key]!r} "
+                             f"there, {current[key]!r} here.")
+    trainer.load_state(saved)
+    return {"path": str(path), "sha256": sha256_of(path), "step": saved["step"], "seconds": saved["seconds"]}
 
 
 def _activation_twins(classifier_state: Dict[str, object], paths: Sequence[Union[str, Path]]
