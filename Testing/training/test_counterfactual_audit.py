@@ -12,10 +12,11 @@ from CycleGANExplainLib.networks import MalignancyClassifier
 from cyclegan_explain_training.checkpoint import save_checkpoint
 from cyclegan_explain_training.cli import main
 from cyclegan_explain_training.counterfactual_audit import (
-    BRIGHT_HU, ablated_changes, bright_core_inserted, centred_gaussian_maps, change_beyond_box_hu,
-    detector_scores, gaussian_sigma_px, image_area_px, texture_features, train_cnn_detector,
+    ablated_changes, centred_gaussian_maps, detector_scores, gaussian_sigma_px, image_area_px, texture_features,
+    train_cnn_detector,
 )
-from cyclegan_explain_training.explanation_checks import share_of_magnitude
+from cyclegan_explain_training.explanation_checks import (BRIGHT_HU, bright_core_inserted, change_beyond_box_hu,
+                                                          share_of_magnitude)
 from cyclegan_explain_training.export import export_untrained_bundle
 from cyclegan_explain_training.metrics import patient_bootstrap, roc_auc
 from cyclegan_explain_training.nodule_regions import PIXEL_MM

@@ -45,7 +45,9 @@ from .calibration import sigmoid
 from .context_fill import fill_outside
 from .dataset import CENTRE, MALIGNANT, MANIFEST_FILE, PreparedDataset, load_prepared
 from .evaluate import Target, classifier_margins
-from .explanation_checks import area_share, share_of_magnitude, unrelated_partners
+from .explanation_checks import (BEYOND_BOX_TOLERANCE_HU, BRIGHT_HU, BRIGHT_MIN_PIXELS, area_share, bright_core_inserted,
+                                 change_beyond_box_hu, inserted_bright_pixels, share_of_magnitude,
+                                 unrelated_partners)
 from .metrics import (
     DECISION_THRESHOLD, SOFT_TISSUE_HU, flip_indicators, mean_of_map, nan_mean, patient_bootstrap, roc_auc,
     skimage_ssim_maps, ssim_maps,
@@ -76,12 +78,6 @@ TEXTURE_REGION_MM = 10.0  # "near the nodule" for the texture features
 TEXTURE_FEATURES = ("local SD (3x3) of lung pixels within 10 mm of the mask, HU",
                     "share of valid pixels at the HU window's top",
                     "log mean squared Sobel gradient within 10 mm of the mask")
-# 2. A core is "inserted" where x has no pixel of at least BRIGHT_HU inside the nodule's mask and
-# G(x) has at least BRIGHT_MIN_PIXELS (the independent review's definition).
-BRIGHT_HU = 200.0
-BRIGHT_MIN_PIXELS = 2
-# 3. Beyond the box a patch holds no image: a generator should leave it as it is.
-BEYOND_BOX_TOLERANCE_HU = 10.0
 # The independent review's statistic: patches whose largest change beyond the box exceeds this.
 BEYOND_BOX_LARGEST_HU = 35.0
 # 5./6. Regions around the nodule's mask.
@@ -355,22 +351,6 @@ def _measure_detectors(images: Dict[str, Dict[str, np.ndarray]], train: Prepared
 # --- 2. bright cores -----------------------------------------------------------------------------
 
 
-def inserted_bright_pixels(x_hu: np.ndarray, generated_hu: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """[N, H, W]: inside the nodule's mask, G(x) at or above BRIGHT_HU where x was below it."""
-    return (np.asarray(masks).astype(bool) & (np.asarray(generated_hu) >= BRIGHT_HU)
-            & (np.asarray(x_hu) < BRIGHT_HU))
-
-
-def bright_core_inserted(x_hu: np.ndarray, generated_hu: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per patch: x has no pixel at or above BRIGHT_HU inside the nodule's mask and G(x) has at
-    least BRIGHT_MIN_PIXELS there (a calcification-like core where the nodule had none)."""
-    inside = np.asarray(masks).astype(bool)
-    count = len(inside)
-    x_bright = ((np.asarray(x_hu) >= BRIGHT_HU) & inside).reshape(count, -1).any(axis=1)
-    generated_bright = ((np.asarray(generated_hu) >= BRIGHT_HU) & inside).reshape(count, -1).sum(axis=1)
-    return ~x_bright & (generated_bright >= BRIGHT_MIN_PIXELS)
-
-
 def _measure_bright_cores(test_images: Dict[str, np.ndarray], test: PreparedDataset, window,
                           per_nodule: _PerNodule) -> None:
     x_hu = denormalise_to_hu(test_images["x"], window)
@@ -383,16 +363,6 @@ def _measure_bright_cores(test_images: Dict[str, np.ndarray], test: PreparedData
 
 
 # --- 3. change beyond the valid box -------------------------------------------------------------
-
-
-def change_beyond_box_hu(x_hu: np.ndarray, generated_hu: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Per patch: the mean and the largest |G(x) - x| in HU over the pixels beyond the valid box
-    (NaN for a patch without such pixels)."""
-    beyond = ~np.asarray(valid).astype(bool)
-    change = np.abs(np.asarray(generated_hu, dtype=np.float64) - np.asarray(x_hu, dtype=np.float64))
-    outside = np.where(beyond, change, np.nan).reshape(len(beyond), -1)
-    largest = np.where(beyond.reshape(len(beyond), -1), outside, -np.inf).max(axis=1)
-    return nan_mean(outside, axis=1), np.where(np.isfinite(largest), largest, np.nan)
 
 
 def _measure_beyond_box(bundle: ModelBundle, test_images: Dict[str, np.ndarray], test: PreparedDataset, seed: int,

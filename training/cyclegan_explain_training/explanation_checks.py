@@ -7,6 +7,8 @@ stacks [N, H, W]; nothing here runs a network.
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
 
@@ -49,26 +51,38 @@ def unrelated_partners(n: int, seed: int) -> np.ndarray:
     return partners
 
 
-# The realism checks' definitions, shared by the generators' validation and the test-split audit.
-BRIGHT_CORE_HU = 200.0  # calcification-like: above solid soft tissue
-BRIGHT_CORE_MIN_PIXELS = 2
-UNCHANGED_BEYOND_BOX_HU = 10.0  # mean |G(x) - x| beyond the real image that still counts as unchanged
+# The realism checks' definitions (the independent review's), shared by the generators'
+# validation and the test-split audit (counterfactual_audit).
+BRIGHT_HU = 200.0  # calcification-like: above solid soft tissue
+BRIGHT_MIN_PIXELS = 2
+BEYOND_BOX_TOLERANCE_HU = 10.0  # mean |G(x) - x| beyond the real image that still counts as unchanged
 
 
-def inserted_bright_core(x_hu: np.ndarray, generated_hu: np.ndarray, masks: np.ndarray,
-                         hu: float = BRIGHT_CORE_HU, min_pixels: int = BRIGHT_CORE_MIN_PIXELS) -> np.ndarray:
-    """Per patch [N, H, W] (Hounsfield units): True where G(x) has at least ``min_pixels`` pixels
-    >= ``hu`` inside the nodule mask that were below it in x: a bright core the nodule did not have."""
-    new_bright = (np.asarray(generated_hu) >= hu) & (np.asarray(x_hu) < hu) & np.asarray(masks, bool)
-    return new_bright.reshape(len(new_bright), -1).sum(axis=1) >= min_pixels
+def inserted_bright_pixels(x_hu: np.ndarray, generated_hu: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """[N, H, W]: inside the nodule's mask, G(x) at or above BRIGHT_HU where x was below it."""
+    return (np.asarray(masks).astype(bool) & (np.asarray(generated_hu) >= BRIGHT_HU)
+            & (np.asarray(x_hu) < BRIGHT_HU))
 
 
-def mean_change_beyond_box(x_hu: np.ndarray, generated_hu: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per patch [N, H, W]: mean |G(x) - x| (HU) over the pixels that hold no image (``valid`` 0);
-    NaN for a patch that is real image everywhere."""
-    beyond = ~np.asarray(valid, bool)
-    change = np.abs(np.asarray(generated_hu, np.float64) - np.asarray(x_hu, np.float64))
+def bright_core_inserted(x_hu: np.ndarray, generated_hu: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per patch [N, H, W] (Hounsfield units): x has no pixel at or above BRIGHT_HU inside the
+    nodule's mask and G(x) has at least BRIGHT_MIN_PIXELS there (a calcification-like core where
+    the nodule had none)."""
+    inside = np.asarray(masks).astype(bool)
+    count = len(inside)
+    x_bright = ((np.asarray(x_hu) >= BRIGHT_HU) & inside).reshape(count, -1).any(axis=1)
+    generated_bright = ((np.asarray(generated_hu) >= BRIGHT_HU) & inside).reshape(count, -1).sum(axis=1)
+    return ~x_bright & (generated_bright >= BRIGHT_MIN_PIXELS)
+
+
+def change_beyond_box_hu(x_hu: np.ndarray, generated_hu: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per patch [N, H, W]: the mean and the largest |G(x) - x| in HU over the pixels beyond the
+    valid box, where the patch holds no image (NaN for a patch without such pixels)."""
+    beyond = ~np.asarray(valid).astype(bool)
+    change = np.abs(np.asarray(generated_hu, dtype=np.float64) - np.asarray(x_hu, dtype=np.float64))
+    outside = np.where(beyond, change, np.nan).reshape(len(beyond), -1)
+    largest = np.where(beyond.reshape(len(beyond), -1), outside, -np.inf).max(axis=1)
     counts = beyond.reshape(len(beyond), -1).sum(axis=1)
-    sums = (change * beyond).reshape(len(beyond), -1).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        mean = np.where(counts > 0, np.nansum(outside, axis=1) / np.maximum(counts, 1), np.nan)
+    return mean, np.where(np.isfinite(largest), largest, np.nan)

@@ -33,7 +33,7 @@ from CycleGANExplainLib.intensity import denormalise_to_hu
 from .batched_inference import in_batches, malignancy_probabilities
 from .context_fill import EVALUATION_FILLS
 from .dataset import CENTRE, PreparedDataset
-from .explanation_checks import UNCHANGED_BEYOND_BOX_HU, inserted_bright_core, mean_change_beyond_box
+from .explanation_checks import BEYOND_BOX_TOLERANCE_HU, bright_core_inserted, change_beyond_box_hu
 from .losses import structural_similarity
 from .metrics import flip_indicators, nan_mean
 from .nodule_regions import within_mm_of_masks
@@ -97,7 +97,7 @@ def per_nodule_figures(generator_pos: nn.Module, generator_neg: nn.Module, class
         relevance = (fake_pos - fake_neg).abs()[:, 0].numpy().astype(np.float64)
         x_hu, pos_hu, neg_hu = (denormalise_to_hu(batch[:, 0].numpy(), data.hu_window)
                                 for batch in (images, fake_pos, fake_neg))
-        beyond = np.fmax(mean_change_beyond_box(x_hu, pos_hu, data.valid), mean_change_beyond_box(x_hu, neg_hu, data.valid))
+        beyond = np.fmax(change_beyond_box_hu(x_hu, pos_hu, data.valid)[0], change_beyond_box_hu(x_hu, neg_hu, data.valid)[0])
         result[fill] = {
             "p_x": p_x, "p_pos": p_pos, "p_neg": p_neg,
             "flip_benign_to_malignant": flips["flipped_to_malignant"],
@@ -107,9 +107,9 @@ def per_nodule_figures(generator_pos: nn.Module, generator_neg: nn.Module, class
             "relevance_near": (relevance * data.near_nodule).reshape(len(relevance), -1).sum(axis=1),
             "relevance_total": relevance.reshape(len(relevance), -1).sum(axis=1),
             # NaN for nodules not called malignant: the rate is over those G- must move to benign
-            "bright_core_inserted_by_neg": np.where(p_x >= 0.5, inserted_bright_core(x_hu, neg_hu, data.masks), np.nan),
+            "bright_core_inserted_by_neg": np.where(p_x >= 0.5, bright_core_inserted(x_hu, neg_hu, data.masks), np.nan),
             # a patch with no pixel beyond the real image (NaN change) counts as unchanged there
-            "unchanged_beyond_box": (~(beyond > UNCHANGED_BEYOND_BOX_HU)).astype(np.float64),
+            "unchanged_beyond_box": (~(beyond > BEYOND_BOX_TOLERANCE_HU)).astype(np.float64),
         }
     classifier.train(was_training)
     return result
