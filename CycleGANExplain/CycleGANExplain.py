@@ -86,7 +86,7 @@ class CycleGANExplain(ScriptedLoadableModule):
         # The extension's category (EXTENSION_CATEGORY), translated in the context Slicer's template uses.
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Explainable AI")]
         self.parent.dependencies = []  # PyTorch (extension) is checked when first explaining
-        self.parent.contributors = ["CycleGANExplain developers"]  # EXTENSION_CONTRIBUTORS
+        self.parent.contributors = ["CycleGANExplain developers (CycleGANExplain project)"]  # EXTENSION_CONTRIBUTORS
         self.parent.helpText = moduleHelpText()
         self.parent.acknowledgementText = _(
             "Method: Katzmann A. et al., \"Explaining clinical decision support systems in medical imaging "

@@ -52,3 +52,6 @@ def test_the_module_is_listed_under_the_extensions_category_and_contributors(mod
     variables = cmake_variables()
     assert parent.categories == [variables["EXTENSION_CATEGORY"]]
     assert parent.contributors == [variables["EXTENSION_CONTRIBUTORS"]]
+    # The extension index and Slicer's About box expect "Name (Organisation)", comma-separated.
+    for contributor in variables["EXTENSION_CONTRIBUTORS"].split(", "):
+        assert re.fullmatch(r"[^()]+ \([^()]+\)", contributor), contributor
