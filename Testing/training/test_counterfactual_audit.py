@@ -174,10 +174,11 @@ def test_audit_command_writes_every_section_and_judges_the_targets(tiny_workspac
     out = root / "audit"
     assert main(["audit", "--bundle", str(root / "bundle"), "--dataset", str(root / "dataset"), "--out", str(out),
                  "--held-out-classifier", str(root / "held_out" / "classifier.pt"), "--bootstrap", "20",
-                 "--device", "cpu", "--detector-epochs", "2"]) == 0
+                 "--device", "cpu", "--detector-epochs", "2", "--allow-unknown-bundle"]) == 0
     assert "audit.md" in capsys.readouterr().out
     result = json.loads((out / "audit.json").read_text())
     assert result["detectors"]["cnn"]["epochs"] == 2
+    assert result["command"].startswith("cyclegan-explain-train audit --bundle ")
     figures = result["figures"]
     assert set(figures) == {"realism", "bright_core", "beyond_box", "transfer", "similarity", "similarity_skimage",
                             "relevance_within_5mm", "ablations_g_neg"}
@@ -209,7 +210,7 @@ def test_audit_without_a_held_out_classifier_marks_its_targets_n_a(tiny_workspac
     root = tiny_workspace
     out = root / "audit-no-held-out"
     assert main(["audit", "--bundle", str(root / "bundle"), "--dataset", str(root / "dataset"), "--out", str(out),
-                 "--bootstrap", "5", "--device", "cpu", "--detector-epochs", "1"]) == 0
+                 "--bootstrap", "5", "--device", "cpu", "--detector-epochs", "1", "--allow-unknown-bundle"]) == 0
     result = json.loads((out / "audit.json").read_text())
     held_out = [t for t in result["targets"] if t["name"].startswith("transfer.held_out_classifier")]
     assert len(held_out) == 2 and all(t["verdict"] == "n/a" for t in held_out)
@@ -219,7 +220,17 @@ def test_audit_without_a_held_out_classifier_marks_its_targets_n_a(tiny_workspac
 def test_audit_refuses_a_missing_checkpoint_with_one_message(tiny_workspace, capsys):
     root = tiny_workspace
     assert main(["audit", "--bundle", str(root / "bundle"), "--dataset", str(root / "dataset"),
-                 "--out", str(root / "never"), "--held-out-classifier", str(root / "nowhere.pt")]) == 2
+                 "--out", str(root / "never"), "--held-out-classifier", str(root / "nowhere.pt"),
+                 "--allow-unknown-bundle"]) == 2
     error = capsys.readouterr().err
     assert "nowhere.pt" in error and "Traceback" not in error
     assert not (root / "never").exists()
+
+
+def test_audit_runs_a_bundle_the_package_does_not_ship_only_when_allowed(tiny_workspace, capsys):
+    root = tiny_workspace
+    assert main(["audit", "--bundle", str(root / "bundle"), "--dataset", str(root / "dataset"),
+                 "--out", str(root / "not-allowed"), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "--allow-unknown-bundle" in error and "Traceback" not in error
+    assert not (root / "not-allowed").exists()

@@ -160,4 +160,6 @@ def _ablations(result: Dict[str, Any]) -> List[str]:
         ("Brightening part only", ["ablations_g_neg/brightening_only"]),
         ("Inserted bright core only", ["ablations_g_neg/inserted_core_only"]),
     ])
+    if result.get("command"):
+        lines += ["", f"Command: `{result['command']}`"]
     return lines + [""]

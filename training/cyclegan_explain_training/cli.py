@@ -174,6 +174,8 @@ def _add_audit(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     audit.add_argument("--device", default="auto")
     audit.add_argument("--detector-epochs", type=int, default=15,
                        help="epochs of the CNN realism detector (default 15; bundles compare only at the same value)")
+    audit.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle",
+                       help=ALLOW_HELP + " (every bundle you export is unknown until it is shipped)")
 
 
 def _add_compare_methods(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -298,7 +300,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
         from .counterfactual_audit import MARKDOWN_FILE as AUDIT_MARKDOWN, audit
 
         audit(args.bundle, args.dataset, args.out, held_out_classifier=args.held_out_classifier,
-              bootstrap=args.bootstrap, seed=args.seed, device=args.device, detector_epochs=args.detector_epochs)
+              bootstrap=args.bootstrap, seed=args.seed, device=args.device, detector_epochs=args.detector_epochs,
+              allow_unknown_bundle=args.allow_unknown_bundle, command=command)
         print(f"Counterfactual audit written to {args.out / AUDIT_MARKDOWN}")
     elif args.command == "compare-methods":
         from .comparison_report import MARKDOWN_FILE, write_report

@@ -94,6 +94,8 @@ def audit(
     device: str = "auto",
     batch_size: int = 64,
     detector_epochs: int = DETECTOR_EPOCHS,
+    allow_unknown_bundle: bool = True,
+    command: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Audit the bundle's counterfactuals on the test split; write audit.json and audit.md into
     ``out_dir`` and return the JSON's content.
@@ -101,11 +103,13 @@ def audit(
     ``held_out_classifier``: a classifier.pt from train-classifier that the generators never saw
     (any architecture load_classifier knows). Raises ValueError for a dataset without both
     classes in the train split's centre views or an empty test split, FileNotFoundError or
-    checkpoint.CheckpointError for a missing or unusable checkpoint.
+    checkpoint.CheckpointError for a missing or unusable checkpoint. ``allow_unknown_bundle``: run a
+    bundle the package does not ship (the command line asks for the same opt-in as evaluate).
+    ``command`` is recorded in audit.json and audit.md.
     """
     if detector_epochs < 1:
         raise ValueError(f"The realism detector needs at least one epoch, got {detector_epochs}.")
-    bundle = load_bundle(bundle_dir, device, allow_unknown=True)
+    bundle = load_bundle(bundle_dir, device, allow_unknown=allow_unknown_bundle)
     dataset_dir = Path(dataset_dir)
     dataset = load_prepared(dataset_dir)
     train, test = dataset.subset("train", CENTRE), dataset.subset("test", CENTRE)
@@ -145,6 +149,7 @@ def audit(
         "transfer_models": transfer,
         "figures": figures,
         "denominators": per_nodule.denominators(),
+        "command": command,
     }
     result["targets"] = check_targets(figures)
     return _write(result, Path(out_dir))
