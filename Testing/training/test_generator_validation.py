@@ -218,6 +218,18 @@ def test_select_generators_rescores_every_check_on_shared_resamples_and_exports_
     assert f"validation check at step {chosen['step']}" in metadata["exported_generators"]
     assert metadata["validation"]["score"] == pytest.approx(chosen["training_score"])
 
+    # The exported bundle scored beside the runs (deciding whether to replace a shipped bundle on the
+    # same validation patients): its generators are the chosen check's, so the same score.
+    code = main(["select-generators", "--cyclegan", runs[0], "--dataset", str(root / "dataset"), "--out",
+                 str(root / "selection-with-bundle"), "--bootstrap", "20", "--bundle", str(root / "bundle"),
+                 "--allow-unknown-bundle"])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((root / "selection-with-bundle" / SELECTION_JSON).read_text())["candidates"]
+    bundle_row = next(row for row in rows if row["bundle"])
+    assert bundle_row["check"] is None and bundle_row["training_score"] is None
+    assert bundle_row["score"]["value"] == pytest.approx(chosen["score"]["value"], abs=1e-5)
+    assert "bundle bundle | exported" in (root / "selection-with-bundle" / SELECTION_MARKDOWN).read_text()
+
 
 def test_select_generators_refuses_runs_validated_against_different_classifiers(validated_runs, capsys, tmp_path):
     from cyclegan_explain_training.checkpoint import save_checkpoint
@@ -233,3 +245,14 @@ def test_select_generators_refuses_runs_validated_against_different_classifiers(
     error = capsys.readouterr().err
     assert code == 2 and "validated against different classifiers" in error, error
     assert not (tmp_path / "selection").exists()
+
+
+def test_select_generators_refuses_a_bundle_with_another_classifier(validated_runs, capsys, tmp_path, tiny_bundle):
+    from cyclegan_explain_training.cli import main
+
+    root = validated_runs["root"]
+    code = main(["select-generators", "--cyclegan", str(root / "long" / "cyclegan.pt"), "--dataset",
+                 str(root / "dataset"), "--out", str(tmp_path / "selection"), "--top", "1", "--bundle",
+                 str(tiny_bundle), "--allow-unknown-bundle"])
+    error = capsys.readouterr().err
+    assert code == 2 and "is not the one the runs were validated against" in error, error

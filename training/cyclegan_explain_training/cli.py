@@ -140,6 +140,10 @@ def _add_select_generators(commands: "argparse._SubParsersAction[argparse.Argume
     select.add_argument("--bootstrap", type=int, default=1000)
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--device", default="cpu")
+    select.add_argument("--bundle", type=Path, action="append", default=[], metavar="PATH",
+                        help="an exported bundle with the same classifier (e.g. the shipped one), scored beside the "
+                             "checks (repeatable)")
+    select.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle", help=ALLOW_HELP)
 
 
 def _add_evaluate(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -278,11 +282,14 @@ def _run(args: argparse.Namespace, command: str) -> None:
         if args.top is not None and args.top < 1 or args.bootstrap < 1:
             raise ValueError("--top and --bootstrap must be at least 1.")
         result = select_generators(args.cyclegan, load_prepared(args.dataset), args.out, top=args.top,
-                                   resamples=args.bootstrap, seed=args.seed, device=args.device, command=command)
+                                   resamples=args.bootstrap, seed=args.seed, device=args.device, command=command,
+                                   bundles=args.bundle, allow_unknown_bundle=args.allow_unknown_bundle)
         chosen = result["chosen"]
-        print(f"Chose step {chosen['step']} of {chosen['run']}: score {chosen['score']['value']:.3f} "
+        what = f"the bundle {chosen['run']}" if chosen["bundle"] else f"step {chosen['step']} of {chosen['run']}"
+        print(f"Chose {what}: score {chosen['score']['value']:.3f} "
               f"[{chosen['score']['ci_low']:.3f}, {chosen['score']['ci_high']:.3f}]; see {args.out / SELECTION_MARKDOWN}")
-        print(f"Export it with: {PROGRAM} export --cyclegan {chosen['run']} --generators {chosen['check']} ...")
+        if not chosen["bundle"]:
+            print(f"Export it with: {PROGRAM} export --cyclegan {chosen['run']} --generators {chosen['check']} ...")
     elif args.command == "evaluate":
         from .evaluate import evaluate
 

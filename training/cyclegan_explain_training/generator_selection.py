@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
+from torch import nn
 
 from CycleGANExplainLib.model_bundle import sha256_of
 
@@ -33,10 +35,10 @@ SELECTION_MARKDOWN = "selection.md"
 
 @dataclass
 class Candidate:
-    run: Path  # the run's cyclegan.pt
-    check: Path  # validation-checks/step-XXXXXX.pt
+    run: Path  # the run's cyclegan.pt, or a bundle's folder
+    check: Optional[Path]  # validation-checks/step-XXXXXX.pt; None for a bundle's generators
     step: int
-    training_score: float  # the score recorded during training (fixed BatchNorm subset, same patients)
+    training_score: float  # the score recorded during training (NaN for a bundle)
 
 
 def candidates_of(cyclegan_path: Path, top: Optional[int] = None) -> List[Candidate]:
@@ -55,6 +57,28 @@ def candidates_of(cyclegan_path: Path, top: Optional[int] = None) -> List[Candid
     return found[:top] if top else found
 
 
+def bundle_generators(bundle_dir: Path, classifier: nn.Module, allow_unknown: bool) -> Tuple[nn.Module, nn.Module]:
+    """An exported bundle's G+ and G- as trainable modules, so that they are scored exactly as a run's
+    checks are (BatchNorm recomputed on the same patches). Refused unless the bundle's classifier is
+    ``classifier`` (same weights): the validation patients are that classifier's."""
+    from CycleGANExplainLib.model_bundle import load_bundle
+    from CycleGANExplainLib.networks import UNetGenerator
+
+    bundle = load_bundle(bundle_dir, "cpu", allow_unknown=allow_unknown)
+    ours, theirs = classifier.state_dict(), bundle.classifier.state_dict()
+    if set(ours) != set(theirs) or not all(torch.equal(ours[key].cpu(), theirs[key].cpu()) for key in ours):
+        raise ValueError(f"The classifier of {bundle_dir} is not the one the runs were validated against; its "
+                         "generators cannot be compared on those validation patients.")
+    architecture = bundle.metadata.raw.get("architecture", {}).get("generator", {})
+    residual = "residual" in architecture.get("output", "")
+    generators = []
+    for scripted in (bundle.generator_pos, bundle.generator_neg):
+        generator = UNetGenerator(int(architecture["width"]), residual=residual)
+        generator.load_state_dict({key: value.cpu() for key, value in scripted.state_dict().items()})
+        generators.append(generator.eval())
+    return generators[0], generators[1]
+
+
 def _same_classifier(states: Sequence[Dict[str, Any]], paths: Sequence[Path]) -> None:
     digests = {state["classifier_sha256"] for state in states}
     if len(digests) > 1:
@@ -64,8 +88,12 @@ def _same_classifier(states: Sequence[Dict[str, Any]], paths: Sequence[Path]) ->
 
 def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: PreparedDataset, out_dir: Union[str, Path],
                       top: Optional[int] = None, resamples: int = 1000, seed: int = 0, device: str = "cpu",
-                      command: Optional[str] = None) -> Dict[str, Any]:
-    """Re-score every candidate check of the runs, choose the best, write selection.json and .md."""
+                      command: Optional[str] = None, bundles: Sequence[Union[str, Path]] = (),
+                      allow_unknown_bundle: bool = False) -> Dict[str, Any]:
+    """Re-score every candidate check of the runs, choose the best, write selection.json and .md.
+
+    ``bundles``: exported bundles with the same classifier (e.g. the one shipped now), scored
+    beside the checks so that replacing it is decided on the validation patients too."""
     from .generator_validation import figures_of, per_nodule_figures, validation_set
     from .train_classifier import load_classifier
     from .train_cyclegan import load_generators, split_like_classifier, validation_batchnorm_images
@@ -84,12 +112,19 @@ def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: Prepa
     data = validation_set(validation, hu_window)
     batchnorm_images = validation_batchnorm_images(fit, hu_window)
 
+    batch_size = states[0]["config"]["cyclegan"]["batch_size"]
     candidates = [candidate for path in paths for candidate in candidates_of(path, top)]
     per_nodule = []
     for candidate, state in ((c, states[paths.index(c.run)]) for c in candidates):
         generator_pos, generator_neg = load_generators(state, check=load_checkpoint(candidate.check, "generator-check"))
         per_nodule.append(per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images,
-                                             state["config"]["cyclegan"]["batch_size"], device))
+                                             batch_size, device))
+    for bundle_dir in map(Path, bundles):
+        generator_pos, generator_neg = bundle_generators(bundle_dir, classifier.cpu(), allow_unknown_bundle)
+        classifier.to(device)
+        candidates.append(Candidate(bundle_dir, None, -1, float("nan")))
+        per_nodule.append(per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images,
+                                             batch_size, device))
     points = [figures_of(figures, np.arange(len(data.labels))) for figures in per_nodule]
     chosen = int(np.argmax([point["score"] for point in points]))
 
@@ -102,8 +137,10 @@ def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: Prepa
     rows = []
     for index, (candidate, point) in enumerate(zip(candidates, points)):
         lead = estimates[f"lead/{index}"]
-        rows.append({"run": str(candidate.run), "check": str(candidate.check), "step": candidate.step,
-                     "training_score": candidate.training_score, "score": estimates[f"score/{index}"].as_dict(),
+        rows.append({"run": str(candidate.run), "check": str(candidate.check) if candidate.check else None,
+                     "bundle": candidate.check is None, "step": candidate.step,
+                     "training_score": None if np.isnan(candidate.training_score) else candidate.training_score,
+                     "score": estimates[f"score/{index}"].as_dict(),
                      "chosen_minus_this": lead.as_dict(),
                      # the chosen pair is ahead beyond noise only when the whole interval is above 0
                      "distinguishable": bool(index != chosen and lead.low > 0),
@@ -132,7 +169,8 @@ def selection_markdown(result: Dict[str, Any]) -> str:
         f"{result['validation_nodules']} nodules of {result['validation_patients']} validation patients; "
         f"{result['resamples']} patient-bootstrap resamples (seed {result['seed']}). Rule: {result['rule']}.",
         "",
-        f"Chosen: `{chosen['check']}` (step {chosen['step']}), score {interval(chosen['score'])}.",
+        (f"Chosen: the generators of bundle `{chosen['run']}`" if chosen["bundle"] else
+         f"Chosen: `{chosen['check']}` (step {chosen['step']})") + f", score {interval(chosen['score'])}.",
         "",
         "| run | step | score [95 % CI] | chosen − this [95 % CI] | told apart | flips +/− (worst fill) |",
         "|---|---|---|---|---|---|",
@@ -141,13 +179,18 @@ def selection_markdown(result: Dict[str, Any]) -> str:
         figures = row["figures"]
         fill = min((key.split("/")[0] for key in figures if key.endswith("/score")),
                    key=lambda name: figures[f"{name}/score"])
-        told = "chosen" if row is chosen or row["check"] == chosen["check"] else ("yes" if row["distinguishable"] else "no")
-        lines.append(f"| {Path(row['run']).parent.name} | {row['step']} | {interval(row['score'])} | "
+        told = "chosen" if _same_candidate(row, chosen) else ("yes" if row["distinguishable"] else "no")
+        name, step = (f"bundle {Path(row['run']).name}", "exported") if row["bundle"] else (Path(row["run"]).parent.name, row["step"])
+        lines.append(f"| {name} | {step} | {interval(row['score'])} | "
                      f"{interval(row['chosen_minus_this'])} | {told} | "
                      f"{figures[f'{fill}/flip_benign_to_malignant']:.2f} / {figures[f'{fill}/flip_malignant_to_benign']:.2f} |")
-    undistinguished = sum(1 for row in result["candidates"] if row["check"] != chosen["check"] and not row["distinguishable"])
+    undistinguished = sum(1 for row in result["candidates"] if not _same_candidate(row, chosen) and not row["distinguishable"])
     lines += ["", f"{undistinguished} other candidate(s) cannot be told apart from the chosen one on these patients "
               "(their gap's interval includes 0): the choice among them is not evidence that one is better.", ""]
     if result.get("command"):
         lines += [f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
+
+
+def _same_candidate(row: Dict[str, Any], other: Dict[str, Any]) -> bool:
+    return (row["run"], row["check"]) == (other["run"], other["check"])
