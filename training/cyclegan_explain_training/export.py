@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -65,9 +66,26 @@ def base_metadata(
     }
 
 
-def _script(module: nn.Module) -> torch.jit.ScriptModule:
+def _torchscript(role: str, module: nn.Module, patch_size_px: int) -> torch.jit.ScriptModule:
+    """The network as TorchScript. The generators are traced, not scripted: scripting nn.Upsample
+    compiles every interpolation mode of F.interpolate into the file, including ops that older torch
+    lacks (aten::_upsample_lanczos2d_aa, new in 2.13), while a trace records only the nearest-neighbour
+    upsampling they run, so the bundle loads on the older torch of some Slicer platforms. Their
+    forward has no branch on the data, so the trace is the network; export checks it against the
+    module on two batch sizes."""
     module = module.cpu().eval()
-    return torch.jit.script(module)
+    if not role.startswith("generator"):
+        return torch.jit.script(module)
+    with torch.no_grad():
+        example = torch.rand(2, 1, patch_size_px, patch_size_px) * 2 - 1
+        with warnings.catch_warnings():  # tracing is TorchScript's, deprecated with it (see model_bundle)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
+            traced = torch.jit.trace(module, example, check_trace=False)
+        for batch in (torch.rand(1, 1, patch_size_px, patch_size_px), torch.rand(5, 1, patch_size_px, patch_size_px)):
+            batch = batch * 2 - 1
+            if not torch.allclose(traced(batch), module(batch), atol=1e-6):
+                raise RuntimeError(f"The traced {role} differs from the network; it cannot be exported by tracing.")
+    return traced
 
 
 def export_bundle(
@@ -87,7 +105,7 @@ def export_bundle(
     try:
         networks = {"classifier": classifier, "generator_pos": generator_pos, "generator_neg": generator_neg}
         for role, network in networks.items():
-            _script(network).save(str(staging / MODEL_FILES[role]))
+            _torchscript(role, network, int(metadata["patch"]["size_px"])).save(str(staging / MODEL_FILES[role]))
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
         write_checksums(staging)
         load_bundle(staging, "cpu", written_by_caller=True)  # refuses a bundle the core cannot load
