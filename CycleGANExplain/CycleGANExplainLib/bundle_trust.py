@@ -20,7 +20,7 @@ from typing import Dict, Optional
 # SHA-256 of each shipped bundle's SHA256SUMS file, by "name version".
 KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
     "lidc-voi 1.0.0": "79856ef86462582b5b38087688a26f6870789cbf08de75607f5d3c3f30b718cf",
-    "lidc-phantoms 0.2.0": "4d2e573b6ebbb28055a6b92a9026c7d6d388dfa42d33ede6df57e49812483dba",
+    "lidc-phantoms 0.2.1": "7be79a70d048777a437853f69d85032cfb198cb4c2571989b95e442b66d3342f",
 }
 
 ALLOW_FLAG = "--allow-unknown-bundle"

@@ -19,7 +19,7 @@ from torch import nn
 
 from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
 from CycleGANExplainLib.model_bundle import (
-    METADATA_FILE, MODEL_FILES, TRAINING_DATA_SOURCES, load_bundle, sha256_of, verify_checksums, write_checksums)
+    METADATA_FILE, MODEL_FILES, TRAINING_DATA_SOURCES, ModelBundle, load_bundle, sha256_of, verify_checksums, write_checksums)
 from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
 from CycleGANExplainLib.notices import INTENDED_USE, LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 from CycleGANExplainLib.patch_sampling import PATCH_EXTENT_MM, PATCH_SIZE_PX
@@ -117,6 +117,43 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def generators_of_bundle(bundle: ModelBundle) -> Tuple[UNetGenerator, UNetGenerator]:
+    """A loaded bundle's G+ and G- as UNetGenerator modules (the architecture its metadata names),
+    with the bundle's weights and BatchNorm statistics, in eval mode on CPU."""
+    architecture = bundle.metadata.raw.get("architecture", {}).get("generator", {})
+    residual = "residual" in architecture.get("output", "")
+    generators = []
+    for exported in (bundle.generator_pos, bundle.generator_neg):
+        generator = UNetGenerator(int(architecture["width"]), residual=residual)
+        generator.load_state_dict({key: value.cpu() for key, value in exported.state_dict().items()})
+        generators.append(generator.eval())
+    return generators[0], generators[1]
+
+
+def retraced_bundle(bundle_dir: Union[str, Path], out_dir: Union[str, Path], version: str,
+                    allow_unknown_bundle: bool = False) -> Path:
+    """A copy of a bundle whose generators are exported again by tracing (see _torchscript), so that
+    a bundle scripted by an earlier export loads on older torch. The weights are the same, and the
+    copy's networks are checked to compute the original's outputs; metadata says so."""
+    bundle = load_bundle(bundle_dir, "cpu", allow_unknown=allow_unknown_bundle)
+    metadata = json.loads((Path(bundle_dir) / METADATA_FILE).read_text())
+    previous = metadata["version"]
+    metadata.update(version=version, torch_version=torch.__version__.split("+")[0])
+    metadata["export_history"] = [*metadata.get("export_history", []), (
+        f"{version}: {previous}'s networks, generators re-exported by tracing so that torch older than 2.13 loads "
+        f"them; outputs checked equal to {previous}'s; its evaluation applies unchanged")]
+    generator_pos, generator_neg = generators_of_bundle(bundle)
+    out = export_bundle(bundle.classifier, generator_pos, generator_neg, out_dir, metadata)
+    copy = load_bundle(out, "cpu", allow_unknown=True)
+    x = torch.rand(4, 1, *([int(metadata["patch"]["size_px"])] * 2)) * 2 - 1
+    with torch.no_grad():
+        for role in ("classifier", "generator_pos", "generator_neg"):
+            if not torch.allclose(getattr(copy, role)(x), getattr(bundle, role)(x), atol=1e-5):
+                shutil.rmtree(out)
+                raise RuntimeError(f"The re-exported {role} does not compute the original's outputs.")
+    return out
 
 
 def export_untrained_bundle(

@@ -62,21 +62,15 @@ def bundle_generators(bundle_dir: Path, classifier: nn.Module, allow_unknown: bo
     checks are (BatchNorm recomputed on the same patches). Refused unless the bundle's classifier is
     ``classifier`` (same weights): the validation patients are that classifier's."""
     from CycleGANExplainLib.model_bundle import load_bundle
-    from CycleGANExplainLib.networks import UNetGenerator
+
+    from .export import generators_of_bundle
 
     bundle = load_bundle(bundle_dir, "cpu", allow_unknown=allow_unknown)
     ours, theirs = classifier.state_dict(), bundle.classifier.state_dict()
     if set(ours) != set(theirs) or not all(torch.equal(ours[key].cpu(), theirs[key].cpu()) for key in ours):
         raise ValueError(f"The classifier of {bundle_dir} is not the one the runs were validated against; its "
                          "generators cannot be compared on those validation patients.")
-    architecture = bundle.metadata.raw.get("architecture", {}).get("generator", {})
-    residual = "residual" in architecture.get("output", "")
-    generators = []
-    for scripted in (bundle.generator_pos, bundle.generator_neg):
-        generator = UNetGenerator(int(architecture["width"]), residual=residual)
-        generator.load_state_dict({key: value.cpu() for key, value in scripted.state_dict().items()})
-        generators.append(generator.eval())
-    return generators[0], generators[1]
+    return generators_of_bundle(bundle)
 
 
 def _same_classifier(states: Sequence[Dict[str, Any]], paths: Sequence[Path]) -> None:
