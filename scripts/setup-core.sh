@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with only what the command line needs: the core package and a CPU build of torch.
-# torch 2.13.0 (CPU) is the oldest release that loads the shipped bundles and the one these
-# machines install from local disk; a torch already there that is new enough is kept (the full
+# torch 2.13.0 (CPU) is the one these machines install from local disk (the bundles need 2.2 or newer;
+# scripts/check-older-torch.sh); a torch already there that is new enough is kept (the full
 # setup, scripts/setup.sh, installs 2.14.1 for the LRP baseline's torchvision). Plain `torch` from
 # PyPI would be a multi-GB CUDA build. `bash scripts/setup-core.sh web` adds the web viewer.
 set -euo pipefail

@@ -1,8 +1,9 @@
 """The wheel, installed into a new environment with only the core's dependencies, explains the sample.
 
 This is what `pip install cyclegan-explain` gives a user: no editable install, no repository on the
-path, no training, test or web extras; torch is the CPU build of the oldest release the bundles
-need (TORCH_MINIMUM_VERSION), so the floor is tested too.
+path, no training, test or web extras; torch is the CPU build of 2.13.0, the one on this machine's
+disk. The floor itself (TORCH_MINIMUM_VERSION, 2.2) needs a 2.5 GB download and is checked by
+scripts/check-older-torch.sh instead.
 """
 
 from __future__ import annotations

@@ -26,9 +26,11 @@ def test_older_torch_is_refused_with_the_slicer_release_to_use():
     assert torch_version_problem("2.14.1+cu130") is None
     assert torch_version_problem("2.13.0+cpu") is None
     assert torch_version_problem("3.0") is None
-    problem = torch_version_problem("2.8.0")
-    assert "PyTorch 2.13 or newer" in problem and "2.8.0" in problem and "Slicer 5.10" in problem
-    assert torch_version_problem("2.9.1+cu128") is not None
+    assert torch_version_problem("2.8.0") is None  # the newest for Slicer 5.6 / 5.8's Python 3.9
+    assert torch_version_problem("2.2.2") is None  # the newest for Intel macOS
+    problem = torch_version_problem("2.1.2")
+    assert "PyTorch 2.2 or newer" in problem and "2.1.2" in problem and "PyTorch Utils" in problem
+    assert torch_version_problem("1.13.1+cu117") is not None
 
 
 class RecordingPyTorchUtils:
@@ -88,10 +90,10 @@ def test_under_ctest_every_self_test_skips_with_a_too_old_torch(module, monkeypa
 
     real_version = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version",
-                        lambda name: "2.8.0" if name == "torch" else real_version(name))
+                        lambda name: "2.1.2" if name == "torch" else real_version(name))
     result = _run_as_ctest(module)
     assert result.wasSuccessful() and len(result.skipped) == 2
-    assert all("PyTorch 2.13 or newer" in reason and "2.8.0" in reason for _, reason in result.skipped)
+    assert all("PyTorch 2.2 or newer" in reason and "2.1.2" in reason for _, reason in result.skipped)
 
 
 def test_reload_and_test_says_why_each_test_was_skipped(module, monkeypatch):
