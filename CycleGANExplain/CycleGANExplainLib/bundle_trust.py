@@ -19,7 +19,7 @@ from typing import Dict, Optional
 
 # SHA-256 of each shipped bundle's SHA256SUMS file, by "name version".
 KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
-    "lidc-voi 1.0.0": "79856ef86462582b5b38087688a26f6870789cbf08de75607f5d3c3f30b718cf",
+    "lidc-voi 2.0.0": "e8f3612a2b448b8c71e9a15dfe337532b0caeff35d06e72100a38b6daa616b33",
     "lidc-phantoms 0.2.1": "7be79a70d048777a437853f69d85032cfb198cb4c2571989b95e442b66d3342f",
 }
 
