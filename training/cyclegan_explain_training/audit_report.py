@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
-from .reporting import UNTRAINED_BANNER, estimate_text, markdown_table, number_text
+from .reporting import UNTRAINED_BANNER, entry_at, estimate_text, markdown_table, number_text
 
 GENERATOR_COLUMNS = (("g_pos", "G+(x)"), ("g_neg", "G\u2212(x)"))
 
 
-def _get(tree: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
-    node: Any = tree
-    for part in path.split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _cell(figures: Dict[str, Any], path: str) -> str:
-    entry = _get(figures, path)
+    entry = entry_at(figures, path)
     if entry is None:
         return "not measured"
     if entry.get("value") is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .metrics import TABLE1_METRICS
-from .reporting import UNTRAINED_BANNER, estimate_text, markdown_table, number_text
+from .reporting import UNTRAINED_BANNER, entry_at, estimate_text, markdown_table, number_text
 
 METRIC_LABELS = {
     "accuracy": "Accuracy", "f1": "F1", "sensitivity": "Sensitivity", "specificity": "Specificity",
@@ -19,15 +19,6 @@ METRIC_LABELS = {
 IMAGE_LABELS = {"x": "x", "g_neg": "G\u2212(x)", "g_pos": "G+(x)"}
 
 
-def _get(tree: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
-    node: Any = tree
-    for part in path.split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _condition_table(result: Dict[str, Any], section: str, rows: Sequence[Tuple[str, str]],
                      extra_column: Optional[Tuple[str, Dict[str, str]]] = None) -> List[str]:
     """Rows (label, path within section/<condition>/), one column per condition."""
@@ -35,7 +26,7 @@ def _condition_table(result: Dict[str, Any], section: str, rows: Sequence[Tuple[
     header = ["Figure"] + [c["label"] for c in conditions] + ([extra_column[0]] if extra_column else [])
     body = []
     for label, path in rows:
-        row = [label] + [estimate_text(_get(result[section], f"{c['key']}/{path}")) for c in conditions]
+        row = [label] + [estimate_text(entry_at(result[section], f"{c['key']}/{path}")) for c in conditions]
         if extra_column:
             row.append(extra_column[1].get(path, ""))
         body.append(row)
@@ -68,9 +59,9 @@ def _generator_table(result: Dict[str, Any], rows: Sequence[Tuple[str, str]], fi
         row = [label]
         for condition, bundle, _ in columns:
             if path.startswith("chance_levels:"):
-                row.append(estimate_text(_get(result["chance_levels"], f"{condition}/{path.split(':', 1)[1]}")))
+                row.append(estimate_text(entry_at(result["chance_levels"], f"{condition}/{path.split(':', 1)[1]}")))
             else:
-                row.append(estimate_text(_get(result["generators"], f"{bundle}/{condition}/{path}")))
+                row.append(estimate_text(entry_at(result["generators"], f"{bundle}/{condition}/{path}")))
         if paper is not None:
             row.append(paper.get(path, ""))
         body.append(row)

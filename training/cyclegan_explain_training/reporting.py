@@ -9,6 +9,16 @@ from typing import Any, Dict, List, Optional, Sequence
 UNTRAINED_BANNER = "**UNTRAINED bundle (random weights): these numbers only test the pipeline.**"
 
 
+def entry_at(tree: Dict[str, Any], path: str) -> Optional[Any]:
+    """The entry of nested dicts at a slash-separated ``path`` ("figures/g_pos/auc"), None where absent."""
+    node: Any = tree
+    for part in path.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def json_safe(value: Any) -> Any:
     """NaN and infinities become null: strict JSON has no NaN."""
     if isinstance(value, dict):
