@@ -114,8 +114,7 @@ def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: Prepa
         per_nodule.append(per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images,
                                              batch_size, device))
     for bundle_dir in map(Path, bundles):
-        generator_pos, generator_neg = bundle_generators(bundle_dir, classifier.cpu(), allow_unknown_bundle)
-        classifier.to(device)
+        generator_pos, generator_neg = bundle_generators(bundle_dir, classifier, allow_unknown_bundle)
         candidates.append(Candidate(bundle_dir, None, -1, float("nan")))
         per_nodule.append(per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images,
                                              batch_size, device))
