@@ -120,11 +120,14 @@ def explain(
     batch_size: int = 32,
     progress: Optional[ProgressCallback] = None,
     method: str = DEFAULT_METHOD,
+    warn_outside: bool = True,
 ) -> ExplanationBatch:
     """Cut a patch around each seed and explain the classifier's decision on it with ``method``.
 
     All seeds run through the networks together (in batches of ``batch_size``). A CUDA failure,
-    out of memory included, falls back to CPU once and says so in ``warnings``.
+    out of memory included, falls back to CPU once and says so in ``warnings``; so does a patch
+    mostly outside the volume, unless ``warn_outside`` is False (``nodule_stack`` warns per nodule,
+    not per slice).
 
     Raises, before any inference: ValueError for an unknown method, MissingDependencyError when
     the method's packages are missing, and the sampler's errors (seed outside the volume, not a
@@ -141,7 +144,10 @@ def explain(
         for seed in seeds
     ]
     x = np.stack([normalise_hu(patch.pixels, metadata.hu_window) for patch in patches])
-    warnings = list(bundle.warnings) + _outside_warnings(patches)
+    warnings = list(bundle.warnings)
+    if warn_outside:
+        warnings += [text for number, patch in enumerate(patches, start=1)
+                     if (text := outside_warning(number, patch.outside_fraction))]
     outputs, bundle = _run_with_cpu_fallback(bundle, x, method, batch_size, progress, warnings)
     if not metadata.trained:
         warnings.append("The model bundle is UNTRAINED (random weights): the explanation is meaningless.")
@@ -157,13 +163,13 @@ def explain(
     )
 
 
-def _outside_warnings(patches: Sequence[Patch]) -> List[str]:
-    return [
-        f"Seed {number}: {patch.outside_fraction:.0%} of the patch lies outside the volume "
-        "(filled with air); the explanation may be unreliable."
-        for number, patch in enumerate(patches, start=1)
-        if patch.outside_fraction > OUTSIDE_WARNING_FRACTION
-    ]
+def outside_warning(number: int, outside_fraction: float) -> str:
+    """The warning for seed ``number`` whose patch lies partly outside the volume; empty below
+    OUTSIDE_WARNING_FRACTION."""
+    if outside_fraction <= OUTSIDE_WARNING_FRACTION:
+        return ""
+    return (f"Seed {number}: {outside_fraction:.0%} of the patch lies outside the volume "
+            "(filled with air); the explanation may be unreliable.")
 
 
 def _run_with_cpu_fallback(bundle: ModelBundle, x: np.ndarray, method: str, batch_size: int,

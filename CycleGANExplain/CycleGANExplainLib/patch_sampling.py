@@ -132,6 +132,22 @@ def require_seed_inside(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, seed_ras
     return seed
 
 
+def _patch_sample_ijk(ijk_to_ras: np.ndarray, patch_to_ras: np.ndarray, size_px: int) -> np.ndarray:
+    """Continuous (i, j, k) volume index of every patch pixel, [rows, columns, 3]."""
+    rows, columns = np.meshgrid(np.arange(size_px), np.arange(size_px), indexing="ij")
+    patch_index = np.stack([columns, rows, np.zeros_like(rows), np.ones_like(rows)], axis=-1)
+    points_ras = patch_index @ patch_to_ras.T
+    return ras_to_continuous_ijk(ijk_to_ras, points_ras[..., :3])
+
+
+def patch_outside_fraction(shape_kji: Sequence[int], ijk_to_ras: np.ndarray, seed_ras: Sequence[float],
+                           size_px: int = PATCH_SIZE_PX, extent_mm: float = PATCH_EXTENT_MM) -> float:
+    """The fraction of the patch around ``seed_ras`` that ``extract_patch`` would fill with air (the seed
+    itself may lie outside), without interpolating a voxel: what deciding which patches to cut needs."""
+    ijk = _patch_sample_ijk(ijk_to_ras, patch_to_ras_matrix(seed_ras, size_px, extent_mm), size_px)
+    return float(1.0 - inside_volume_mask(shape_kji, ijk).mean())
+
+
 def extract_patch(
     volume_kji: np.ndarray,
     ijk_to_ras: np.ndarray,
@@ -157,10 +173,7 @@ def extract_patch(
     validate_volume_geometry(volume_kji, ijk_to_ras)
     seed = require_seed_inside(volume_kji, ijk_to_ras, seed_ras)
     patch_to_ras = patch_to_ras_matrix(seed, size_px, extent_mm)
-    rows, columns = np.meshgrid(np.arange(size_px), np.arange(size_px), indexing="ij")
-    patch_index = np.stack([columns, rows, np.zeros_like(rows), np.ones_like(rows)], axis=-1)
-    points_ras = patch_index @ patch_to_ras.T
-    ijk = ras_to_continuous_ijk(ijk_to_ras, points_ras[..., :3])
+    ijk = _patch_sample_ijk(ijk_to_ras, patch_to_ras, size_px)
     inside = inside_volume_mask(volume_kji.shape, ijk)
     pixels = np.full((size_px, size_px), OUTSIDE_HU, dtype=np.float64)
     pixels[inside] = _trilinear(volume_kji, ijk[inside])

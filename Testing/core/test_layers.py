@@ -20,7 +20,7 @@ LAYERS = {
              "model_bundle", "volume_headers", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads", "triton_guard",
              "inference", "output_folder"],
     "methods": ["attribution_methods"],
-    "explain": ["explanation", "explain_worker"],
+    "explain": ["explanation", "nodule_stack", "explain_worker"],
     "presentation": ["overlay", "notices", "formatting", "caveats", "explanation_figure"],
     "mrml": ["mrml_overlay", "mrml_explain"],
     "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller", "worker_client"],
