@@ -123,7 +123,7 @@ def test_numbers_match_an_independent_pass_over_the_test_split(workspace):
 
 def test_targets_are_checked_with_their_margins(workspace):
     targets = {target["name"]: target for target in workspace["result"]["targets"]}
-    assert set(targets) == {target.name for target in TARGETS} and len(targets) == 10
+    assert set(targets) == {target.name for target in TARGETS} and len(targets) == 12
     g_pos = targets["generators.main.domain_transfer.g_pos"]
     generators = workspace["result"]["generators"]["main"]["centre"]
     assert g_pos["value"] == pytest.approx(generators["domain_transfer"]["g_pos"]["value"])
@@ -143,9 +143,12 @@ def test_markdown_has_the_tables(workspace):
     for row in ("| Accuracy |", "| MCC |", "| AUC |", "| Diameter-only AUC |", "| Mean output on G+(x) |",
                 "| Mean output on G\u2212(x) |", "| SSIM(x, G+(x)), project |", "| L1(x, G\u2212(x)) |",
                 "Flipped to malignant by G+", "| Soft-tissue area near the centre (mm²), x |",
-                "| Two-feature AUC (log mask area, mean HU in mask) |", "| Figure | centre view | Paper |"):
+                "| Two-feature AUC (log mask area, mean HU in mask) |", "| Figure | centre view |",
+                "| Pair concordance: classifier p(x) |", "rated suspicious by readers"):
         assert row in markdown, row
-    assert "0.809 [0.757, 0.860]" in markdown  # the paper's accuracy beside ours
+    # The paper's figures are on another test set: not set beside ours, and the report says why.
+    assert "0.809 [0.757, 0.860]" not in markdown and "| Paper |" not in markdown and "paper t" not in markdown
+    assert "not comparable" in markdown
     assert "MISSED by" in markdown and "Not fitted:" in markdown
 
 

@@ -243,8 +243,10 @@ def _figures(auc: dict, g_pos: dict) -> dict:
                                                                          "skimage_ssim_x_g_pos",
                                                                          "skimage_ssim_x_g_neg")},
                         "relevance_shares": {"within_5mm": estimate(0.6)}} for key in auc}
+    size_matched = {key: {"concordance": {"classifier": estimate(0.7)},
+                          "classifier_minus": {"auc": {"diameter": estimate(-0.01)}}} for key in auc}
     return {"classifier": {key: {"auc": estimate(value)} for key, value in auc.items()},
-            "generators": {"main": generators}}
+            "generators": {"main": generators}, "size_matched": {"test": size_matched}}
 
 
 def test_targets_every_condition_judged_on_the_worst_others_on_the_primary():
@@ -262,6 +264,10 @@ def test_targets_every_condition_judged_on_the_worst_others_on_the_primary():
     g_pos = checked["generators.main.domain_transfer.g_pos"]
     assert g_pos["judged_on"] == "centre-air" and g_pos["verdict"] == "MET"
     assert g_pos["met_under_every_condition"] is False and g_pos["by_condition"]["centre-lung"] == 0.70
+    # Issue 21's "more than size": pair concordance >= 0.75 and the AUC not below the diameter's.
+    concordance = checked["size_matched.test.concordance.classifier"]
+    assert concordance["verdict"] == "MISSED" and concordance["margin"] == pytest.approx(-0.05)
+    assert checked["size_matched.test.classifier_minus.auc.diameter"]["verdict"] == "MISSED"
 
 
 # --- end to end on real nodule sub-volumes -----------------------------------------------------
@@ -366,7 +372,7 @@ def test_voi_evaluation_files(voi_evaluation):
     assert "| \\|R\\| within 5 mm |" in markdown  # escaped: the table keeps its columns
     for line in markdown.splitlines():
         if line.startswith("| Accuracy |"):
-            assert line.count(" | ") == len(result["conditions"]) + 1  # label, conditions, paper
+            assert line.count(" | ") == len(result["conditions"])  # label, conditions: no paper column
     assert imread(out / "reliability.png").shape[1] > imread(out / "reliability.png").shape[0]
     assert len(result["examples"]["indices"]) == min(8, result["dataset"]["n"])
     assert {t["verdict"] for t in result["targets"]} <= {"MET", "MISSED"}

@@ -156,6 +156,13 @@ def _add_evaluate(commands: "argparse._SubParsersAction[argparse.ArgumentParser]
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--attach", action="store_true",
                           help="record the headline figures in the bundle's metadata.json and re-sign SHA256SUMS")
+    evaluate.add_argument("--voi-dir", type=Path, metavar="DIR",
+                          help="the nodule sub-volume folder the dataset was prepared from (prepare --voi-dir): the "
+                               "seed-shifted views are re-cut from it in every draw; without it only the lung "
+                               "texture is redrawn")
+    evaluate.add_argument("--draws", type=int, default=10,
+                          help="times the random conditions (seed shift direction, lung texture) are redrawn for "
+                               "the classifier's spread (default 10, at least 2)")
     evaluate.add_argument("--extra-bundle", action="append", type=Path, default=[], metavar="PATH",
                           help="a bundle with the same classifier.pt and generators from another training seed; its "
                                "generator figures are reported beside the bundle's (repeatable)")
@@ -295,7 +302,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
 
         result = evaluate(args.bundle, args.dataset, args.out, bootstrap=args.bootstrap, seed=args.seed,
                           device=args.device, extra_bundles=args.extra_bundle,
-                          allow_unknown_bundle=args.allow_unknown_bundle)
+                          allow_unknown_bundle=args.allow_unknown_bundle, voi_dir=args.voi_dir, draws=args.draws)
         print(f"Evaluation written to {args.out}")
         if args.attach:
             from .export import attach_evaluation

@@ -49,11 +49,11 @@ from .explanation_checks import (BEYOND_BOX_TOLERANCE_HU, BRIGHT_HU, BRIGHT_MIN_
                                  change_beyond_box_hu, inserted_bright_pixels, share_of_magnitude,
                                  unrelated_partners)
 from .metrics import (
-    DECISION_THRESHOLD, SOFT_TISSUE_HU, flip_indicators, mean_of_map, nan_mean, patient_bootstrap, roc_auc,
-    skimage_ssim_maps, ssim_maps,
+    DECISION_THRESHOLD, MIN_STRATUM, SOFT_TISSUE_HU, flip_indicators, mean_of_map, nan_mean, patient_bootstrap,
+    roc_auc, skimage_ssim_maps, ssim_maps,
 )
 from .nodule_regions import PIXEL_MM, within_mm_of_masks
-from .reporting import json_safe
+from .reporting import json_safe, nest_paths, not_available
 from .simple_baselines import fit_logistic_baseline
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ logger = logging.getLogger(__name__)
 JSON_FILE = "audit.json"
 MARKDOWN_FILE = "audit.md"
 CONFIDENCE = 0.95
-MIN_STRATUM = 5  # fewer nodules than this in a rate's denominator (or of a class, for an AUC): n/a
 GENERATORS = {"g_pos": "G+", "g_neg": "G\u2212"}
 SUSPICIOUS_LABEL = "rated suspicious by readers"
 
@@ -213,18 +212,8 @@ class _PerNodule:
 
     def nest(self, estimates: Dict[str, Any]) -> Dict[str, Any]:
         """{"a/b": estimate} -> {"a": {"b": {...}}}; a figure on a stratum under MIN_STRATUM is n/a."""
-        nested: Dict[str, Any] = {}
-        for name, estimate in estimates.items():
-            entry = estimate.as_dict()
-            if self._too_small(name):
-                entry = {"value": None, "ci_low": None, "ci_high": None, "undefined_resamples": None,
-                         "note": f"n/a: fewer than {MIN_STRATUM} nodules in the stratum"}
-            *parents, leaf = name.split("/")
-            node = nested
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = entry
-        return nested
+        return nest_paths({name: not_available(f"n/a: fewer than {MIN_STRATUM} nodules in the stratum")
+                           if self._too_small(name) else estimate.as_dict() for name, estimate in estimates.items()})
 
 
 def _decided(events: np.ndarray, in_denominator: np.ndarray) -> np.ndarray:

@@ -29,24 +29,26 @@ from CycleGANExplainLib.model_bundle import MODEL_FILES, ModelBundle, load_bundl
 
 from .batched_inference import in_batches
 from .calibration import TEMPERATURE_BOUNDS, expected_calibration_error, fit_temperature, reliability_bins, sigmoid
+from .condition_draws import DRAWS, DrawPlan, draw_plan, redrawn_images, summarise_draws
 from .dataset import BENIGN, CENTRE, MALIGNANT, MANIFEST_FILE, PreparedDataset, load_prepared
-from .evaluation_conditions import Condition, evaluation_conditions
+from .evaluation_conditions import VIEW_LABELS, Condition, evaluation_conditions
 from .evaluation_report import render_markdown
 from .explanation_checks import area_share, paste_within, share_of_magnitude, unrelated_partners
 from .figures import choose_examples_by_label, explanation_figure, reliability_diagram
 from .losses import SSIM_DATA_RANGE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
 from .metrics import (
-    DECISION_THRESHOLD, NODULE_REGION_RADIUS_MM, SKIMAGE_SSIM_DATA_RANGE, SOFT_TISSUE_HU,
+    DECISION_THRESHOLD, MIN_STRATUM, NODULE_REGION_RADIUS_MM, SKIMAGE_SSIM_DATA_RANGE, SOFT_TISSUE_HU,
     bootstrap as bootstrap_estimates, classifier_metrics, flip_indicators, l1_per_image, mean_inside_masks,
     mean_of_map, nan_mean, paired_t_test, roc_auc, skimage_ssim_maps, soft_tissue_area_mm2, ssim_maps,
     ssim_per_image,
 )
 from .nodule_regions import within_mm_of_masks
-from .reporting import json_safe
+from .reporting import json_safe, nest_paths, not_available
 from .simple_baselines import (
     TWO_FEATURES, LogisticBaseline, diameter_tertile_edges, fit_logistic_baseline, nodule_features, tertile_of,
     visible_area,
 )
+from .size_matched import size_matched_figures
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,11 @@ PAPER_AUC_NOTE = "Sec. 4.1 gives AUC .800 [.741, .847]; Table 1 prints .809 [.75
 # Sec. 4.1: mean malignancy output on the test set (n = 234), and the paired t statistics.
 PAPER_MEAN_MALIGNANCY = {"x": (0.470, 0.418, 0.522), "g_neg": (0.289, 0.250, 0.330), "g_pos": (0.820, 0.788, 0.848)}
 PAPER_T_TESTS = {"g_pos_vs_x": {"t": 17.9, "df": 233}, "x_vs_g_neg": {"t": 14.5, "df": 233}}
+# Why the reports set none of these beside this evaluation's figures (kept in the JSON for reference).
+PAPER_NOT_COMPARABLE = (
+    "The paper's figures (Katzmann et al. 2021, Table 1 and Sec. 4.1) are not set beside these: its test set (234 "
+    "nodules of its own selection, labels, patches and classifier) is not this split, so the numbers are not "
+    "comparable; evaluation.json keeps them under \"paper\".")
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,11 @@ TARGETS = (
     Target(_GENERATORS + "similarity/ssim_x_g_pos", ">=", 0.85, "SSIM(x, G+(x)), the project's SSIM"),
     Target(_GENERATORS + "similarity/ssim_x_g_neg", ">=", 0.85, "SSIM(x, G\u2212(x)), the project's SSIM"),
     Target(_GENERATORS + "relevance_shares/within_5mm", ">=", 0.50, "share of |R| within 5 mm of the nodule's mask"),
+    # Issue 21, item 3: a classifier that is more than size (size_matched.py).
+    Target("size_matched/test/{condition}/concordance/classifier", ">=", 0.75,
+           "classifier: share of diameter-matched pairs (within 1 mm) ranked correctly"),
+    Target("size_matched/test/{condition}/classifier_minus/auc/diameter", ">=", 0.0,
+           "classifier AUC minus diameter alone's (not below it)"),
 )
 
 
@@ -147,6 +159,19 @@ class References:
     diameter: LogisticBaseline
     tertile_edges_mm: np.ndarray
     temperature: Dict[str, Any]
+    validation: "ValidationScores"
+
+
+@dataclass
+class ValidationScores:
+    """The classifier's validation patients (part of the train split) and its logit margins on
+    their centre views under each fill; ``data`` is None (and ``described`` says why) when they
+    cannot be recomputed."""
+
+    data: Optional[PreparedDataset]
+    margins: Dict[Optional[str], np.ndarray]
+    described: str
+    notes: List[str]
 
 
 @dataclass
@@ -218,6 +243,8 @@ def evaluate(
     batch_size: int = 64,
     extra_bundles: Sequence[Union[str, Path]] = (),
     allow_unknown_bundle: bool = True,
+    voi_dir: Optional[Union[str, Path]] = None,
+    draws: int = DRAWS,
 ) -> Dict[str, Any]:
     """Evaluate the bundle on one split; write the JSON, Markdown and figures; return the JSON's content.
 
@@ -227,10 +254,18 @@ def evaluate(
 
     ``extra_bundles`` hold the same classifier (the same weights) and generators
     from other training seeds: their generator figures are reported beside the bundle's.
+    The conditions that hold chance (the seed's shift direction, the lung texture) are also
+    redrawn ``draws`` times and the classifier's figures summarised over the draws
+    (condition_draws); ``voi_dir``, the nodule sub-volumes the dataset was cut from, lets the
+    shifted views be re-cut (without it only the texture is redrawn).
+
     Raises BundleIntegrityError (naming the file) for a tampered bundle, ValueError for an extra
-    bundle with another classifier, a dataset whose patches do not match its manifest or an
-    empty split. Undefined values are null in the JSON (NaN in the computation); see metrics.py.
+    bundle with another classifier, a dataset whose patches do not match its manifest, an
+    empty split, fewer than 2 draws or a ``voi_dir`` that is not the dataset's. Undefined values
+    are null in the JSON (NaN in the computation); see metrics.py.
     """
+    if voi_dir is not None and not Path(voi_dir).is_dir():
+        raise FileNotFoundError(f"The nodule sub-volume folder {voi_dir} does not exist.")
     bundle = load_bundle(bundle_dir, device, allow_unknown=allow_unknown_bundle)
     generator_bundles = {MAIN: bundle}
     for number, path in enumerate(extra_bundles, start=1):
@@ -243,6 +278,7 @@ def evaluate(
     if len(data) == 0:
         raise ValueError(f"The {split!r} split of {dataset_dir} is empty.")
     conditions, left_out = evaluation_conditions(data, seed)
+    plan = draw_plan(draws, len(conditions[0].data), seed)  # refuses too few draws before any work
     references = _fit_references(bundle, dataset, conditions, batch_size)
     per_nodule, t_tests, primary_outputs = _measure_conditions(conditions, generator_bundles, references, seed,
                                                                batch_size)
@@ -250,7 +286,10 @@ def evaluate(
     logger.info("Bootstrapping %d resamples.", bootstrap)
     estimates = bootstrap_estimates(per_nodule.statistics, len(per_nodule.labels), bootstrap, seed, CONFIDENCE)
     result = _assemble(estimates, bundle, generator_bundles, dataset, data, dataset_dir, split, bootstrap, seed,
-                       conditions, left_out, references, per_nodule, t_tests)
+                       conditions, left_out, references, per_nodule, t_tests,
+                       _size_matched(bundle, conditions, references.validation, per_nodule, bootstrap, seed))
+    logger.info("Redrawing the random conditions %d times.", draws)
+    result["condition_draws"] = _condition_draws(bundle, conditions, per_nodule, plan, voi_dir, seed, batch_size)
     result["examples"] = _examples(conditions[0], seed)
     return _write_outputs(result, Path(out_dir), bundle, conditions[0], primary_outputs, split)
 
@@ -271,6 +310,44 @@ def _measure_conditions(conditions: List[Condition], generator_bundles: Dict[str
         if condition is conditions[0]:
             primary_outputs = outputs
     return per_nodule, t_tests, primary_outputs
+
+
+def _size_matched(bundle: ModelBundle, conditions: List[Condition], validation: ValidationScores,
+                  per_nodule: PerNodule, resamples: int, seed: int) -> Dict[str, Any]:
+    """Diameter-matched pair concordance of the classifier beside size alone (size_matched.py):
+    on the evaluated split under every condition, and on the classifier's validation patients
+    (centre views, under each fill), where choices may be made."""
+    pixel_mm2 = (bundle.metadata.patch_extent_mm / bundle.metadata.patch_size_px) ** 2
+
+    def figures(data: PreparedDataset, p_x: np.ndarray) -> Dict[str, Any]:
+        scores = {"classifier": p_x, "diameter": data.diameters_mm,
+                  "mask_area": data.masks.reshape(len(data), -1).sum(axis=1) * pixel_mm2}
+        return size_matched_figures(data.labels, data.diameters_mm, data.patient_ids, scores, resamples, seed,
+                                    CONFIDENCE)
+
+    result: Dict[str, Any] = {
+        "test": {c.key: figures(c.data, per_nodule.probabilities[c.key]) for c in conditions},
+        "validation": {},
+        "validation_labels": {},
+        "validation_patients": validation.described,
+    }
+    if validation.data is not None:
+        for fill, margins in validation.margins.items():
+            key = CENTRE if fill is None else f"{CENTRE}-{fill}"
+            result["validation"][key] = figures(validation.data, sigmoid(margins))
+            result["validation_labels"][key] = VIEW_LABELS[CENTRE] + ("" if fill is None else f", {fill} fill")
+    return result
+
+
+def _condition_draws(bundle: ModelBundle, conditions: List[Condition], per_nodule: PerNodule, plan: DrawPlan,
+                     voi_dir: Optional[Union[str, Path]], seed: int, batch_size: int) -> Dict[str, Any]:
+    """The classifier's AUC and accuracy over redrawn random conditions (condition_draws.py)."""
+    window = bundle.metadata.hu_window
+    fixed_auc = {c.key: roc_auc(per_nodule.labels, per_nodule.probabilities[c.key]) for c in conditions}
+    drawn = redrawn_images(conditions, plan, voi_dir)
+    return summarise_draws(drawn, per_nodule.labels,
+                           lambda images: sigmoid(classifier_margins(bundle, normalise_hu(images, window), batch_size)),
+                           fixed_auc, plan, seed)
 
 
 def _examples(primary: Condition, seed: int) -> Dict[str, Any]:
@@ -351,57 +428,68 @@ def _fit_references(bundle: ModelBundle, dataset: PreparedDataset, conditions: L
     two_feature = fit_logistic_baseline(nodule_features(train), train.labels, TWO_FEATURES)
     diameter = fit_logistic_baseline(train.diameters_mm[:, None], train.labels, ("diameter (mm)",))
     fills = sorted({condition.fill for condition in conditions}, key=str)
-    return References(two_feature, diameter, diameter_tertile_edges(train),
-                      _temperature_from_validation(bundle, dataset, fills, batch_size))
+    validation = _validation_scores(bundle, dataset, fills, batch_size)
+    return References(two_feature, diameter, diameter_tertile_edges(train), _temperature_from_validation(validation),
+                      validation)
 
 
-def _temperature_from_validation(bundle: ModelBundle, dataset: PreparedDataset, fills: List[Optional[str]],
-                                 batch_size: int) -> Dict[str, Any]:
-    """Fit the temperature on the classifier's validation patients' centre views, under the same
-    fills as the conditions (pooled: one temperature for every condition), or say why not."""
+def _validation_scores(bundle: ModelBundle, dataset: PreparedDataset, fills: List[Optional[str]],
+                       batch_size: int) -> ValidationScores:
+    """The classifier's margins on its validation patients' centre views, under the same fills as
+    the conditions, or why they cannot be had."""
     from .train_classifier import images_in_context, patient_validation_mask, validation_split_seed
 
     training = bundle.metadata.raw.get("training_data")
     classifier = training.get("classifier") if isinstance(training, dict) else None
     config = classifier.get("config") if isinstance(classifier, dict) else None
     if not isinstance(config, dict) or config.get("validation_fraction") is None or config.get("seed") is None:
-        return {"fitted": False, "reason": "the bundle's metadata lacks training_data.classifier.config "
-                                           "validation_fraction and seed, so the classifier's validation patients "
-                                           "cannot be recomputed; temperature scaling skipped"}
+        return ValidationScores(None, {}, "the bundle's metadata lacks training_data.classifier.config "
+                                          "validation_fraction and seed, so the classifier's validation patients "
+                                          "cannot be recomputed", [])
     train = dataset.subset("train")
     # Drawn over all the train split's views, exactly as train_classifier draws them (a patient's
     # majority label counts every view), so that these are the classifier's validation patients.
     held_out = patient_validation_mask(train.patient_ids, train.labels, float(config["validation_fraction"]),
                                        validation_split_seed(config))
     validation = train.select(held_out & (train.views == CENTRE))
-    if len(np.unique(validation.labels)) < 2:
-        return {"fitted": False, "reason": "the recomputed validation patients' centre views hold one class only; "
-                                           "temperature scaling skipped"}
     window = bundle.metadata.hu_window
-    margins, labels = [], []
+    margins = {}
     for fill in fills:
         images = (normalise_hu(validation.images_hu, window) if fill is None
                   else images_in_context(validation, window, fill).numpy()[:, 0])
-        margins.append(classifier_margins(bundle, images, batch_size))
-        labels.append(validation.labels)
-    temperature = fit_temperature(np.concatenate(labels), np.concatenate(margins))
+        margins[fill] = classifier_margins(bundle, images, batch_size)
     notes = []
-    if not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] / 1.01:
-        notes.append(f"T reached the end of its search range {list(TEMPERATURE_BOUNDS)}: the validation "
-                     "likelihood keeps improving beyond it (few or separable validation nodules)")
     trained_on = ((training.get("dataset") or {}).get("patches_sha256") if isinstance(training, dict) else None)
     if trained_on != dataset.manifest.get("patches_sha256"):
         notes.append("the bundle was trained on another dataset than this one: these validation patients are the "
                      "ones the classifier's settings draw from this dataset's train split, not necessarily the ones "
                      "held out in its training (never test patients either way)")
+    described = (f"the centre views of the classifier's validation patients (train split; validation_fraction "
+                 f"{config['validation_fraction']}, seed {config['seed']})")
+    return ValidationScores(validation, margins, described, notes)
+
+
+def _temperature_from_validation(validation: ValidationScores) -> Dict[str, Any]:
+    """Fit the temperature on the validation margins pooled over the fills (one temperature for
+    every condition), or say why not."""
+    if validation.data is None:
+        return {"fitted": False, "reason": validation.described + "; temperature scaling skipped"}
+    if len(np.unique(validation.data.labels)) < 2:
+        return {"fitted": False, "reason": "the recomputed validation patients' centre views hold one class only; "
+                                           "temperature scaling skipped"}
+    fills = list(validation.margins)
+    temperature = fit_temperature(np.concatenate([validation.data.labels] * len(fills)),
+                                  np.concatenate([validation.margins[fill] for fill in fills]))
+    notes = list(validation.notes)
+    if not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] / 1.01:
+        notes.insert(0, f"T reached the end of its search range {list(TEMPERATURE_BOUNDS)}: the validation "
+                        "likelihood keeps improving beyond it (few or separable validation nodules)")
     return {
         "fitted": True,
         "temperature": temperature,
-        "fitted_on": (f"the centre views of the classifier's validation patients (train split; validation_fraction "
-                      f"{config['validation_fraction']}, seed {config['seed']}), pooled over the fills "
-                      + ", ".join(str(fill) for fill in fills)),
-        "validation_patients": int(len(np.unique(validation.patient_ids))),
-        "validation_nodules": int(len(validation)),
+        "fitted_on": validation.described + ", pooled over the fills " + ", ".join(str(fill) for fill in fills),
+        "validation_patients": int(len(np.unique(validation.data.patient_ids))),
+        "validation_nodules": int(len(validation.data)),
         "note": "; ".join(notes) or None,
     }
 
@@ -515,18 +603,6 @@ def _record_generators(prefix: str, bundle: ModelBundle, x: np.ndarray, p_x: np.
         means[f"{prefix}/changes/mean_hu_in_mask_{name}"] = mean_inside_masks(image, data.masks)
 
 
-def _nest(flat: Dict[str, Any]) -> Dict[str, Any]:
-    """{"a/b/c": v} -> {"a": {"b": {"c": v}}}."""
-    nested: Dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split("/")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
 def _lookup(nested: Dict[str, Any], path: str) -> Any:
     node = nested
     for part in path.split("/"):
@@ -540,6 +616,7 @@ def check_targets(figures: Dict[str, Any], conditions: List[Dict[str, Any]]) -> 
     checked = []
     for target in TARGETS:
         values = {c["key"]: _lookup(figures, target.path.format(condition=c["key"]))["value"] for c in conditions}
+        values = {key: math.nan if value is None else value for key, value in values.items()}  # n/a: undefined
         margins = {key: target.margin(value) for key, value in values.items()}
         if target.every_condition:  # the worst; an undefined value counts as the worst
             judged = min(margins, key=lambda key: margins[key] if math.isfinite(margins[key]) else -math.inf)
@@ -566,10 +643,12 @@ def _calibration_verdict(change: Dict[str, Any]) -> str:
 def _assemble(estimates: Dict[str, Any], bundle: ModelBundle, generator_bundles: Dict[str, ModelBundle],
               dataset: PreparedDataset, data: PreparedDataset, dataset_dir: Path, split: str, resamples: int, seed: int,
               conditions: List[Condition], left_out: List[str], references: References, per_nodule: PerNodule,
-              t_tests: Dict[str, Any]) -> Dict[str, Any]:
-    """Nest the bootstrap estimates by section and add the t-tests, the paper's values, the fitted
-    references, the reliability bins and the targets."""
-    figures = _nest({key: estimate.as_dict() for key, estimate in estimates.items()})
+              t_tests: Dict[str, Any], size_matched: Dict[str, Any]) -> Dict[str, Any]:
+    """Nest the bootstrap estimates by section (n/a on strata too small) and add the t-tests, the
+    paper's values, the fitted references, the reliability bins, the size-matched figures and the
+    targets."""
+    figures = nest_paths({key: _too_small(key, per_nodule) or estimate.as_dict()
+                          for key, estimate in estimates.items()})
     for prefix, tests in t_tests.items():
         for name, test in tests.items():
             test["paper"] = PAPER_T_TESTS[name]
@@ -592,6 +671,7 @@ def _assemble(estimates: Dict[str, Any], bundle: ModelBundle, generator_bundles:
             "n": int(len(primary)),
             "benign": int(np.sum(primary.labels == BENIGN)),
             "malignant": int(np.sum(primary.labels == MALIGNANT)),
+            "label": dataset.manifest.get("label"),
             "unit": "one nodule (its centre view, or its seed-shifted view under the seed-moved conditions)",
         },
         "conditions": described,
@@ -612,10 +692,26 @@ def _assemble(estimates: Dict[str, Any], bundle: ModelBundle, generator_bundles:
         "changes_definition": (
             f"soft-tissue area: pixels >= {SOFT_TISSUE_HU:g} HU within {NODULE_REGION_RADIUS_MM:g} mm of the patch "
             "centre; mean HU in mask: inside the nodule's mask, in the HU window"),
-        "targets": check_targets(figures, described),
+        "size_matched": size_matched,
+        "targets": check_targets({**figures, "size_matched": size_matched}, described),
         "files": {"json": JSON_FILE, "markdown": MARKDOWN_FILE, "figure": FIGURE_FILE,
                   "reliability": RELIABILITY_FILE},
     }
+
+
+def _too_small(key: str, per_nodule: PerNodule) -> Optional[Dict[str, Any]]:
+    """The n/a entry for a figure resting on fewer than MIN_STRATUM nodules: a mean over fewer
+    defined values, or any figure of a diameter tertile with fewer nodules of either label; None
+    for a figure that stands."""
+    if key in per_nodule.means and int(np.sum(np.isfinite(per_nodule.means[key]))) < MIN_STRATUM:
+        return not_available(f"n/a: fewer than {MIN_STRATUM} nodules in the denominator")
+    if key.startswith("tertiles/"):
+        inside = per_nodule.tertiles == TERTILES.index(key.split("/")[2])
+        suspicious = int(np.sum(per_nodule.labels[inside] == MALIGNANT))
+        if min(suspicious, int(inside.sum()) - suspicious) < MIN_STRATUM:
+            return not_available(f"n/a: {suspicious} of {int(inside.sum())} nodules in the stratum rated suspicious "
+                                 f"by readers (fewer than {MIN_STRATUM} of a label)")
+    return None
 
 
 def _calibration_figures(figures: Dict[str, Any], conditions: List[Condition],
@@ -642,7 +738,9 @@ def _settings(seed: int, resamples: int, device: str) -> Dict[str, Any]:
                      "paired); resamples where a statistic is undefined are left out and counted in "
                      "undefined_resamples",
         "decision_threshold": DECISION_THRESHOLD,
-        "positive_class": "malignant",
+        "positive_class": "malignant: for a label, rated suspicious by readers (not a pathology result); for the "
+                          "classifier, malignancy probability >= the decision threshold",
+        "min_stratum": MIN_STRATUM,
         "device": device,
         "ssim": {"implementation": "losses.structural_similarity (MONAI SSIMLoss on images mapped from [-1, 1] "
                                    "to [0, 1])", "data_range": SSIM_DATA_RANGE, "k1": SSIM_K1,
@@ -657,6 +755,7 @@ def _settings(seed: int, resamples: int, device: str) -> Dict[str, Any]:
         "similarity_floor": "SSIM between each test patch and another, unrelated one (seeded random pairing "
                             "without self-pairs), under the same condition",
         "paper_auc_note": PAPER_AUC_NOTE,
+        "paper_comparison": PAPER_NOT_COMPARABLE,
     }
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from CycleGANExplainLib.patch_sampling import extract_patch
+from CycleGANExplainLib.patch_sampling import PATCH_SIZE_PX, extract_patch
 from CycleGANExplainLib.volume_io import read_volume
 
 from .dataset import CENTRE, OFF_CENTRE, SEED_SHIFTED
@@ -164,8 +164,17 @@ def _cut(volume: np.ndarray, mask: np.ndarray, ones: np.ndarray, ijk_to_ras: np.
     return image, mask_patch.astype(np.uint8), valid.astype(np.uint8)
 
 
-def nodule_views(voi_dir: Path, nodule: VoiNodule, rng: np.random.Generator) -> List[NoduleView]:
-    """The views of one nodule (centre, seed-shifted and, for training nodules, off-centre)."""
+@dataclass
+class _NoduleVolumes:
+    volume: np.ndarray
+    mask: np.ndarray
+    ones: np.ndarray  # marks where the VOI has data (the sampler gives -1000 HU beyond it)
+    ijk_to_ras: np.ndarray
+    centre_ras: np.ndarray
+
+
+def _read_nodule(voi_dir: Path, nodule: VoiNodule) -> _NoduleVolumes:
+    """One nodule's image and mask volumes and its centre (RAS)."""
     # The core's reader, as the command line's and the web viewer's: a truncated or damaged file is
     # refused (UnreadableVolumeError, naming it) instead of read with missing slices as 0 HU.
     image = read_volume(voi_dir / IMAGE_DIR / f"{nodule.nodule_id}.nii.gz", max_voxels=None)
@@ -174,25 +183,64 @@ def nodule_views(voi_dir: Path, nodule: VoiNodule, rng: np.random.Generator) -> 
     mask = (mask_image.volume_kji > 0).astype(np.float32)
     if mask.shape != volume.shape:
         raise ValueError(f"{nodule.nodule_id}: mask shape {mask.shape} differs from image shape {volume.shape}.")
-    ones = np.ones_like(volume)
     ijk_to_ras = image.ijk_to_ras
-
     centre = _lps_to_ras(nodule.centre_lps)
     if mask.any():
         centroid_kji = np.argwhere(mask > 0).mean(axis=0)
         centroid = (ijk_to_ras @ np.array([*centroid_kji[::-1], 1.0]))[:3]
         if np.linalg.norm(centroid - centre) > MAX_CENTRE_OFFSET_MM:
             centre = centroid
-    angle = rng.uniform(0.0, 2.0 * np.pi)
-    seeds = [(CENTRE, centre),
-             (SEED_SHIFTED, centre + SEED_SHIFT_MM * np.array([np.cos(angle), np.sin(angle), 0.0]))]
+    return _NoduleVolumes(volume, mask, np.ones_like(volume), ijk_to_ras, centre)
+
+
+def shifted_seed(centre_ras: np.ndarray, angle: float) -> np.ndarray:
+    """The seed moved SEED_SHIFT_MM in the axial plane, towards ``angle`` (radians from R): an imprecise click."""
+    return centre_ras + SEED_SHIFT_MM * np.array([np.cos(angle), np.sin(angle), 0.0])
+
+
+def nodule_views(voi_dir: Path, nodule: VoiNodule, rng: np.random.Generator) -> List[NoduleView]:
+    """The views of one nodule (centre, seed-shifted and, for training nodules, off-centre)."""
+    volumes = _read_nodule(voi_dir, nodule)
+    centre = volumes.centre_ras
+    seeds = [(CENTRE, centre), (SEED_SHIFTED, shifted_seed(centre, rng.uniform(0.0, 2.0 * np.pi)))]
     if nodule.split == "train":
-        seeds += [(OFF_CENTRE, seed) for seed in _off_centre_seeds(mask, ijk_to_ras, centre)]
+        seeds += [(OFF_CENTRE, seed) for seed in _off_centre_seeds(volumes.mask, volumes.ijk_to_ras, centre)]
     views = []
     for view, seed in seeds:
-        patch, mask_patch, valid = _cut(volume, mask, ones, ijk_to_ras, seed)
+        patch, mask_patch, valid = _cut(volumes.volume, volumes.mask, volumes.ones, volumes.ijk_to_ras, seed)
         views.append(NoduleView(nodule, view, patch, mask_patch, valid, seed))
     return views
+
+
+def redrawn_seed_shifts(voi_dir: Path, nodule_ids: Sequence[str], angles: np.ndarray
+                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nodules' centre patches [N, H, W] and their seed-shifted patches and valid masks
+    [D, N, H, W], the seed moved towards ``angles`` [D, N]: one draw of the shifts per row, each
+    VOI read once, every patch cut by the one sampler as ``nodule_views`` cuts it.
+
+    ValueError when the folder lacks some of the nodules (counted, not named: the names hold
+    patient identifiers)."""
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.ndim != 2 or angles.shape[1] != len(nodule_ids):
+        raise ValueError(f"Expected one angle per draw and nodule ({len(nodule_ids)} nodules), got shape "
+                         f"{angles.shape}.")
+    known = {nodule.nodule_id: nodule for nodule in read_nodules(Path(voi_dir))[0]}
+    missing = sum(1 for nodule_id in nodule_ids if nodule_id not in known)
+    if missing:
+        raise ValueError(f"{voi_dir} lacks {missing} of the {len(nodule_ids)} nodules to redraw (no metadata row, "
+                         "image or mask): it is not the folder the dataset was prepared from.")
+    size = (len(nodule_ids), PATCH_SIZE_PX, PATCH_SIZE_PX)
+    centres = np.empty(size, np.float32)
+    images = np.empty((len(angles),) + size, np.float32)
+    valid = np.empty((len(angles),) + size, np.uint8)
+    for index, nodule_id in enumerate(nodule_ids):
+        volumes = _read_nodule(Path(voi_dir), known[nodule_id])
+        cut = (volumes.volume, volumes.mask, volumes.ones, volumes.ijk_to_ras)
+        centres[index] = _cut(*cut, volumes.centre_ras)[0]
+        for draw, angle in enumerate(angles[:, index]):
+            patch, _, inside = _cut(*cut, shifted_seed(volumes.centre_ras, angle))
+            images[draw, index], valid[draw, index] = patch, inside
+    return centres, images, valid
 
 
 def _off_centre_seeds(mask: np.ndarray, ijk_to_ras: np.ndarray, centre: np.ndarray) -> List[np.ndarray]:

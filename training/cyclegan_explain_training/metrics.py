@@ -93,6 +93,44 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> Union[float, np.ndarray]:
     return auc if scores.ndim == 2 else float(auc[0])
 
 
+# Diameter-matched pairs: a rated-suspicious and a not-suspicious nodule whose diameters differ by
+# at most this much. Within such pairs the diameter ranks little better than chance, so a score
+# that still ranks them is seeing more than size (issue 21, item 3).
+MATCH_TOLERANCE_MM = 1.0
+# Fewer nodules than this in a stratum's smaller class (or in a rate's denominator): the figure is
+# n/a, not a number resting on a handful of nodules.
+MIN_STRATUM = 5
+
+
+def matched_pairs(labels: np.ndarray, diameters_mm: np.ndarray,
+                  tolerance_mm: float = MATCH_TOLERANCE_MM) -> np.ndarray:
+    """[P, Q] True where the p-th nodule labelled 1 and the q-th labelled 0 (in index order) have
+    diameters within ``tolerance_mm`` of each other: every such pair counts, not a 1:1 matching."""
+    positive = np.asarray(labels).astype(bool)
+    diameters = np.asarray(diameters_mm, dtype=np.float64)
+    # The small slack keeps a difference of exactly the tolerance (stored as float32) inside.
+    return np.abs(diameters[positive][:, None] - diameters[~positive][None, :]) <= tolerance_mm + 1e-6
+
+
+def matched_pair_concordance(labels: np.ndarray, diameters_mm: np.ndarray, scores: np.ndarray,
+                             tolerance_mm: float = MATCH_TOLERANCE_MM) -> Union[float, np.ndarray]:
+    """Of all diameter-matched pairs (``matched_pairs``), the share in which the nodule labelled 1
+    has the higher score; a tie counts one half (as in roc_auc, which is this over all pairs).
+    ``scores`` [N] gives a float, [N, K] the K columns' shares; NaN where there is no pair."""
+    positive = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    columns = scores if scores.ndim == 2 else scores[:, None]
+    pairs = matched_pairs(labels, diameters_mm, tolerance_mm)
+    count = int(pairs.sum())
+    if count == 0:
+        share = np.full(columns.shape[1], np.nan)
+    else:
+        first, second = np.nonzero(pairs)
+        higher, lower = columns[positive][first], columns[~positive][second]
+        share = ((higher > lower) + 0.5 * (higher == lower)).sum(axis=0) / count
+    return share if scores.ndim == 2 else float(share[0])
+
+
 def classifier_metrics(
     labels: np.ndarray, malignancy: np.ndarray, threshold: float = DECISION_THRESHOLD
 ) -> Dict[str, float]:

@@ -19,6 +19,23 @@ def entry_at(tree: Dict[str, Any], path: str) -> Optional[Any]:
     return node
 
 
+def nest_paths(flat: Dict[str, Any]) -> Dict[str, Any]:
+    """{"a/b/c": v} -> {"a": {"b": {"c": v}}}: figures named by path, nested as the JSON holds them."""
+    nested: Dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def not_available(note: str) -> Dict[str, Any]:
+    """A figure reported as n/a instead of estimated (a stratum too small to rest a number on), with why."""
+    return {"value": None, "ci_low": None, "ci_high": None, "undefined_resamples": None, "note": note}
+
+
 def json_safe(value: Any) -> Any:
     """NaN and infinities become null: strict JSON has no NaN."""
     if isinstance(value, dict):
