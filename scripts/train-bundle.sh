@@ -49,7 +49,8 @@ if [ "$VARIANT" = lidc-voi ]; then
   [ "$CHOSEN_CHECK" != None ] || { echo "the previous bundle scored best on validation: nothing to export" >&2; exit 1; }
   $TRAIN export --dataset "$DATA" --classifier "$RUNS/classifier/classifier.pt" --cyclegan "$CHOSEN_RUN" \
     --generators "$CHOSEN_CHECK" --out "$BUNDLE" --name lidc-voi --version 2.0.0 --overwrite
-  $TRAIN evaluate --allow-unknown-bundle --bundle "$BUNDLE" --dataset "$DATA" --out "$RESULTS" --attach
+  $TRAIN evaluate --allow-unknown-bundle --bundle "$BUNDLE" --dataset "$DATA" --out "$RESULTS" --attach \
+    --voi-dir "$LIDC_VOI_DIR"
   $TRAIN audit --allow-unknown-bundle --bundle "$BUNDLE" --dataset "$DATA" --out "$RESULTS" \
     --held-out-classifier "$RUNS/classifier-resnet/classifier.pt"
   exit 0

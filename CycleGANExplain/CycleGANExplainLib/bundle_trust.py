@@ -19,7 +19,7 @@ from typing import Dict, Optional
 
 # SHA-256 of each shipped bundle's SHA256SUMS file, by "name version".
 KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
-    "lidc-voi 2.0.0": "e8f3612a2b448b8c71e9a15dfe337532b0caeff35d06e72100a38b6daa616b33",
+    "lidc-voi 2.0.0": "28bd85ced7803f5bff8f7334d019a3f10dd554f74c779459fea6e7f6f5319d3f",
     "lidc-phantoms 0.2.1": "7be79a70d048777a437853f69d85032cfb198cb4c2571989b95e442b66d3342f",
 }
 

@@ -167,9 +167,9 @@ def _size_matched_table(entries: Dict[str, Dict[str, Any]], headers: Dict[str, s
     """One column per entry (a condition, or a fill on the validation patients)."""
     keys = list(entries)
     rows = _size_matched_rows(entries[keys[0]])
-    body = [["Matched pairs (nodules rated suspicious / not in them; patients)"]
+    body = [["Matched pairs (rated-suspicious / not-suspicious nodules in them)"]
             + [f"{entries[key]['pairs']} ({entries[key]['nodules_in_pairs']['rated_suspicious']} / "
-               f"{entries[key]['nodules_in_pairs']['not_suspicious']}; {entries[key]['patients']})" for key in keys]]
+               f"{entries[key]['nodules_in_pairs']['not_suspicious']})" for key in keys]]
     body += [[label] + [estimate_text(entry_at(entries[key], path)) for key in keys] for label, path in rows]
     return markdown_table(["Figure"] + [headers[key] for key in keys], body)
 
@@ -188,9 +188,13 @@ def _size_matched_section(result: Dict[str, Any]) -> List[str]:
              "is what it sees beyond size. AUC over all nodules beside. 95 % CIs: patient bootstrap (all nodules of "
              "a drawn patient, pairs re-formed in each resample), differences paired. Target (issue 21): pair "
              "concordance \u2265 0.75 and AUC not below the diameter's.", "",
-             f"Split `{result['dataset']['split']}` (final evaluation):", ""]
+             f"Split `{result['dataset']['split']}`, {first['n']} nodules of {first['patients']} patients (final "
+             "evaluation: no choice is made on it):", ""]
     lines += _size_matched_table(matched["test"], labels)
-    lines += ["", f"Validation patients ({matched['validation_patients']}), where choices may be made:", ""]
+    validation = next(iter(matched["validation"].values()), None)
+    lines += ["", f"Validation patients: {matched['validation_patients']}"
+              + (f", {validation['n']} nodules of {validation['patients']} patients" if validation else "")
+              + ". Choices (of a classifier, of settings) are made here.", ""]
     if matched["validation"]:
         lines += _size_matched_table(matched["validation"], matched["validation_labels"])
     else:
