@@ -18,7 +18,7 @@ LIBRARY = REPO_ROOT / "CycleGANExplain" / "CycleGANExplainLib"
 LAYERS = {
     "core": ["__init__", "translation", "package_resources", "sample_data", "patch_sampling", "intensity", "bundle_trust",
              "model_bundle", "volume_headers", "volume_io", "dicom_series", "volume_checks", "networks", "inference_threads", "triton_guard",
-             "inference", "output_folder"],
+             "inference", "output_folder", "seed_files"],
     "methods": ["attribution_methods"],
     "explain": ["explanation", "nodule_stack", "explain_worker"],
     "presentation": ["overlay", "notices", "formatting", "caveats", "explanation_figure"],
