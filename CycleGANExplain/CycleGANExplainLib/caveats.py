@@ -49,6 +49,16 @@ class Caveat:
     """One sentence for people (translated inside Slicer)."""
 
 
+def reached_benign(p_neg: float) -> bool:
+    """Whether G-(x) is called benign: p(malignant) below DECISION_PROBABILITY (0.5 itself is neither class)."""
+    return p_neg < DECISION_PROBABILITY
+
+
+def reached_malignant(p_pos: float) -> bool:
+    """Whether G+(x) is called malignant: p(malignant) above DECISION_PROBABILITY."""
+    return p_pos > DECISION_PROBABILITY
+
+
 def counterfactual_caveats(p_pos: float, p_neg: float, map_from_counterfactuals: bool = True) -> List[Caveat]:
     """A caveat for G-(x) not called benign (p_neg >= 0.5) and one for G+(x) not called malignant
     (p_pos <= 0.5): exactly 0.5 is neither class, so it counts as not reached.
@@ -59,14 +69,14 @@ def counterfactual_caveats(p_pos: float, p_neg: float, map_from_counterfactuals:
     """
     caveats = []
     threshold = probability_text(DECISION_PROBABILITY)
-    if p_neg >= DECISION_PROBABILITY:
+    if not reached_benign(p_neg):
         consequence = (_("the map shows only part of what would make this patch look benign.")
                        if map_from_counterfactuals else _("that image is not a benign version of this patch."))
         caveats.append(Caveat(G_NEG_NOT_BENIGN, _("G-(x) did not reach benign (p = {p}, not below {threshold}): "
                                                   "{consequence}").format(p=probability_text(p_neg),
                                                                           threshold=threshold,
                                                                           consequence=consequence)))
-    if p_pos <= DECISION_PROBABILITY:
+    if not reached_malignant(p_pos):
         consequence = (_("the map shows only part of what would make this patch look malignant.")
                        if map_from_counterfactuals else _("that image is not a malignant version of this patch."))
         caveats.append(Caveat(G_POS_NOT_MALIGNANT, _("G+(x) did not reach malignant (p = {p}, not above {threshold}): "

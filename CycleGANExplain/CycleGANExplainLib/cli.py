@@ -1,14 +1,15 @@
 """`cyclegan-explain`: explain nodules of a CT from the command line.
 
-    cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] --out DIR [--device auto|cpu|cuda] [--method KEY]
-                             [--bundle NAME|PATH] [--no-figures]
+    cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] [--seeds-file FILE] [--seeds-from-dicom SR|SEG]
+                             --out DIR [--device auto|cpu|cuda] [--method KEY] [--bundle NAME|PATH] [--no-figures]
     cyclegan-explain bundles
 
 The web viewer is its own command, `cyclegan-explain-web` (`cyclegan-explain web` still runs it).
 
 For each seed it writes the relevance map (by default CycleGAN-AM's R = G+(x) - G-(x); ``--method``
 picks a baseline attribution method instead) as NRRD placed in the CT's patient space (load it over
-the CT in Slicer), a PNG figure (unless ``--no-figures``) and, for all seeds, summary.json; the
+the CT in Slicer), a PNG figure (unless ``--no-figures``) and, for all seeds, summary.json and the case's table (case_summary.csv
+and .md: one row per nodule, with its label from the seeds file); the
 output folder is written whole or not at all (``output_folder``). ``bundles`` lists the shipped
 model bundles with their training data and evaluation. Research use only.
 """
@@ -30,6 +31,7 @@ import numpy as np
 
 from . import __version__
 from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, install_command
+from . import case_summary
 from .caveats import explanation_caveats
 from .explanation import ExplanationBatch, explain, require_method
 from .inference_threads import prefer_passive_openmp
@@ -42,8 +44,10 @@ from .output_folder import OutputFolderError, RunFolder, check_output_folder, re
 from .bundle_trust import ALLOW_FLAG, ALLOW_HELP, known_bundle_name
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside
+from .seed_files import (DicomReference, LabelledSeed, SeedFileError, check_unique_labels, dicom_reference,
+                         read_dicom_seeds, read_seeds_file)
 from .volume_checks import NotCTError, check_ct_volume
-from .volume_io import DEFAULT_MAX_VOXELS, UnreadableVolumeError, read_volume, write_volume
+from .volume_io import DEFAULT_MAX_VOXELS, UnreadableVolumeError, dicom_series_files, read_volume, write_volume
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
@@ -112,9 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain_parser.add_argument("volume", type=Path, help="CT volume: NRRD, NIfTI, MHA file or a DICOM series folder")
     explain_parser.add_argument(
-        "--seed", dest="seeds", type=parse_seed, action="append", required=True, metavar="R,A,S",
+        "--seed", dest="seeds", type=parse_seed, action="append", default=[], metavar="R,A,S",
         help="nodule centre in RAS millimetres (Slicer's coordinates); repeat for several nodules",
     )
+    explain_parser.add_argument(
+        "--seeds-file", dest="seeds_files", type=Path, action="append", default=[], metavar="FILE",
+        help="nodule centres from a file, after the --seed ones: CSV whose header names R,A,S or L,P,S (and "
+        "optionally id, label or name), Slicer's markups .mrk.json, or JSON {\"coordinate_system\": \"LPS\", "
+        "\"seeds\": [[L,P,S], {\"id\": \"N2\", \"position\": [L,P,S]}]}; labels name the rows of case_summary.csv")
+    explain_parser.add_argument(
+        "--seeds-from-dicom", dest="seeds_dicom", type=Path, action="append", default=[], metavar="SR|SEG",
+        help="nodule centres from a DICOM SR (TID 1500 measurement report: each ROI group's points or region) or "
+        "Segmentation (each segment's centroid), checked against the CT's frame of reference when the CT is a "
+        "DICOM series; needs the dicom extra")
     explain_parser.add_argument(
         "--out", type=Path, required=True,
         help="output folder: created if missing; an earlier run's output there is replaced, other files are "
@@ -201,10 +215,11 @@ class ProgressLine:
         print(text.ljust(60), end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
-def _seed_entry(item, number: int, digits: int, method: str, units: str) -> dict:
+def _seed_entry(item, number: int, digits: int, method: str, units: str, label: Optional[str] = None) -> dict:
     stem = f"seed{number:0{digits}d}"
     limit = display_limit(item.relevance, method)
     return {
+        "label": label,
         "seed_ras_mm": [round(float(v), 3) for v in item.seed_ras],
         "malignancy_probability": {"x": item.p_x, "G_neg(x)": item.p_neg, "G_pos(x)": item.p_pos},
         "relevance": {"min": float(item.relevance.min()), "max": float(item.relevance.max()),
@@ -217,9 +232,9 @@ def _seed_entry(item, number: int, digits: int, method: str, units: str) -> dict
 
 
 def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle_summary: str,
-                   notes: Sequence[str], figures: bool) -> dict:
+                   notes: Sequence[str], figures: bool, labels: Sequence[Optional[str]]) -> dict:
     """Each seed's overlay (and figure), with summary.json rewritten as the seeds are written so
-    that an interrupted run leaves a summary of what it finished."""
+    that an interrupted run leaves a summary of what it finished; the case's table once all are written."""
     method = METHODS[batch.method]
     summary = {
         "notice": RESEARCH_NOTICE,
@@ -235,20 +250,24 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
         "warnings": batch.warnings,
         "colours": colour_legend(batch.method),
         "seeds": [],
+        "files": [],  # the case's own files (output_folder lists them with the seeds' files)
     }
+    rows = []
     figure_writer = ExplanationFigureWriter(batch.method) if figures else None
     progress = ProgressLine("wrote") if len(batch) > 1 else None
     digits = max(2, len(str(len(batch))))
     last_summary = time.perf_counter()
     try:
         for number, item in enumerate(batch.explanations, start=1):
-            entry = _seed_entry(item, number, digits, batch.method, method.units)
+            entry = _seed_entry(item, number, digits, batch.method, method.units, labels[number - 1])
             write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, run.staging / entry["overlay"])
             if figure_writer is not None:
                 entry["figure"] = entry["overlay"].replace("overlay_", "explanation_").replace(".nrrd", ".png")
                 figure_writer.write(run.staging / entry["figure"], item, heading=f"{heading}, seed {number}",
                                     limit=entry["relevance"]["display_limit"])
             summary["seeds"].append(entry)
+            rows.append(case_summary.case_row(number, entry["label"], item, batch.method,
+                                              {kind: entry[kind] for kind in ("figure", "overlay") if entry[kind]}))
             if time.perf_counter() - last_summary > 1.0:  # not after every seed: a thousand rewrites add up
                 run.write_summary(summary)
                 last_summary = time.perf_counter()
@@ -257,6 +276,10 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
     except BaseException:  # Ctrl-C or a write error: the summary lists what was finished
         run.write_summary(summary)
         raise
+    case_summary.write_csv(run.staging / case_summary.CSV_FILE, rows)
+    case_summary.write_markdown(run.staging / case_summary.MARKDOWN_FILE, rows,
+                                f"{heading}: {batch.method_label}, {len(rows)} nodule(s)")
+    summary["files"] = [case_summary.CSV_FILE, case_summary.MARKDOWN_FILE]
     summary["complete"] = True
     run.write_summary(summary)
     return summary
@@ -269,33 +292,74 @@ def _interrupted_summary(seeds: int, notes: Sequence[str]) -> dict:
             "seeds": []}
 
 
+def _given_seeds(args: argparse.Namespace) -> "tuple[List[LabelledSeed], List[str]]":
+    """The --seed seeds, then each --seeds-file's (read before the volume: a bad file costs nothing), and notes."""
+    seeds = [LabelledSeed(tuple(seed), None, f"--seed {number}") for number, seed in enumerate(args.seeds, start=1)]
+    notes: List[str] = []
+    for path in args.seeds_files:
+        found = read_seeds_file(path)
+        seeds += found.seeds
+        notes += found.notes
+    if not seeds and not args.seeds_dicom:
+        raise SeedFileError("No nodule to explain: give --seed R,A,S, --seeds-file FILE or --seeds-from-dicom SR|SEG.")
+    return seeds, notes
+
+
+def _dicom_seeds(args: argparse.Namespace) -> "tuple[List[LabelledSeed], List[str]]":
+    """Each --seeds-from-dicom's seeds, checked against the CT series' frame of reference where the CT is one."""
+    if not args.seeds_dicom:
+        return [], []
+    reference: Optional[DicomReference] = None
+    if args.volume.is_dir():  # read_volume has accepted the folder and its series by now
+        reference = dicom_reference(dicom_series_files(args.volume, args.series))
+    seeds: List[LabelledSeed] = []
+    notes: List[str] = []
+    for path in args.seeds_dicom:
+        found = read_dicom_seeds(path, reference)
+        seeds += found.seeds
+        notes += found.notes
+    return seeds, notes
+
+
+def _outside_text(number: int, seed: LabelledSeed) -> str:
+    if seed.origin.startswith("--seed"):
+        return str(number)
+    return f"{number} ({seed.label + ', ' if seed.label else ''}{seed.origin})"
+
+
 def run_explain(args: argparse.Namespace) -> int:
     require_method(args.method)  # a missing package is reported before the volume is read
+    seeds, seed_notes = _given_seeds(args)
     for done in recover_replacement(args.out):  # a run killed while replacing --out
         print(f"note: {done}", file=sys.stderr)
-    check_output_folder(args.out, [args.volume])  # before any work: a bad --out costs nothing
+    # before any work: a bad --out costs nothing; it may hold none of the inputs
+    check_output_folder(args.out, [args.volume, *args.seeds_files, *args.seeds_dicom])
     loaded = read_volume(args.volume, args.series, max_voxels=args.max_voxels)
     check_ct_volume(loaded.volume_kji, loaded.ijk_to_ras)
+    from_dicom, dicom_notes = _dicom_seeds(args)
+    seeds += from_dicom
+    check_unique_labels(seeds)
     outside = [
-        number for number, seed in enumerate(args.seeds, start=1)
-        if not is_seed_inside(loaded.volume_kji, loaded.ijk_to_ras, seed)
+        _outside_text(number, seed) for number, seed in enumerate(seeds, start=1)
+        if not is_seed_inside(loaded.volume_kji, loaded.ijk_to_ras, seed.ras)
     ]
     if outside:
         raise SeedOutsideVolumeError(
             "Seed(s) {} lie outside the volume (RAS extent of its voxel corners: {})".format(
-                ", ".join(map(str, outside)), _ras_extent_text(loaded.volume_kji.shape, loaded.ijk_to_ras)
+                ", ".join(outside), _ras_extent_text(loaded.volume_kji.shape, loaded.ijk_to_ras)
             )
         )
+    points = [seed.ras for seed in seeds]
     print(f"Read {loaded.description}: {loaded.volume_kji.shape[::-1]} voxels (I, J, K).", file=sys.stderr)
-    for note in loaded.notes:
+    for note in (*loaded.notes, *seed_notes, *dicom_notes):
         print(f"note: {note}", file=sys.stderr)
     run = RunFolder(args.out)  # before the networks run, so that Ctrl-C leaves it as the README says
     try:
         bundle = load_bundle(resolve_bundle(args.bundle), args.device, allow_unknown=args.allow_unknown_bundle)
-        batch = explain(loaded.volume_kji, loaded.ijk_to_ras, args.seeds, bundle, args.batch_size,
-                        progress=ProgressLine("explained") if len(args.seeds) > 1 else None, method=args.method)
+        batch = explain(loaded.volume_kji, loaded.ijk_to_ras, points, bundle, args.batch_size,
+                        progress=ProgressLine("explained") if len(points) > 1 else None, method=args.method)
     except KeyboardInterrupt:
-        run.write_summary(_interrupted_summary(len(args.seeds), loaded.notes))
+        run.write_summary(_interrupted_summary(len(points), loaded.notes))
         print(f"\nInterrupted while the networks ran, before any seed was finished; {run.staging} holds a "
               "summary.json that says so.", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -306,7 +370,8 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     try:
         summary = _write_outputs(batch, run, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
-                                 bundle.metadata.summary, loaded.notes, figures=not args.no_figures)
+                                 bundle.metadata.summary, loaded.notes, figures=not args.no_figures,
+                                 labels=[seed.label for seed in seeds])
     except KeyboardInterrupt:
         print(f"\nInterrupted; what was finished is in {run.staging} (its summary.json lists it).", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -325,7 +390,8 @@ def run_explain(args: argparse.Namespace) -> int:
     for number, seed in enumerate(shown, start=1):
         p = seed["malignancy_probability"]
         files = ", ".join(name for name in (seed["figure"], seed["overlay"]) if name)
-        print(f"seed {number} {seed['seed_ras_mm']}: p(malignant) x={probability_text(p['x'])} "
+        label = f" ({seed['label']})" if seed["label"] else ""
+        print(f"seed {number}{label} {seed['seed_ras_mm']}: p(malignant) x={probability_text(p['x'])} "
               f"G-(x)={probability_text(p['G_neg(x)'])} G+(x)={probability_text(p['G_pos(x)'])} -> {files}")
         for caveat in seed["caveats"]:
             print(f"  caveat: {caveat['text']}")
@@ -333,6 +399,7 @@ def run_explain(args: argparse.Namespace) -> int:
         unshown = summary["seeds"][len(shown):]
         with_caveats = sum(1 for seed in unshown if seed["caveats"])
         print(f"... and {len(unshown)} more seeds, {with_caveats} of them with caveats (summary.json lists every one).")
+    print(f"Case summary, one row per nodule: {args.out / case_summary.CSV_FILE} ({case_summary.MARKDOWN_FILE} beside it)")
     print(f"About the bundle: {bundle.metadata.summary}")
     print(f"Wrote {args.out / 'summary.json'}{' (replacing the earlier run there)' if replaced else ''}")
     return 0
@@ -363,7 +430,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe can still be handled
         return code
     except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError,
-            MissingDependencyError, OutputFolderError) as error:
+            MissingDependencyError, OutputFolderError, SeedFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the output folder existed (run_explain handles it after)

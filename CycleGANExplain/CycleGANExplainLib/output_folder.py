@@ -86,6 +86,10 @@ def _listed_by_summary(folder: Path) -> Set[str]:
     if not isinstance(data, dict) or data.get("written_by") != WRITTEN_BY or not isinstance(data.get("seeds"), list):
         return set()
     listed = {SUMMARY_FILE}
+    # The case's own files (case_summary.csv, ...), then each seed's.
+    files = data.get("files")
+    listed.update(name for name in (files if isinstance(files, list) else [])
+                  if isinstance(name, str) and Path(name).name == name)
     for seed in data["seeds"]:
         if isinstance(seed, dict):
             listed.update(seed[key] for key in ("overlay", "figure") if isinstance(seed.get(key), str))

@@ -74,7 +74,7 @@ class DicomReference(NamedTuple):
 
 
 def lps_to_ras(point: Sequence[float]) -> Tuple[float, float, float]:
-    return (-float(point[0]), -float(point[1]), float(point[2]))
+    return (0.0 - float(point[0]), 0.0 - float(point[1]), float(point[2]))  # 0.0 - x: no "-0.0" in the tables
 
 
 def _number(text: str, where: str) -> float:

@@ -115,7 +115,9 @@ def image_from_array(array_kji: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Imag
     return image
 
 
-def _dicom_series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
+def dicom_series_files(folder: Path, series_uid: Optional[str]) -> List[str]:
+    """The files of the folder's one DICOM series, or of ``series_uid``: the series read_volume reads
+    (and the CLI checks a DICOM SR's or SEG's seeds against)."""
     reader = sitk.ImageSeriesReader
     series_ids = list(reader.GetGDCMSeriesIDs(str(folder)))
     if not series_ids:
@@ -168,7 +170,7 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None,
     notes: Tuple[str, ...] = ()
     try:
         if path.is_dir():
-            files = [_library_path(name) for name in _dicom_series_files(path, series_uid)]
+            files = [_library_path(name) for name in dicom_series_files(path, series_uid)]
             information = _image_information(path, files[0])
             _check_modality(path, information)
             # A multi-frame file holds NumberOfFrames slices (the header's third size): counted per file.

@@ -61,7 +61,8 @@ def test_a_second_run_replaces_the_first_run_as_a_whole(ct_file, tiny_bundle, tm
     assert run_cli(ct_file, out, tiny_bundle, "--no-figures", seeds=("1,1,1",)) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is True and len(summary["seeds"]) == 1 and summary["seeds"][0]["figure"] is None
-    assert sorted(path.name for path in out.iterdir()) == ["overlay_seed01.nrrd", "summary.json"]
+    assert sorted(path.name for path in out.iterdir()) == ["case_summary.csv", "case_summary.md", "overlay_seed01.nrrd",
+                                                          "summary.json"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["input", "out"]  # no staging folder or lock left
 
 
@@ -79,7 +80,7 @@ def test_concurrent_runs_into_one_out_never_mix(ct_file, tiny_bundle, tmp_path):
     count = len(summary["seeds"])
     assert count in (4, 1)
     listed = {name for seed in summary["seeds"] for name in (seed["overlay"], seed["figure"])}
-    assert {path.name for path in out.iterdir()} == listed | {"summary.json"}
+    assert {path.name for path in out.iterdir()} == listed | {"summary.json", *summary["files"]}
     assert all(seed["seed_ras_mm"][0] == number for number, seed in enumerate(summary["seeds"]))
 
 

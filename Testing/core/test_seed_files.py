@@ -133,6 +133,7 @@ def test_repeated_labels_are_refused_naming_both():
 def ct_series(tmp_path_factory, ct_series_writer):
     folder = tmp_path_factory.mktemp("ct")
     volume = np.full((10, 40, 32), -800, dtype=np.int16)
+    volume[:, :, :6] = 40  # chest wall: the CT check wants tissue beside the lung
     ct_series_writer(folder, volume, SPACING, [k * SLICE_MM for k in range(10)], ORIGIN_XY, SLICE_MM)
     files = sorted(folder.glob("*.dcm"))
     frame = pydicom.uid.generate_uid()
@@ -259,3 +260,34 @@ def test_a_dicom_file_that_is_neither_sr_nor_seg_and_a_non_dicom_file(tmp_path, 
         read_dicom_seeds(files[0])
     with pytest.raises(SeedFileError, match=r"notdicom.dcm is not a DICOM file"):
         read_dicom_seeds(write(tmp_path / "notdicom.dcm", "R,A,S\n"))
+
+
+# --- the command line with DICOM seeds ------------------------------------------------------------
+
+
+def cli_run(ct, out, bundle, *extra):
+    from CycleGANExplainLib.cli import main
+
+    return main(["explain", str(ct), "--out", str(out), "--bundle", str(bundle), "--allow-unknown-bundle",
+                 "--device", "cpu", "--no-figures", *extra])
+
+
+def test_cli_explains_each_segment_of_a_seg_with_its_label(tmp_path, ct_series, tiny_bundle, capsys):
+    files, images = ct_series
+    path = write_seg(tmp_path / "seg.dcm", images, {"N1": sphere(images, NODULE_LPS, 3.0),
+                                                    "N2": sphere(images, [6.0, 4.0, 12.0], 2.5)})
+    out = tmp_path / "out"
+    assert cli_run(files[0].parent, out, tiny_bundle, "--seed=0,0,6", "--seeds-from-dicom", str(path)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [seed["label"] for seed in summary["seeds"]] == [None, "N1", "N2"]
+    np.testing.assert_allclose(summary["seeds"][1]["seed_ras_mm"], [4.0, 6.0, 8.0], atol=1e-3)
+    assert "(N1)" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_seg_of_another_frame_of_reference(tmp_path, ct_series, tiny_bundle, capsys):
+    files, images = ct_series
+    path = write_seg(tmp_path / "seg.dcm", images, {"N1": sphere(images, NODULE_LPS, 3.0)},
+                     frame_of_reference="1.2.3.4")
+    assert cli_run(files[0].parent, tmp_path / "out", tiny_bundle, "--seeds-from-dicom", str(path)) == 2
+    assert f"error: {path}: its coordinates are in frame of reference 1.2.3.4" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
