@@ -17,7 +17,7 @@ import numpy as np
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -30,7 +30,7 @@ from slicer.i18n import translate
 from slicer.util import VTKObservationMixin
 
 import CycleGANExplainLib
-from CycleGANExplainLib import mrml_explain, mrml_overlay
+from CycleGANExplainLib import mrml_case, mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.caveats import explanation_caveats
 from CycleGANExplainLib.explain_controller import ExplainController
@@ -172,6 +172,7 @@ class CycleGANExplainParameterNode:
     autoUpdate - re-explain when the seed is placed or moved.
     showOverlay, overlayOpacity - how the relevance overlay is shown in the slice views.
     overlayVolume - the relevance overlay (output).
+    caseTable - the table of every point explained by "Explain all points" (output, saved with the scene).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -184,6 +185,7 @@ class CycleGANExplainParameterNode:
     showOverlay: bool = True
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     overlayVolume: vtkMRMLScalarVolumeNode
+    caseTable: vtkMRMLTableNode
 
 
 #
@@ -231,6 +233,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.explainButton.connect("clicked(bool)", self.controller.explain)
+        self.ui.explainAllButton.connect("clicked(bool)", self.controller.explain_all_points)
+        self.ui.loadSeedsButton.connect("clicked(bool)", self.onLoadSeedsFile)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         # A seed list made with the selector's "Create new" is the module's own, as createSeedNode's.
         self.ui.seedSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.logic.adoptSeedNode)
@@ -343,6 +347,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._hideFromVolumeSelector(parameters.overlayVolume if parameters else None)
         self.ui.seedPlaceWidget.setCurrentNode(seedNode)
         self.ui.explainButton.enabled = bool(parameters and parameters.inputVolume and seedNode)
+        self.ui.explainAllButton.enabled = self.ui.explainButton.enabled
         if parameters:
             self._showBundle(parameters.bundle)
         self.controller.parameters_modified()
@@ -401,6 +406,14 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             mrml_overlay.jump_slice_views(slicer.mrmlScene, sampleNoduleRAS())
         slicer.util.showStatusMessage("")
 
+    def onLoadSeedsFile(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Load seeds file"), "",
+                                              _("Seeds files (*.csv *.json *.txt)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not load the seeds file."), waitCursor=True):
+            self._parameterNode.seedNode = self.logic.loadSeedsFile(path)
+
     # --- the controller's view (explain_controller.PanelView) ---------------------------------
 
     def ask(self, question: str, title: str) -> bool:
@@ -422,6 +435,10 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for label in (self.ui.probabilityXLabel, self.ui.probabilityPosLabel, self.ui.probabilityNegLabel,
                       self.ui.deviceUsedLabel, self.ui.methodUsedLabel, self.ui.warningsLabel):
             label.text = ""
+
+    def show_case_table(self, tableNode) -> None:
+        self.ui.caseTableView.setMRMLTableNode(tableNode)
+        self.ui.caseTableView.visible = tableNode is not None
 
     def show_result(self, result: "mrml_explain.VolumeExplanation") -> None:
         explanation = result.batch[result.central_index]
@@ -589,6 +606,33 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         (``mrml_explain.worker_job``; the widget's way: the scene is read here, on the calling thread)."""
         return mrml_explain.prepare_request(volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
                                             method, allowUnknownBundle)
+
+    def preparePointsRequest(self, volumeNode, seedNode, device: str = "auto", method: str = DEFAULT_METHOD,
+                             bundle: Union[str, Path, None] = None,
+                             allowUnknownBundle: bool = False) -> "mrml_case.PointsRequest":
+        """Read and check every placed point of ``seedNode`` for one request to the explanation process
+        (the "Explain all points" button); labels from the points."""
+        return mrml_case.prepare_points_request(volumeNode, seedNode, self.bundleDirFor(bundle), device, method,
+                                                allowUnknownBundle)
+
+    def showPointsExplanation(self, points: "mrml_case.PointsRequest", batch, opacity: float = 0.6,
+                              visible: bool = True) -> "tuple":
+        """The case's table node (one row per point) and the last point's overlay over the volume, the
+        views centred on that point; returns (VolumeExplanation, table node)."""
+        result, table = mrml_case.show(slicer.mrmlScene, points, batch)
+        request = points.request
+        self.showOverlay(result.overlay_node, request.volume_node, opacity, visible,
+                         jumpToRAS=request.seeds[request.central_index])
+        return result, table
+
+    @staticmethod
+    def loadSeedsFile(path: Union[str, Path]):
+        """A new point list of a seeds file's nodules (CSV or JSON in RAS or LPS: seed_files), labelled as the
+        file labels them; "Explain all points" then explains them. Raises SeedFileError naming the line."""
+        from CycleGANExplainLib.seed_files import read_seeds_file
+
+        return mrml_case.add_seed_list(slicer.mrmlScene, read_seeds_file(path).seeds,
+                                      Path(path).name.split(".")[0])
 
     def explain(
         self,

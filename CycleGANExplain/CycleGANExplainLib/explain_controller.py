@@ -10,6 +10,8 @@ in Slicer the timers are QTimers and the view is the widget.
   list is ever edited; in a user's point list the point placed or dragged last is explained.
 - Choosing another method or bundle re-explains the shown map once per choice: a failed attempt
   is not retried on every later parameter change.
+- "Explain all points" explains every placed point of the seed list in one request (``mrml_case``):
+  a table of them all, labelled as the points are, and the last point's overlay.
 - The networks run in the explanation process (``worker_client``: out of Slicer's GIL, a newer
   request interrupting the running one); the poll timer delivers the result on the GUI thread,
   and a result for a volume no longer chosen is dropped.
@@ -21,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
-from . import mrml_explain, mrml_overlay
+from . import mrml_case, mrml_explain, mrml_overlay
 from .attribution_methods import DEFAULT_METHOD
 from .model_bundle import UntrustedBundleError, bundle_digest, check_trust
 from .package_installer import DependencyInstaller
@@ -49,6 +51,8 @@ class PanelView(Protocol):
     def clear_result(self) -> None: ...
 
     def show_result(self, result: mrml_explain.VolumeExplanation) -> None: ...
+
+    def show_case_table(self, table_node: Any) -> None: ...
 
 
 EXPLAIN_FAILED = _("Could not explain the seed point.")
@@ -129,6 +133,13 @@ class ExplainController:
     def explain(self) -> None:
         """Check and read the request on this thread, then compute it in the worker (a newer seed
         supersedes one still running). Errors are shown, never raised into Qt."""
+        self._explain(all_points=False)
+
+    def explain_all_points(self) -> None:
+        """Explain every placed point of the seed list in one request, as ``explain`` does one."""
+        self._explain(all_points=True)
+
+    def _explain(self, all_points: bool) -> None:
         parameters = self.parameters
         if parameters is None:
             return
@@ -143,7 +154,7 @@ class ExplainController:
         self._choice_shown_or_tried = (parameters.method, parameters.bundle)
         self._preparing, self._requested_while_preparing = True, False
         try:
-            request = self._prepare_request(parameters)
+            request = self._prepare_request(parameters, all_points)
         except Exception as error:  # noqa: BLE001 - every failure is the user's to read
             logging.error("Explanation failed", exc_info=True)
             self.view.show_error(EXPLAIN_FAILED, error)
@@ -155,13 +166,15 @@ class ExplainController:
         if self._requested_while_preparing and self.parameters is not None:
             self.debounce_timer.start()
         try:
-            self.explainer.submit(mrml_explain.worker_job(request), request)
+            job_request = request.request if isinstance(request, mrml_case.PointsRequest) else request
+            self.explainer.submit(mrml_explain.worker_job(job_request), request)
         except Exception as error:  # noqa: BLE001 - e.g. the bundle's metadata, PythonSlicer not found
             logging.error("Explanation failed", exc_info=True)
             self.view.show_error(EXPLAIN_FAILED, error)
             return
         self.view.set_busy(True)
-        self.view.show_status(_("Explaining the seed point..."))
+        self.view.show_status(_("Explaining {count} points...").format(count=len(request.labels))
+                              if all_points else _("Explaining the seed point..."))
         self.poll_timer.start()
 
     def poll(self) -> None:
@@ -185,12 +198,20 @@ class ExplainController:
 
     # --- results from the worker (delivered by poll, on the GUI thread) ------------------------
 
-    def on_done(self, request: mrml_explain.ExplainRequest, batch: Any) -> None:
+    def on_done(self, tag: Any, batch: Any) -> None:
+        """``tag``: the ExplainRequest of one seed, or the PointsRequest of every point."""
         parameters = self.parameters
+        request = tag.request if isinstance(tag, mrml_case.PointsRequest) else tag
         if parameters is None or parameters.inputVolume is None or \
                 parameters.inputVolume.GetID() != request.volume_node.GetID():
             return  # the module was left, or another volume chosen, while it ran
-        result = self.logic.showExplanation(request, batch, parameters.overlayOpacity, parameters.showOverlay)
+        if isinstance(tag, mrml_case.PointsRequest):
+            result, table = self.logic.showPointsExplanation(tag, batch, parameters.overlayOpacity,
+                                                             parameters.showOverlay)
+            parameters.caseTable = table
+            self.view.show_case_table(table)
+        else:
+            result = self.logic.showExplanation(request, batch, parameters.overlayOpacity, parameters.showOverlay)
         parameters.overlayVolume = result.overlay_node
         self.view.show_result(result)
 
@@ -202,9 +223,9 @@ class ExplainController:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _prepare_request(self, parameters: Any) -> Optional[mrml_explain.ExplainRequest]:
-        """The request, after torch, the method's packages and trust in the bundle are settled;
-        None when the user declined one of them."""
+    def _prepare_request(self, parameters: Any, all_points: bool = False) -> Any:
+        """The request (an ExplainRequest; with ``all_points`` a PointsRequest), after torch, the method's
+        packages and trust in the bundle are settled; None when the user declined one of them."""
         if not self.installer.ensure_torch():
             return None
         if not self.installer.ensure_method_packages(parameters.method):
@@ -213,6 +234,10 @@ class ExplainController:
         allow_unknown = self._confirm_unknown_bundle(self.logic.bundleDirFor(parameters.bundle))
         if allow_unknown is None:
             return None
+        if all_points:
+            return self.logic.preparePointsRequest(parameters.inputVolume, parameters.seedNode, parameters.device,
+                                                   method=parameters.method, bundle=parameters.bundle,
+                                                   allowUnknownBundle=allow_unknown)
         seed_ras = self.logic.seedPosition(parameters.seedNode, self._seed_point_id(parameters.seedNode))
         return self.logic.prepareRequest(parameters.inputVolume, seed_ras,
                                          parameters.device, parameters.neighbourSlices, method=parameters.method,

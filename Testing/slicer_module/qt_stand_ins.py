@@ -58,6 +58,16 @@ class NodeComboBox:
         return self.filter
 
 
+class TableView:
+    """A qMRMLTableView: the table node it shows and whether it is visible."""
+
+    def __init__(self) -> None:
+        self.table_node, self.visible = None, False
+
+    def setMRMLTableNode(self, node) -> None:
+        self.table_node = node
+
+
 LABELS = ("probabilityXLabel", "probabilityPosLabel", "probabilityNegLabel", "deviceUsedLabel", "methodUsedLabel",
           "warningsLabel", "legendLabel", "bundleLabel")
 
@@ -66,4 +76,5 @@ def panel_widgets() -> SimpleNamespace:
     """``widget.ui`` as slicer.util.childWidgetVariables gives it, for the names the view code uses."""
     return SimpleNamespace(**{name: Label() for name in LABELS}, methodComboBox=ComboBox(),
                            bundleComboBox=ComboBox(), seedPlaceWidget=PlaceWidget(), inputVolumeSelector=NodeComboBox(),
-                           explainButton=SimpleNamespace(enabled=False))
+                           explainButton=SimpleNamespace(enabled=False), explainAllButton=SimpleNamespace(enabled=False),
+                           caseTableView=TableView())

@@ -49,7 +49,7 @@ def test_ui_parameter_bindings_match_the_parameter_node(module):
     hints = typing.get_type_hints(module.CycleGANExplainParameterNode, include_extras=True)
     bound = parameter_names_in_ui()
     assert set(bound) <= set(hints), f"unknown parameters in the .ui: {set(bound) - set(hints)}"
-    assert set(hints) - set(bound) == {"overlayVolume"}  # the output is set by the module, not by a widget
+    assert set(hints) - set(bound) == {"overlayVolume", "caseTable"}  # outputs: set by the module, not by a widget
     expected_widget = {bool: "QCheckBox", int: "QSpinBox", float: "ctkSliderWidget", str: "QComboBox"}
     for name, widget_class in bound.items():
         base = typing.get_origin(hints[name]) and typing.get_args(hints[name])[0] or hints[name]
