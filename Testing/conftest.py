@@ -25,13 +25,16 @@ def write_ct_series(
     patient_id: str = "SYNTH001",
     reverse_file_order: bool = False,
     slice_origins_xy_lps: Optional[Sequence[Sequence[float]]] = None,
+    patient_name: Optional[str] = None,
 ) -> str:
     """Write a real axial CT series with pydicom: one file per slice, unsigned stored values with
     rescale intercept -1024 (as scanners store them); returns the SeriesInstanceUID.
-    ``slice_origins_xy_lps`` gives each slice its own in-plane origin (a gantry-tilted series)."""
+    ``slice_origins_xy_lps`` gives each slice its own in-plane origin (a gantry-tilted series).
+    Every slice carries the series' FrameOfReferenceUID, as a CT's must (DICOM results are placed in it)."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
+    frame_of_reference_uid = generate_uid()
     order = list(range(len(volume_hu)))
     if reverse_file_order:  # real series often arrive out of order
         order = order[::-1]
@@ -45,6 +48,9 @@ def write_ct_series(
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
         ds.Modality, ds.PatientID = "CT", patient_id
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = frame_of_reference_uid
+        if patient_name is not None:
+            ds.PatientName = patient_name
         ds.InstanceNumber = file_index + 1
         origin_xy = slice_origins_xy_lps[k] if slice_origins_xy_lps is not None else origin_xy_lps
         ds.ImagePositionPatient = [float(origin_xy[0]), float(origin_xy[1]), float(slice_positions_z[k])]

@@ -93,6 +93,8 @@ class LoadedVolume(NamedTuple):
     ijk_to_ras: np.ndarray
     description: str
     notes: Tuple[str, ...] = ()  # what reading changed (a DICOM series resampled onto a regular grid)
+    # A DICOM series' files (their headers place and reference DICOM results: dicom_results); () for other formats.
+    source_files: Tuple[str, ...] = ()
 
 
 def ijk_to_ras_of(image: sitk.Image) -> np.ndarray:
@@ -206,7 +208,8 @@ def read_volume(path: Union[str, Path], series_uid: Optional[str] = None,
         except SeriesGeometryError as error:
             raise UnreadableVolumeError(f"Cannot use {path} as one CT volume: {error}") from error
         if regular is not None:
-            return LoadedVolume(regular.volume_kji, regular.ijk_to_ras, description, regular.notes)
+            return LoadedVolume(regular.volume_kji, regular.ijk_to_ras, description, regular.notes, tuple(files))
+        return LoadedVolume(sitk.GetArrayFromImage(image), ijk_to_ras_of(image), description, notes, tuple(files))
     return LoadedVolume(sitk.GetArrayFromImage(image), ijk_to_ras_of(image), description, notes)
 
 

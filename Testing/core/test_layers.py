@@ -21,7 +21,7 @@ LAYERS = {
              "inference", "output_folder", "seed_files"],
     "methods": ["attribution_methods"],
     "explain": ["explanation", "nodule_stack", "explain_worker"],
-    "presentation": ["overlay", "notices", "formatting", "caveats", "case_summary", "explanation_figure"],
+    "presentation": ["overlay", "notices", "formatting", "caveats", "case_summary", "explanation_figure", "dicom_results"],
     "mrml": ["mrml_overlay", "mrml_explain", "mrml_case"],
     "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller", "worker_client"],
 }
