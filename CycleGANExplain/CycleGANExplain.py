@@ -47,12 +47,14 @@ from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, N
 from CycleGANExplainLib.overlay import colour_legend, legend_html
 from CycleGANExplainLib.package_installer import TORCH_MINIMUM_VERSION, DependencyInstaller, torch_version_problem
 from CycleGANExplainLib.parameter_gui import connect_gui
-from CycleGANExplainLib.sample_data import (DEFAULT_NODULE_ID, SAMPLE_NAME, sample_file_sha256, sample_nodule,
-                                           sample_volume_path)
+from CycleGANExplainLib.sample_data import (DEFAULT_SAMPLE, SAMPLES, SYNTHETIC_SAMPLE, sample_file_sha256,
+                                           sample_nodule, sample_notice, sample_volume_path)
 
 MODULE_DIR = Path(__file__).resolve().parent
-# The nodule the self-test and "Load sample CT" use: the large spiculated one.
-SAMPLE_NODULE_ID = DEFAULT_NODULE_ID
+# The self-test explains the synthetic sample's large spiculated nodule (N2): its thresholds were
+# measured there. "Load sample CT" opens DEFAULT_SAMPLE, the real CT.
+SELF_TEST_SAMPLE = SYNTHETIC_SAMPLE
+SELF_TEST_NODULE_ID = "N2"
 # Probabilities saturate near 0 and 1, where their order is within float32 rounding.
 PROBABILITY_TOLERANCE = 1e-3
 # The self-test's baseline must concentrate its relevance on the sample nodule: the nodule's disk
@@ -69,9 +71,9 @@ DEFAULT_DEVICE = "auto"
 POLL_INTERVAL_MS = 50
 
 
-def sampleNoduleRAS(noduleId: str = SAMPLE_NODULE_ID) -> np.ndarray:
-    """RAS centre (mm) of a documented nodule of the sample CT."""
-    return np.array(sample_nodule(noduleId).centre_ras_mm, dtype=float)
+def sampleNoduleRAS(sample: str = DEFAULT_SAMPLE, noduleId: Optional[str] = None) -> np.ndarray:
+    """RAS centre (mm) of a documented nodule of a sample CT (None: the one it opens on)."""
+    return np.array(sample_nodule(noduleId, sample).centre_ras_mm, dtype=float)
 
 
 #
@@ -137,22 +139,27 @@ def moduleHelpText(modelsDir: Union[str, Path, None] = None) -> str:
             "test split are read from the bundle's metadata.json:") + "</p>"
         f"<ul>{''.join(bundles) or '<li>' + _('none installed') + '</li>'}</ul>"
         f"<p>{html.escape(LIDC_IDRI_LICENCE)} " + _("Please cite:") + f"</p><ul>{citations}</ul>"
+        + "<p>" + _("\"Load sample CT\" opens a real chest CT ({name}); the Sample Data module also offers a "
+                    "synthetic one ({synthetic}, no patient data).").format(name=DEFAULT_SAMPLE,
+                                                                           synthetic=SYNTHETIC_SAMPLE)
+        + f" {html.escape(sample_notice(DEFAULT_SAMPLE) or '')}</p>"
     )
 
 
 def registerSampleData() -> None:
-    """Register the bundled synthetic chest CT (local file, verified by its SHA-256)."""
+    """Register the bundled sample CTs, the real one first (local files, verified by their SHA-256)."""
     import SampleData
 
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="CycleGANExplain",
-        sampleName=SAMPLE_NAME,
-        thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "CycleGANExplain.png"),
-        uris=sample_volume_path().as_uri(),
-        fileNames=f"{SAMPLE_NAME}.nrrd",
-        checksums=f"SHA256:{sample_file_sha256()}",
-        nodeNames=SAMPLE_NAME,
-    )
+    for sample in SAMPLES:
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="CycleGANExplain",
+            sampleName=sample,
+            thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "CycleGANExplain.png"),
+            uris=sample_volume_path(sample).as_uri(),
+            fileNames=f"{sample}.nrrd",
+            checksums=f"SHA256:{sample_file_sha256(sample)}",
+            nodeNames=sample,
+        )
 
 
 #
@@ -389,13 +396,19 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.controller.seed_removed(caller)
 
     def onLoadSample(self) -> None:
+        notice = None
         with slicer.util.tryWithErrorDisplay(_("Could not load the sample CT."), waitCursor=True):
             import SampleData
 
             slicer.util.showStatusMessage(_("Loading the sample CT..."))
             # Registered again here: a module loaded after start-up missed startupCompleted (idempotent).
             registerSampleData()
-            volumeNode = SampleData.downloadSample(SAMPLE_NAME)
+            volumeNode = SampleData.downloadSample(DEFAULT_SAMPLE)
+            # The real CT's licence asks for its attribution wherever it is used: with the node (Data
+            # module) and in the status bar.
+            notice = sample_notice(DEFAULT_SAMPLE)
+            if notice:
+                volumeNode.SetDescription(notice)
             self._parameterNode.inputVolume = volumeNode
             seedNode = self._parameterNode.seedNode
             if not self.logic.ownsSeedNode(seedNode):  # the user's own point list is left as it is
@@ -404,7 +417,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # Moving a placed point fires no placement event: the (debounced) explanation is asked for here.
             self.controller.seed_placed(seedNode, 0)
             mrml_overlay.jump_slice_views(slicer.mrmlScene, sampleNoduleRAS())
-        slicer.util.showStatusMessage("")
+        slicer.util.showStatusMessage(notice or "", 30000)
 
     def onLoadSeedsFile(self) -> None:
         path = qt.QFileDialog.getOpenFileName(self.parent, _("Load seeds file"), "",
@@ -727,9 +740,9 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Loading the sample CT")
         registerSampleData()  # as Slicer's template test does: the module may have loaded after start-up
-        volumeNode = SampleData.downloadSample(SAMPLE_NAME)
+        volumeNode = SampleData.downloadSample(SELF_TEST_SAMPLE)
         seedNode = CycleGANExplainLogic().createSeedNode()
-        CycleGANExplainLogic.placeSeed(seedNode, sampleNoduleRAS())
+        CycleGANExplainLogic.placeSeed(seedNode, sampleNoduleRAS(SELF_TEST_SAMPLE, SELF_TEST_NODULE_ID))
         self.delayDisplay("Explaining the nodule")
         self.checkExplanation(volumeNode, seedNode)
         self.delayDisplay("Test passed")
@@ -741,19 +754,19 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
             self.skipTest(f"{', '.join(missing_packages(BASELINE_SELF_TEST_METHOD))} not installed (choose "
                           f"{METHODS[BASELINE_SELF_TEST_METHOD].label} in the module to install it).")
         registerSampleData()
-        volumeNode = SampleData.downloadSample(SAMPLE_NAME)
+        volumeNode = SampleData.downloadSample(SELF_TEST_SAMPLE)
         self.delayDisplay(f"Explaining the nodule with {METHODS[BASELINE_SELF_TEST_METHOD].label}")
         self.checkBaselineExplanation(volumeNode)
         self.delayDisplay("Test passed")
 
     def checkBaselineExplanation(self, volumeNode, method: str = BASELINE_SELF_TEST_METHOD,
-                                 noduleId: str = SAMPLE_NODULE_ID) -> float:
+                                 noduleId: str = SELF_TEST_NODULE_ID) -> float:
         """A baseline's map of a documented sample nodule is concentrated on the nodule; returns the
         enrichment (share of |R| inside the nodule's disk over the disk's share of the patch area).
         The map replaces CycleGAN-AM's in the same overlay node."""
         logic = CycleGANExplainLogic()
         metadata = logic.bundleMetadata()
-        seedRAS = sampleNoduleRAS(noduleId)
+        seedRAS = sampleNoduleRAS(SELF_TEST_SAMPLE, noduleId)
         ours = logic.explain(volumeNode, seedRAS, device="cpu")
         nodeCount = slicer.mrmlScene.GetNumberOfNodes()
         result = logic.explain(volumeNode, seedRAS, device="cpu", method=method)
@@ -770,7 +783,7 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         # The probabilities come from the same networks whatever the method.
         self.assertAlmostEqual(result.batch[0].p_x, ours.batch[0].p_x, places=5)
 
-        diameterMM = sample_nodule(noduleId).diameter_mm
+        diameterMM = sample_nodule(noduleId, SELF_TEST_SAMPLE).diameter_mm
         pixelMM = metadata.patch_extent_mm / metadata.patch_size_px
         centre = (metadata.patch_size_px - 1) / 2.0
         rows, columns = np.indices(relevance.shape)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path
 
 
 def wall_time(command: list) -> float:
@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bundle", default="")
     args = parser.parse_args()
-    seed = ",".join(str(value) for value in sample_nodule("N2").centre_ras_mm)
+    seed = ",".join(str(value) for value in sample_nodule("N2", SYNTHETIC_SAMPLE).centre_ras_mm)
     imports = [sys.executable, "-c", "import torch, SimpleITK"]
     with tempfile.TemporaryDirectory() as folder:
-        explain = [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", str(sample_volume_path()),
+        explain = [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", str(sample_volume_path(SYNTHETIC_SAMPLE)),
                    f"--seed={seed}", "--out", str(Path(folder) / "out"), "--device", "cpu"]
         if args.bundle:
             explain += ["--bundle", args.bundle]

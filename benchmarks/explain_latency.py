@@ -39,9 +39,9 @@ from CycleGANExplainLib.inference import run_networks
 from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import load_bundle
 from CycleGANExplainLib.patch_sampling import extract_patch
-from CycleGANExplainLib.sample_data import sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_volume_path
 
-SAMPLE_CT = sample_volume_path()
+SAMPLE_CT = sample_volume_path(SYNTHETIC_SAMPLE)
 
 
 def percentiles(samples_s):

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from CycleGANExplainLib.sample_data import sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_volume_path
 from CycleGANExplainLib.volume_io import read_volume
 
 
 def seeds_inside(count: int, rng: np.random.Generator) -> list:
     """``count`` RAS points at random voxel centres of the sample CT's middle half."""
-    loaded = read_volume(sample_volume_path())
+    loaded = read_volume(sample_volume_path(SYNTHETIC_SAMPLE))
     shape = np.array(loaded.volume_kji.shape[::-1])
     ijk = rng.uniform(shape * 0.25, shape * 0.75, size=(count, 3))
     ras = np.c_[ijk, np.ones(count)] @ loaded.ijk_to_ras.T
@@ -48,7 +48,7 @@ def run_once(seeds: list, bundle: str, extra: list, as_file: bool = False) -> fl
     with tempfile.TemporaryDirectory() as folder:
         if as_file:
             seeds = ["--seeds-file", str(seeds_csv(seeds, Path(folder)))]
-        command = [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", str(sample_volume_path()),
+        command = [sys.executable, "-m", "CycleGANExplainLib.cli", "explain", str(sample_volume_path(SYNTHETIC_SAMPLE)),
                    *seeds, "--out", str(Path(folder) / "out"), "--device", "cpu", *extra]
         if bundle:
             command += ["--bundle", bundle]

@@ -39,7 +39,7 @@ from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD  # noqa: E402
 from CycleGANExplainLib.explain_worker import Job, run_job  # noqa: E402
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata  # noqa: E402
 from CycleGANExplainLib.patch_sampling import patch_region  # noqa: E402
-from CycleGANExplainLib.sample_data import DEFAULT_NODULE_ID, sample_nodule, sample_volume_path  # noqa: E402
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path  # noqa: E402
 from CycleGANExplainLib.volume_io import read_volume  # noqa: E402
 from CycleGANExplainLib.worker_client import WorkerClient  # noqa: E402
 
@@ -75,9 +75,9 @@ def main() -> None:
 
     wait, how = gil_holding_wait()
     poll_s = options.poll_ms / 1000.0
-    loaded = read_volume(sample_volume_path())
+    loaded = read_volume(sample_volume_path(SYNTHETIC_SAMPLE))
     metadata = read_metadata(default_bundle_dir())
-    centre = np.array(sample_nodule(DEFAULT_NODULE_ID).centre_ras_mm, dtype=float)
+    centre = np.array(sample_nodule("N2", SYNTHETIC_SAMPLE).centre_ras_mm, dtype=float)
     rng = np.random.default_rng(0)
     seeds = [centre + rng.uniform(-2.0, 2.0, 3) for _ in range(options.clicks + 1)]
 

@@ -16,7 +16,7 @@ from CycleGANExplainLib.cli import main
 from CycleGANExplainLib.model_bundle import (BundleError, BundleIntegrityError, UntrustedBundleError, bundle_digest,
                                              default_bundle_dir, load_bundle, read_metadata, shipped_bundles,
                                              write_checksums)
-from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path
 
 
 @pytest.fixture
@@ -62,8 +62,8 @@ def test_resigned_copy_of_a_shipped_bundle_is_unknown(tmp_path, capsys):
     rewrite_metadata(copy, lambda raw: raw.update(summary="re-signed by someone else"))
     with pytest.raises(UntrustedBundleError):
         load_bundle(copy, "cpu")
-    seed = ",".join(str(value) for value in sample_nodule("N2").centre_ras_mm)
-    code = main(["explain", str(sample_volume_path()), f"--seed={seed}", "--out", str(tmp_path / "out"),
+    seed = ",".join(str(value) for value in sample_nodule("N2", SYNTHETIC_SAMPLE).centre_ras_mm)
+    code = main(["explain", str(sample_volume_path(SYNTHETIC_SAMPLE)), f"--seed={seed}", "--out", str(tmp_path / "out"),
                  "--bundle", str(copy), "--device", "cpu"])
     assert code == 2 and "--allow-unknown-bundle" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -143,8 +143,8 @@ def test_networks_of_the_wrong_shape_are_refused_at_load(bundle_copy, filename, 
 
 def test_broken_bundle_on_the_command_line_exits_2_naming_the_field(bundle_copy, tmp_path, capsys):
     rewrite_metadata(bundle_copy, lambda raw: raw["patch"].update(size_px=-4))
-    seed = ",".join(str(value) for value in sample_nodule("N2").centre_ras_mm)
-    code = main(["explain", str(sample_volume_path()), f"--seed={seed}", "--out", str(tmp_path / "out"),
+    seed = ",".join(str(value) for value in sample_nodule("N2", SYNTHETIC_SAMPLE).centre_ras_mm)
+    code = main(["explain", str(sample_volume_path(SYNTHETIC_SAMPLE)), f"--seed={seed}", "--out", str(tmp_path / "out"),
                  "--bundle", str(bundle_copy), "--allow-unknown-bundle", "--device", "cpu"])
     assert code == 2 and "patch.size_px is -4" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ from CycleGANExplainLib.caveats import (G_NEG_NOT_BENIGN, G_POS_NOT_MALIGNANT, L
                                         explanation_caveats, solid_extent_mm)
 from CycleGANExplainLib.explanation import Explanation, PatchExplanation
 from CycleGANExplainLib.patch_sampling import extract_patch
-from CycleGANExplainLib.sample_data import sample_nodules, sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodules, sample_volume_path
 from CycleGANExplainLib.volume_io import read_volume
 
 BASELINE = "integrated-gradients"  # any classifier attribution: its map does not use G+-(x)
@@ -105,8 +105,8 @@ def test_all_caveats_together_and_a_bare_patch_explanation_gets_only_the_counter
 
 
 def test_on_the_sample_ct_the_nodules_fill_no_patch_and_the_mediastinum_does():
-    loaded = read_volume(sample_volume_path())
-    for nodule in sample_nodules().values():  # 6 to 20 mm across
+    loaded = read_volume(sample_volume_path(SYNTHETIC_SAMPLE))
+    for nodule in sample_nodules(SYNTHETIC_SAMPLE).values():  # 6 to 20 mm across
         patch = extract_patch(loaded.volume_kji, loaded.ijk_to_ras, nodule.centre_ras_mm)
         assert solid_extent_mm(patch.pixels, 45.0 / 64) < nodule.diameter_mm, nodule.id
     mediastinum = extract_patch(loaded.volume_kji, loaded.ijk_to_ras, [-10.0, 40.0, -20.0])

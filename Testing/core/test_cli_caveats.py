@@ -11,7 +11,7 @@ from CycleGANExplainLib.caveats import G_NEG_NOT_BENIGN
 from CycleGANExplainLib.cli import main
 from CycleGANExplainLib.explanation_figure import CAVEAT_COLOUR
 from CycleGANExplainLib.formatting import probability_text
-from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path
 
 # On the sample CT, the shipped default bundle's G-(x) does not reach benign beside the mediastinum
 # (p about 0.99); the small solid nodule N1 is explained without a caveat.
@@ -27,8 +27,8 @@ def caveat_pixels(figure_path, rows: int = 40) -> int:
 
 def test_a_counterfactual_that_did_not_reach_benign_is_in_the_summary_console_and_figure(tmp_path, capsys):
     out = tmp_path / "out"
-    nodule = ",".join(f"{value}" for value in sample_nodule("N1").centre_ras_mm)
-    code = main(["explain", str(sample_volume_path()), f"--seed={nodule}", f"--seed={G_NEG_FAILS_RAS}",
+    nodule = ",".join(f"{value}" for value in sample_nodule("N1", SYNTHETIC_SAMPLE).centre_ras_mm)
+    code = main(["explain", str(sample_volume_path(SYNTHETIC_SAMPLE)), f"--seed={nodule}", f"--seed={G_NEG_FAILS_RAS}",
                  "--out", str(out), "--device", "cpu"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())

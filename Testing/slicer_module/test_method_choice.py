@@ -10,7 +10,7 @@ import pytest
 
 from CycleGANExplainLib import mrml_overlay
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, missing_packages
-from CycleGANExplainLib.sample_data import sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_volume_path
 
 
 def overlay_nodes(scene) -> list:
@@ -65,7 +65,7 @@ def test_self_test_baseline_check_on_the_sample_nodule(module, scene_app):
     missing = missing_packages(module.BASELINE_SELF_TEST_METHOD)
     if missing:
         pytest.skip(f"{module.BASELINE_SELF_TEST_METHOD} needs {missing}")
-    volume = scene_app.load_volume(sample_volume_path(), module.SAMPLE_NAME)
+    volume = scene_app.load_volume(sample_volume_path(SYNTHETIC_SAMPLE), SYNTHETIC_SAMPLE)
     enrichment = module.CycleGANExplainTest().checkBaselineExplanation(volume)
     assert enrichment >= module.BASELINE_MINIMUM_ENRICHMENT
 

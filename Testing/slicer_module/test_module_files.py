@@ -92,11 +92,12 @@ def test_every_script_and_resource_is_listed_in_cmake():
 
 
 def test_sample_checksum_registered_with_sampledata_matches_the_file(module):
-    from CycleGANExplainLib.sample_data import sample_file_sha256, sample_volume_path
+    from CycleGANExplainLib.sample_data import SAMPLES, sample_file_sha256, sample_volume_path
 
-    recorded = sample_file_sha256()
-    actual = hashlib.sha256(sample_volume_path().read_bytes()).hexdigest()
-    assert recorded == actual
+    for sample in SAMPLES:
+        recorded = sample_file_sha256(sample)
+        actual = hashlib.sha256(sample_volume_path(sample).read_bytes()).hexdigest()
+        assert recorded == actual, sample
 
 
 def test_help_says_research_use_describes_every_bundle_from_its_metadata_and_attributes_lidc_idri(module):
@@ -117,6 +118,10 @@ def test_help_says_research_use_describes_every_bundle_from_its_metadata_and_att
     for citation in LIDC_IDRI_CITATIONS:
         assert citation in help_text
     assert "https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX" in help_text
+    # "Load sample CT" opens the real sample: its CC BY 4.0 attribution is in the help too.
+    from CycleGANExplainLib.sample_data import DEFAULT_SAMPLE, sample_notice
+
+    assert sample_notice(DEFAULT_SAMPLE) in help_text and "CC BY 4.0" in help_text
 
 
 def test_help_describes_a_real_ct_bundle_from_its_metadata(module, tiny_bundle, tmp_path):
