@@ -89,6 +89,12 @@ def legend_entries(method: str) -> List[Tuple[Tuple[float, float, float], str]]:
                               "direction; there is never blue"))]
 
 
+# The lines of a per-slice probability plot (the figure's, the module panel's): (NoduleStack attribute, label,
+# colour): x in grey, G-(x) in the benign colour, G+(x) in the malignant colour.
+PROBABILITY_LINES = (("p_x", "p(x)", (0.3, 0.3, 0.3)), ("p_neg", "p(G\u207b(x))", BENIGN_RGB),
+                     ("p_pos", "p(G\u207a(x))", MALIGNANT_RGB))
+
+
 def transparency_text() -> str:
     """How weak relevance is drawn (colour_table), in words for the legends."""
     return _("|R| under {share} of the colour range is transparent; above it, the colour is drawn at the overlay's "
