@@ -37,7 +37,7 @@ import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -109,11 +109,16 @@ class NoduleResult:
     caveats: Tuple[str, ...] = ()
 
 
-def nodule_result(item: "Explanation", method: str) -> NoduleResult:
-    """A single-slice explanation (one patch) as a one-slice relevance volume."""
-    return NoduleResult(np.asarray(item.relevance, dtype=np.float32)[None], np.asarray(item.patch_to_ras, dtype=float),
-                        np.asarray(item.seed_ras, dtype=float), item.p_x, item.p_neg, item.p_pos,
-                        display_limit(item.relevance, method),
+def nodule_result(item: "Explanation", method: str,
+                  stack: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> NoduleResult:
+    """The DICOM account of the seed's explanation ``item``: its relevance volume is ``stack``
+    (relevance_kji, ijk_to_ras), the slices through the nodule, or else ``item``'s own patch as a
+    one-slice volume. The numbers are the seed's slice's; the display limit is the volume's (as the
+    overlay's)."""
+    relevance, ijk_to_ras = stack if stack is not None else (np.asarray(item.relevance)[None], item.patch_to_ras)
+    relevance = np.asarray(relevance, dtype=np.float32)
+    return NoduleResult(relevance, np.asarray(ijk_to_ras, dtype=float), np.asarray(item.seed_ras, dtype=float),
+                        item.p_x, item.p_neg, item.p_pos, display_limit(relevance, method),
                         tuple(caveat.text for caveat in explanation_caveats(item, method)))
 
 
@@ -334,9 +339,9 @@ def _report(source: Sequence["Dataset"], result: NoduleResult, method: str, bund
 
 
 def write_dicom_results(results: Sequence[NoduleResult], source: Sequence["Dataset"], folder: Union[str, Path],
-                        method: str, bundle_name: str) -> List[Path]:
+                        method: str, bundle_name: str) -> List[Tuple[Path, Path, Path]]:
     """Write, for each result, a Parametric Map, a Segmentation and a Comprehensive 3D SR into
-    ``folder`` (created); returns the files, named by kind and nodule number only.
+    ``folder`` (created); returns each result's three files, named by kind and nodule number only.
 
     ``source``: the CT series' headers (read_source_series). DicomResultsError when highdicom is
     missing; highdicom's ValueError when an object it builds would be invalid.
@@ -349,15 +354,15 @@ def write_dicom_results(results: Sequence[NoduleResult], source: Sequence["Datas
     folder.mkdir(parents=True, exist_ok=True)
     series = {kind: hd.UID() for kind in SERIES_NUMBERS}
     digits = max(2, len(str(len(results))))
-    written: List[Path] = []
+    written: List[Tuple[Path, Path, Path]] = []
     for number, result in enumerate(results, start=1):
         geometry = frame_geometry(result.ijk_to_ras, result.relevance_kji.shape[0])
         parametric_map = _parametric_map(source, result, geometry, method, bundle_name, number, series["map"])
         regions = _segmentation(source, result, geometry, method, bundle_name, number, series["regions"])
         report = _report(source, result, method, bundle_name, (parametric_map, regions), number, series["report"])
-        for kind, dataset in (("map", parametric_map), ("regions", regions), ("report", report)):
-            path = folder / f"{FILE_STEMS[kind]}_{number:0{digits}d}.dcm"
+        paths = tuple(folder / f"{FILE_STEMS[kind]}_{number:0{digits}d}.dcm" for kind in ("map", "regions", "report"))
+        for path, dataset in zip(paths, (parametric_map, regions, report)):
             dataset.save_as(str(path))
-            written.append(path)
+        written.append(paths)
     return written
 

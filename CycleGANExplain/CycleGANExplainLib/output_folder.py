@@ -9,7 +9,8 @@ staging folder is rewritten after every seed, so a run that is killed leaves wha
 An existing ``--out`` is replaced only when it is an earlier run's output: its ``summary.json``
 carries this tool's signature (``written_by``) and lists every other entry, and every entry is a
 plain file. Names alone prove nothing (a person's folder may be called ``overlay_seed07.nrrd``);
-folders and links are never deleted, and a folder that holds (or is) one of the run's inputs is
+links are never deleted, nor folders other than a run's own subfolder (``dicom/``, RESULT_SUBFOLDERS)
+holding only files the summary lists, and a folder that holds (or is) one of the run's inputs is
 never touched. Replacing takes two renames (the earlier run aside into ``.NAME.replaced-XXXX/run``,
 the new one into place); a run killed between them leaves the earlier run aside, and the next run
 into the same ``--out`` puts it back (``recover_replacement``) and says so.
@@ -33,6 +34,10 @@ SUMMARY_FILE = "summary.json"
 # summary.json's signature: what marks a folder as this tool's output, which a later run may replace.
 WRITTEN_BY = "cyclegan-explain"
 _PARTIAL = ".partial-"
+# Subfolders a run writes into (the DICOM objects of --dicom); a seed's summary lists their files
+# as "dicom/NAME" under "dicom".
+DICOM_SUBFOLDER = "dicom"
+RESULT_SUBFOLDERS = (DICOM_SUBFOLDER,)
 _REPLACED = ".replaced-"
 
 
@@ -93,15 +98,31 @@ def _listed_by_summary(folder: Path) -> Set[str]:
     for seed in data["seeds"]:
         if isinstance(seed, dict):
             listed.update(seed[key] for key in ("overlay", "figure") if isinstance(seed.get(key), str))
+            nested = seed.get("dicom")
+            listed.update(name for name in (nested if isinstance(nested, list) else []) if _is_subfolder_file(name))
     return listed
+
+
+def _is_subfolder_file(name: object) -> bool:
+    """``name`` is "SUBFOLDER/FILE" for one of RESULT_SUBFOLDERS: nothing deeper, no "..", no hidden file."""
+    if not isinstance(name, str):
+        return False
+    parts = name.split("/")
+    return len(parts) == 2 and parts[0] in RESULT_SUBFOLDERS and Path(parts[1]).name == parts[1] and \
+        not parts[1].startswith(".")
 
 
 def _strangers(folder: Path) -> List[str]:
     """What in ``folder`` is not an earlier run's own file (folders marked with a slash)."""
     listed = _listed_by_summary(folder)
-    return sorted(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
-                  for entry in folder.iterdir()
-                  if entry.name not in listed or entry.is_symlink() or not entry.is_file())
+    strangers = []
+    for entry in folder.iterdir():
+        if entry.name in RESULT_SUBFOLDERS and entry.is_dir() and not entry.is_symlink():
+            strangers += [f"{entry.name}/{child.name}" for child in entry.iterdir()
+                          if f"{entry.name}/{child.name}" not in listed or child.is_symlink() or not child.is_file()]
+        elif entry.name not in listed or entry.is_symlink() or not entry.is_file():
+            strangers.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
+    return sorted(strangers)
 
 
 def check_output_folder(out: Path, inputs: Iterable[Path]) -> None:
@@ -156,6 +177,9 @@ def _remove_run(folder: Path) -> None:
         entry = folder / name
         if entry.is_file() and not entry.is_symlink():
             entry.unlink()
+    for name in RESULT_SUBFOLDERS:  # empty now: _strangers found nothing else in them
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            os.rmdir(folder / name)
     os.rmdir(folder)
 
 

@@ -57,7 +57,7 @@ def written(tmp_path_factory, ct_series_writer):
     source = read_source_series(loaded.source_files)
     result = nodule_result(batch[0], batch.method)
     out = tmp_path_factory.mktemp("out") / "dicom"
-    paths = write_dicom_results([result], source, out, batch.method, batch.bundle_name)
+    (paths,) = write_dicom_results([result], source, out, batch.method, batch.bundle_name)
     return {"paths": paths, "source": source, "result": result, "batch": batch,
             "read": {path.name.rsplit("_", 1)[0]: pydicom.dcmread(path) for path in paths}}
 
@@ -190,7 +190,7 @@ def test_a_multi_slice_oblique_volume_keeps_its_geometry_and_values(written, tmp
     ijk_to_ras[:3, 3] = [12.0, -30.0, 5.0]
     relevance = np.random.default_rng(3).normal(0, 0.2, (3, 40, 50)).astype(np.float32)
     result = NoduleResult(relevance, ijk_to_ras, np.array([0.0, 0.0, 7.0]), 0.6, 0.2, 0.9, 0.5)
-    paths = write_dicom_results([result], written["source"], tmp_path, "cyclegan-am", "test 1.0")
+    (paths,) = write_dicom_results([result], written["source"], tmp_path, "cyclegan-am", "test 1.0")
     parametric_map = pydicom.dcmread(paths[0])
     assert parametric_map.NumberOfFrames == 3
     j, i = np.mgrid[0:40, 0:50]
