@@ -1,14 +1,16 @@
 """`cyclegan-explain`: explain nodules of a CT from the command line.
 
     cyclegan-explain explain CT.nrrd --seed=R,A,S [--seed=...] [--seeds-file FILE] [--seeds-from-dicom SR|SEG]
-                             --out DIR [--device auto|cpu|cuda] [--method KEY] [--bundle NAME|PATH] [--no-figures]
+                             --out DIR [--half-extent-mm MM] [--device auto|cpu|cuda] [--method KEY]
+                             [--bundle NAME|PATH] [--no-figures]
     cyclegan-explain bundles
 
 The web viewer is its own command, `cyclegan-explain-web` (`cyclegan-explain web` still runs it).
 
-For each seed it writes the relevance map (by default CycleGAN-AM's R = G+(x) - G-(x); ``--method``
-picks a baseline attribution method instead) as NRRD placed in the CT's patient space (load it over
-the CT in Slicer), a PNG figure (unless ``--no-figures``) and, for all seeds, summary.json and the case's table (case_summary.csv
+For each seed it explains every axial slice through the nodule within ``--half-extent-mm`` of it
+(``nodule_stack``) and writes the stacked relevance map (by default CycleGAN-AM's R = G+(x) - G-(x);
+``--method`` picks a baseline attribution method instead) as one NRRD placed in the CT's patient space
+(load it over the CT in Slicer: it lines up in all three views), a PNG figure (unless ``--no-figures``) and, for all seeds, summary.json and the case's table (case_summary.csv
 and .md: one row per nodule, with its label from the seeds file); the
 output folder is written whole or not at all (``output_folder``). ``bundles`` lists the shipped
 model bundles with their training data and evaluation. Research use only.
@@ -33,17 +35,21 @@ from . import __version__
 from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, install_command
 from . import case_summary
 from .caveats import explanation_caveats
-from .explanation import ExplanationBatch, explain, require_method
+from .dicom_results import DicomResultsError, nodule_result, read_source_series, require_highdicom, write_dicom_results
+from .explanation import require_method
 from .inference_threads import prefer_passive_openmp
 from .explanation_figure import ExplanationFigureWriter
 from .formatting import probability_text
 from .overlay import colour_legend, display_limit
 from .model_bundle import (DEVICE_CHOICES, BundleError, bundle_digest, bundle_option_help, default_bundle_dir,
                            load_bundle, read_metadata, resolve_bundle, shipped_bundles)
-from .output_folder import OutputFolderError, RunFolder, check_output_folder, recover_replacement
+from .output_folder import DICOM_SUBFOLDER, OutputFolderError, RunFolder, check_output_folder, recover_replacement
 from .bundle_trust import ALLOW_FLAG, ALLOW_HELP, known_bundle_name
+from .nodule_stack import (DEFAULT_HALF_EXTENT_MM, HalfExtentError, StackedExplanations, check_half_extent,
+                           explain_through_nodules)
 from .notices import RESEARCH_NOTICE, data_attribution_text
 from .patch_sampling import InvalidVolumeError, SeedOutsideVolumeError, is_seed_inside
+from .sample_data import sample_notice, sample_of_path
 from .seed_files import (DicomReference, LabelledSeed, SeedFileError, check_unique_labels, dicom_reference,
                          read_dicom_seeds, read_seeds_file)
 from .volume_checks import NotCTError, check_ct_volume
@@ -80,6 +86,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def half_extent(text: str) -> float:
+    """--half-extent-mm: a distance from 0 to nodule_stack.MAX_HALF_EXTENT_MM (argparse type)."""
+    if not _NUMBER.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"must be a distance in millimetres (a number), got {text!r}")
+    try:
+        return check_half_extent(float(text))
+    except HalfExtentError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def method_help() -> str:
@@ -133,8 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True,
         help="output folder: created if missing; an earlier run's output there is replaced, other files are "
         "never touched (the run is refused)")
+    explain_parser.add_argument(
+        "--dicom", action="store_true",
+        help=f"also write DICOM objects into --out's {DICOM_SUBFOLDER}/ folder, in the CT's study: per nodule a "
+        "Parametric Map of the relevance, a Segmentation of its red and blue regions and a Comprehensive 3D SR "
+        "with the probabilities, the seed, the bundle and the research-use notice. The CT must be a DICOM series "
+        "folder; needs the dicom extra (highdicom)")
     explain_parser.add_argument("--no-figures", action="store_true",
                                 help="write the overlays and summary.json only, no PNG figure per seed")
+    explain_parser.add_argument(
+        "--half-extent-mm", type=half_extent, default=DEFAULT_HALF_EXTENT_MM, metavar="MM",
+        help="explain every axial slice within MM above and below each seed, one CT slice apart (at least the "
+        f"patch's pixel spacing), and write them as one overlay per nodule (default {DEFAULT_HALF_EXTENT_MM:g}; "
+        "0: the seed's slice only). Slices whose patch lies mostly outside the CT are left out, with a warning")
     explain_parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: CUDA if available")
     explain_parser.add_argument("--bundle", default=None, metavar="NAME|PATH", help=bundle_option_help())
     explain_parser.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle",
@@ -197,8 +224,9 @@ def run_web(arguments: Sequence[str]) -> int:
 class ProgressLine:
     """One line on stderr, rewritten in place: what is done, the rate and the time left."""
 
-    def __init__(self, verb: str) -> None:
+    def __init__(self, verb: str, unit: str = "seeds") -> None:
         self.verb = verb
+        self.unit = unit
         self.started = time.perf_counter()
         self.last_shown = 0.0
 
@@ -208,7 +236,7 @@ class ProgressLine:
             return
         self.last_shown = now
         elapsed = now - self.started
-        text = f"\r{self.verb} {done}/{total} seeds"
+        text = f"\r{self.verb} {done}/{total} {self.unit}"
         if done < total and done and elapsed > 1.0:
             rate = done / elapsed
             text += f" ({rate:.1f}/s, about {(total - done) / rate:.0f} s left)"
@@ -231,15 +259,26 @@ def _seed_entry(item, number: int, digits: int, method: str, units: str, label: 
     }
 
 
-def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle_summary: str,
-                   notes: Sequence[str], figures: bool, labels: Sequence[Optional[str]]) -> dict:
-    """Each seed's overlay (and figure), with summary.json rewritten as the seeds are written so
-    that an interrupted run leaves a summary of what it finished; the case's table once all are written."""
+def _stack_entry(stack, method: str) -> dict:
+    """summary.json's account of a seed's slices through the nodule: positions, probabilities, the stack's range."""
+    entry = stack.summary()
+    entry["relevance"] = {"min": float(stack.relevance.min()), "max": float(stack.relevance.max()),
+                          "display_limit": display_limit(stack.relevance, method)}
+    return entry
+
+
+def _write_outputs(result: StackedExplanations, run: RunFolder, heading: str, bundle_summary: str,
+                   notes: Sequence[str], figures: bool, labels: Sequence[Optional[str]],
+                   dicom_source: Optional[list] = None) -> dict:
+    """Each seed's overlay through the nodule (and figure of its slice), with summary.json rewritten as the
+    seeds are written so that an interrupted run leaves a summary of what it finished; the case's table once
+    all are written. A seed's fields outside "through_nodule" are its own slice's, as before stacks."""
+    batch, stacks = result
     method = METHODS[batch.method]
     summary = {
         "notice": RESEARCH_NOTICE,
         "complete": False,
-        "seeds_requested": len(batch),
+        "seeds_requested": len(stacks),
         "bundle": batch.bundle_name,
         "trained": batch.trained,
         "bundle_summary": bundle_summary,
@@ -253,18 +292,20 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
         "files": [],  # the case's own files (output_folder lists them with the seeds' files)
     }
     rows = []
-    figure_writer = ExplanationFigureWriter(batch.method) if figures else None
-    progress = ProgressLine("wrote") if len(batch) > 1 else None
-    digits = max(2, len(str(len(batch))))
+    figure_writer = ExplanationFigureWriter(batch.method, slice_plot=True) if figures else None
+    progress = ProgressLine("wrote") if len(stacks) > 1 else None
+    digits = max(2, len(str(len(stacks))))
     last_summary = time.perf_counter()
     try:
-        for number, item in enumerate(batch.explanations, start=1):
+        for number, stack in enumerate(stacks, start=1):
+            item = stack.centre
             entry = _seed_entry(item, number, digits, batch.method, method.units, labels[number - 1])
-            write_volume(item.relevance[None].astype(np.float32), item.patch_to_ras, run.staging / entry["overlay"])
+            entry["through_nodule"] = _stack_entry(stack, batch.method)
+            write_volume(stack.relevance, stack.stack_to_ras, run.staging / entry["overlay"])
             if figure_writer is not None:
                 entry["figure"] = entry["overlay"].replace("overlay_", "explanation_").replace(".nrrd", ".png")
                 figure_writer.write(run.staging / entry["figure"], item, heading=f"{heading}, seed {number}",
-                                    limit=entry["relevance"]["display_limit"])
+                                    limit=entry["relevance"]["display_limit"], stack=stack)
             summary["seeds"].append(entry)
             rows.append(case_summary.case_row(number, entry["label"], item, batch.method,
                                               {kind: entry[kind] for kind in ("figure", "overlay") if entry[kind]}))
@@ -272,7 +313,13 @@ def _write_outputs(batch: ExplanationBatch, run: RunFolder, heading: str, bundle
                 run.write_summary(summary)
                 last_summary = time.perf_counter()
             if progress is not None:
-                progress(number, len(batch))
+                progress(number, len(stacks))
+        if dicom_source is not None:  # one call: each kind of object is one series for all nodules
+            results = [nodule_result(stack.centre, batch.method, (stack.relevance, stack.stack_to_ras)) for stack in stacks]
+            written = write_dicom_results(results, dicom_source, run.staging / DICOM_SUBFOLDER, batch.method,
+                                          batch.bundle_name)
+            for entry, paths in zip(summary["seeds"], written):
+                entry["dicom"] = [f"{DICOM_SUBFOLDER}/{path.name}" for path in paths]
     except BaseException:  # Ctrl-C or a write error: the summary lists what was finished
         run.write_summary(summary)
         raise
@@ -327,8 +374,21 @@ def _outside_text(number: int, seed: LabelledSeed) -> str:
     return f"{number} ({seed.label + ', ' if seed.label else ''}{seed.origin})"
 
 
+def _dicom_source(args: argparse.Namespace, loaded) -> list:
+    """The CT series' headers that --dicom's objects reference, read before any work; a CT that is not a
+    DICOM series is refused: objects with an invented patient and study would file as another patient's."""
+    if not loaded.source_files:
+        raise DicomResultsError(
+            f"--dicom needs the CT as a DICOM series folder: {args.volume.name} is a {loaded.description}, which has no "
+            "patient, study or frame of reference for DICOM objects to belong to. Without --dicom the relevance is "
+            "written as NRRD (overlay_seedNN.nrrd) in the CT's patient space, which 3D Slicer loads over the CT.")
+    return read_source_series(loaded.source_files)
+
+
 def run_explain(args: argparse.Namespace) -> int:
     require_method(args.method)  # a missing package is reported before the volume is read
+    if args.dicom:
+        require_highdicom()
     seeds, seed_notes = _given_seeds(args)
     for done in recover_replacement(args.out):  # a run killed while replacing --out
         print(f"note: {done}", file=sys.stderr)
@@ -336,6 +396,7 @@ def run_explain(args: argparse.Namespace) -> int:
     check_output_folder(args.out, [args.volume, *args.seeds_files, *args.seeds_dicom])
     loaded = read_volume(args.volume, args.series, max_voxels=args.max_voxels)
     check_ct_volume(loaded.volume_kji, loaded.ijk_to_ras)
+    dicom_source = _dicom_source(args, loaded) if args.dicom else None
     from_dicom, dicom_notes = _dicom_seeds(args)
     seeds += from_dicom
     check_unique_labels(seeds)
@@ -356,8 +417,10 @@ def run_explain(args: argparse.Namespace) -> int:
     run = RunFolder(args.out)  # before the networks run, so that Ctrl-C leaves it as the README says
     try:
         bundle = load_bundle(resolve_bundle(args.bundle), args.device, allow_unknown=args.allow_unknown_bundle)
-        batch = explain(loaded.volume_kji, loaded.ijk_to_ras, points, bundle, args.batch_size,
-                        progress=ProgressLine("explained") if len(points) > 1 else None, method=args.method)
+        result = explain_through_nodules(
+            loaded.volume_kji, loaded.ijk_to_ras, points, bundle, args.half_extent_mm, batch_size=args.batch_size,
+            progress=ProgressLine("explained", "patches") if len(points) > 1 else None, method=args.method)
+        batch = result.batch
     except KeyboardInterrupt:
         run.write_summary(_interrupted_summary(len(points), loaded.notes))
         print(f"\nInterrupted while the networks ran, before any seed was finished; {run.staging} holds a "
@@ -369,9 +432,9 @@ def run_explain(args: argparse.Namespace) -> int:
     for warning in batch.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     try:
-        summary = _write_outputs(batch, run, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
+        summary = _write_outputs(result, run, f"{batch.bundle_name} ({'trained' if batch.trained else 'UNTRAINED'})",
                                  bundle.metadata.summary, loaded.notes, figures=not args.no_figures,
-                                 labels=[seed.label for seed in seeds])
+                                 labels=[seed.label for seed in seeds], dicom_source=dicom_source)
     except KeyboardInterrupt:
         print(f"\nInterrupted; what was finished is in {run.staging} (its summary.json lists it).", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -384,8 +447,12 @@ def run_explain(args: argparse.Namespace) -> int:
         raise OutputFolderError(f"Could not put the output at {args.out} ({error.strerror or error}); the finished "
                                 f"run is in {run.staging}.") from error
     print(f"{RESEARCH_NOTICE} Bundle: {batch.bundle_name}{'' if batch.trained else ' (UNTRAINED: random weights)'}; "
-          f"method {batch.method_label}; device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(batch)} seed(s).")
+          f"method {batch.method_label}; device {batch.device}; {batch.seconds * 1000:.0f} ms for {len(result.stacks)} seed(s), "
+          f"{len(batch)} slice(s) through the nodules.")
     print(f"Colours: {colour_legend(batch.method)}.")
+    sample = sample_of_path(args.volume)
+    if sample is not None and sample_notice(sample):  # the real sample's licence asks for attribution where it is used
+        print(f"Data: {sample_notice(sample)}")
     shown = summary["seeds"] if len(summary["seeds"]) <= MAX_SEEDS_PRINTED else summary["seeds"][:MAX_SEEDS_PRINTED]
     for number, seed in enumerate(shown, start=1):
         p = seed["malignancy_probability"]
@@ -400,6 +467,9 @@ def run_explain(args: argparse.Namespace) -> int:
         with_caveats = sum(1 for seed in unshown if seed["caveats"])
         print(f"... and {len(unshown)} more seeds, {with_caveats} of them with caveats (summary.json lists every one).")
     print(f"Case summary, one row per nodule: {args.out / case_summary.CSV_FILE} ({case_summary.MARKDOWN_FILE} beside it)")
+    if args.dicom:
+        print(f"DICOM, in the CT's study (per nodule a parametric map, a segmentation and an SR): "
+              f"{args.out / DICOM_SUBFOLDER}")
     print(f"About the bundle: {bundle.metadata.summary}")
     print(f"Wrote {args.out / 'summary.json'}{' (replacing the earlier run there)' if replaced else ''}")
     return 0
@@ -430,7 +500,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe can still be handled
         return code
     except (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError, BundleError,
-            MissingDependencyError, OutputFolderError, SeedFileError) as error:
+            MissingDependencyError, OutputFolderError, SeedFileError, DicomResultsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the output folder existed (run_explain handles it after)
