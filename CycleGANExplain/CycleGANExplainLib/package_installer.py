@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .attribution_methods import DEFAULT_METHOD, METHODS, installed_constraints, missing_packages
+from .dicom_results import HIGHDICOM_REQUIREMENT
 from .translation import tr as _
 
 
@@ -137,4 +138,20 @@ class DependencyInstaller:
         if still_missing:
             raise RuntimeError(_("Could not install {names}; see the Python console for pip's output.")
                                .format(names=", ".join(still_missing)))
+        return True
+
+    def ensure_dicom_writer(self) -> bool:
+        """Make highdicom importable (Slicer does not bundle it), installing it with pip (numpy and torch
+        held) after one confirmation; False when the user declines."""
+        if importlib.util.find_spec("highdicom") is not None:
+            return True
+        if not self._ask(_("Saving as DICOM needs the Python package highdicom, which is not installed.\n\n"
+                           "Install it now with pip? Slicer is busy for a minute or so meanwhile."),
+                         _("Install highdicom")):
+            return False
+        self._status(_("Installing highdicom..."))
+        install_requirements([HIGHDICOM_REQUIREMENT], self._pip_install, self._pip_ensure)
+        importlib.invalidate_caches()
+        if importlib.util.find_spec("highdicom") is None:
+            raise RuntimeError(_("Could not install highdicom; see the Python console for pip's output."))
         return True
