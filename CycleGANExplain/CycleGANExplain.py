@@ -9,6 +9,7 @@ import html
 import importlib.metadata
 import importlib.util
 import logging
+import time
 import unittest
 from pathlib import Path
 from typing import Annotated, Callable, List, Optional, Union
@@ -30,7 +31,7 @@ from slicer.i18n import translate
 from slicer.util import VTKObservationMixin
 
 import CycleGANExplainLib
-from CycleGANExplainLib import mrml_case, mrml_explain, mrml_overlay
+from CycleGANExplainLib import mrml_case, mrml_explain, mrml_overlay, mrml_probability_plot
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, missing_packages
 from CycleGANExplainLib.caveats import explanation_caveats
 from CycleGANExplainLib.explain_controller import ExplainController
@@ -43,6 +44,7 @@ from CycleGANExplainLib.model_bundle import (
     resolve_bundle,
     shipped_bundles,
 )
+from CycleGANExplainLib.nodule_stack import DEFAULT_HALF_EXTENT_MM, MAX_HALF_EXTENT_MM
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, NOT_CLEARED, RESEARCH_NOTICE
 from CycleGANExplainLib.overlay import colour_legend, legend_html
 from CycleGANExplainLib.package_installer import TORCH_MINIMUM_VERSION, DependencyInstaller, torch_version_problem
@@ -175,7 +177,7 @@ class CycleGANExplainParameterNode:
     device - torch device choice; the device actually used is shown with the result.
     method - attribution method whose map is shown (attribution_methods.METHODS key).
     bundle - name of the shipped model bundle that explains.
-    neighbourSlices - also explain this many axial slices above and below the seed.
+    halfExtentMm - also explain every axial slice within this many mm above and below the seed (0: its slice only).
     autoUpdate - re-explain when the seed is placed or moved.
     showOverlay, overlayOpacity - how the relevance overlay is shown in the slice views.
     overlayVolume - the relevance overlay (output).
@@ -187,7 +189,7 @@ class CycleGANExplainParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = DEFAULT_DEVICE
     method: Annotated[str, Choice(list(METHODS))] = DEFAULT_METHOD
     bundle: Annotated[str, Choice(shippedBundleNames())] = default_bundle_dir().name
-    neighbourSlices: Annotated[int, WithinRange(0, 10)] = 0
+    halfExtentMm: Annotated[float, WithinRange(0.0, MAX_HALF_EXTENT_MM)] = DEFAULT_HALF_EXTENT_MM
     autoUpdate: bool = True
     showOverlay: bool = True
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
@@ -214,7 +216,9 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._observedSeedNode = None
         self._busyRow = None
+        self._plotWidget = None
         self._bundleShown = None
+        self._shownResult = None  # what "Save as DICOM" writes
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -236,6 +240,8 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         pollTimer.connect("timeout()", self.controller.poll)
         self._busyRow = self._createBusyRow()
         self.layout.addWidget(self._busyRow)
+        self._plotWidget = self._createProbabilityPlot()
+        self.layout.addWidget(self._plotWidget)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -243,6 +249,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.explainAllButton.connect("clicked(bool)", self.controller.explain_all_points)
         self.ui.loadSeedsButton.connect("clicked(bool)", self.onLoadSeedsFile)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.ui.saveDicomButton.connect("clicked(bool)", self.onSaveDicom)
         # A seed list made with the selector's "Create new" is the module's own, as createSeedNode's.
         self.ui.seedSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.logic.adoptSeedNode)
         self.initializeParameterNode()
@@ -269,6 +276,17 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rowLayout.addWidget(cancelButton)
         row.visible = False
         return row
+
+    def _createProbabilityPlot(self):
+        """A small plot of each slice's p(x), p(G-(x)), p(G+(x)) through the nodule (the plot nodes of
+        mrml_probability_plot), shown with a result of more than one slice."""
+        plot = slicer.qMRMLPlotWidget()
+        plot.setMRMLScene(slicer.mrmlScene)
+        plot.setMinimumHeight(180)
+        plot.toolTip = _("The classifier's p(malignant) of x, G-(x) and G+(x) on each explained slice through the "
+                         "nodule, against the slice's position along S (0: the seed's slice).")
+        plot.visible = False
+        return plot
 
     def cleanup(self) -> None:
         if self.controller is not None:  # None when setup() did not get that far
@@ -427,6 +445,26 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not load the seeds file."), waitCursor=True):
             self._parameterNode.seedNode = self.logic.loadSeedsFile(path)
 
+    def onSaveDicom(self) -> None:
+        """Write the shown explanation as DICOM into a new folder inside one the user chooses (never over
+        earlier files), installing highdicom first if needed. On the main thread: it takes well under a
+        second for a nodule (benchmarks/dicom_results.py)."""
+        result, volume = self._shownResult, self._parameterNode.inputVolume if self._parameterNode else None
+        if result is None or not mrml_overlay.overlay_explains(result.overlay_node, volume):
+            self.tell(_("Explain a point of the selected CT first."), _("Save as DICOM"))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not save the explanation as DICOM."), waitCursor=True):
+            if not self._createInstaller().ensure_dicom_writer():
+                return
+            folder = qt.QFileDialog.getExistingDirectory(self.parent, _("Save the explanation as DICOM into"))
+            if not folder:
+                return
+            target = Path(folder) / time.strftime("CycleGANExplain-DICOM-%Y%m%d-%H%M%S")
+            written = self.logic.saveDicomResults(result, volume, target)
+            slicer.util.showStatusMessage(_("Wrote {count} DICOM files (a parametric map, a segmentation and a "
+                                            "structured report) to {folder}").format(count=len(written),
+                                                                                      folder=target), 15000)
+
     # --- the controller's view (explain_controller.PanelView) ---------------------------------
 
     def ask(self, question: str, title: str) -> bool:
@@ -445,6 +483,9 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._busyRow.visible = busy
 
     def clear_result(self) -> None:
+        self._shownResult = None
+        self.ui.saveDicomButton.enabled = False
+        self._plotWidget.visible = False
         for label in (self.ui.probabilityXLabel, self.ui.probabilityPosLabel, self.ui.probabilityNegLabel,
                       self.ui.deviceUsedLabel, self.ui.methodUsedLabel, self.ui.warningsLabel):
             label.text = ""
@@ -454,12 +495,18 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.caseTableView.visible = tableNode is not None
 
     def show_result(self, result: "mrml_explain.VolumeExplanation") -> None:
+        self._shownResult = result
+        self.ui.saveDicomButton.enabled = True
         explanation = result.batch[result.central_index]
         self.ui.probabilityXLabel.text = probability_text(explanation.p_x)
         self.ui.probabilityPosLabel.text = probability_text(explanation.p_pos)
         self.ui.probabilityNegLabel.text = probability_text(explanation.p_neg)
         self.ui.deviceUsedLabel.text = _("{device}, {seconds} for {count} patch(es)").format(
             device=result.batch.device, seconds=seconds_text(result.batch.seconds), count=len(result.batch))
+        throughNodule = result.stack is not None and len(result.stack) > 1
+        if throughNodule:
+            self._plotWidget.setMRMLPlotViewNode(self.logic.showSliceProbabilities(result.stack))
+        self._plotWidget.visible = throughNodule
         method = METHODS[result.batch.method]
         self.ui.methodUsedLabel.text = _("{label} ({library}); bundle {bundle}").format(
             label=method.label, library=method.library, bundle=result.batch.bundle_name)
@@ -612,12 +659,12 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
     def removeOverlayFromViews(overlayNode) -> None:
         mrml_overlay.remove_from_slice_views(slicer.mrmlScene, overlayNode)
 
-    def prepareRequest(self, volumeNode, seedRAS, device: str = "auto", neighbourSlices: int = 0,
+    def prepareRequest(self, volumeNode, seedRAS, device: str = "auto", halfExtentMm: float = DEFAULT_HALF_EXTENT_MM,
                        method: str = DEFAULT_METHOD, bundle: Union[str, Path, None] = None,
                        allowUnknownBundle: bool = False) -> "mrml_explain.ExplainRequest":
         """Read and check what ``explain`` needs, for the explanation process
         (``mrml_explain.worker_job``; the widget's way: the scene is read here, on the calling thread)."""
-        return mrml_explain.prepare_request(volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
+        return mrml_explain.prepare_request(volumeNode, seedRAS, self.bundleDirFor(bundle), device, halfExtentMm,
                                             method, allowUnknownBundle)
 
     def preparePointsRequest(self, volumeNode, seedNode, device: str = "auto", method: str = DEFAULT_METHOD,
@@ -652,7 +699,7 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         volumeNode,
         seedRAS,
         device: str = "auto",
-        neighbourSlices: int = 0,
+        halfExtentMm: float = DEFAULT_HALF_EXTENT_MM,
         statusCallback: Optional[Callable[[str], None]] = None,
         method: str = DEFAULT_METHOD,
         bundle: Union[str, Path, None] = None,
@@ -669,9 +716,20 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         ``allowUnknownBundle`` (the user confirmed that they trust it).
         """
         return mrml_explain.explain_volume_node(
-            slicer.mrmlScene, volumeNode, seedRAS, self.bundleDirFor(bundle), device, neighbourSlices,
+            slicer.mrmlScene, volumeNode, seedRAS, self.bundleDirFor(bundle), device, halfExtentMm,
             statusCallback, method=method, allow_unknown_bundle=allowUnknownBundle,
         )
+
+    @staticmethod
+    def saveDicomResults(result: "mrml_explain.VolumeExplanation", volumeNode, folder: Union[str, Path],
+                         fileForInstance: Optional[Callable[[str], str]] = None) -> List[Path]:
+        """Write the shown explanation as DICOM into ``folder`` (a parametric map of the overlay volume, a
+        segmentation of its red and blue regions, an SR with the numbers), in the study of the CT, which must
+        come from the DICOM database (``fileForInstance``: slicer.dicomDatabase.fileForInstance by default).
+        Needs highdicom; raises DicomResultsError saying what to do otherwise."""
+        if fileForInstance is None:
+            fileForInstance = slicer.dicomDatabase.fileForInstance
+        return mrml_explain.save_dicom_results(result, volumeNode, folder, fileForInstance)
 
     def showExplanation(self, request: "mrml_explain.ExplainRequest", batch, opacity: float = 0.6,
                         visible: bool = True) -> "mrml_explain.VolumeExplanation":
@@ -681,6 +739,13 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         self.showOverlay(result.overlay_node, request.volume_node, opacity, visible,
                          jumpToRAS=request.seeds[request.central_index])
         return result
+
+    @staticmethod
+    def showSliceProbabilities(stack) -> object:
+        """Each slice's p(x), p(G-(x)), p(G+(x)) of ``stack`` (nodule_stack.NoduleStack) as the module's plot
+        nodes (a table, three series, a chart); returns the plot view node that shows the chart."""
+        chart = mrml_probability_plot.update_probability_plot(slicer.mrmlScene, stack)
+        return mrml_probability_plot.probability_plot_view(slicer.mrmlScene, chart)
 
     @staticmethod
     def updateOverlayDisplay(overlayNode, inputVolume, opacity: float = 0.6, visible: bool = True) -> bool:
@@ -767,9 +832,10 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         logic = CycleGANExplainLogic()
         metadata = logic.bundleMetadata()
         seedRAS = sampleNoduleRAS(SELF_TEST_SAMPLE, noduleId)
-        ours = logic.explain(volumeNode, seedRAS, device="cpu")
+        # The seed's slice only: a baseline runs once per slice, and this checks the map of that slice.
+        ours = logic.explain(volumeNode, seedRAS, device="cpu", halfExtentMm=0.0)
         nodeCount = slicer.mrmlScene.GetNumberOfNodes()
-        result = logic.explain(volumeNode, seedRAS, device="cpu", method=method)
+        result = logic.explain(volumeNode, seedRAS, device="cpu", method=method, halfExtentMm=0.0)
         self.assertEqual(result.overlay_node.GetID(), ours.overlay_node.GetID())
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
         self.assertEqual(mrml_overlay.overlay_method(result.overlay_node), method)
@@ -796,7 +862,7 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
                                 f"which covers {nodule.mean():.0%} of the patch")
         return enrichment
 
-    def checkExplanation(self, volumeNode, seedNode, neighbourSlices: int = 1, documentedNodule: bool = True):
+    def checkExplanation(self, volumeNode, seedNode, halfExtentMm: float = 5.0, documentedNodule: bool = True):
         """The self-test's checks (also run by the pytest suite on a bare MRML scene).
 
         The order G-(x) <= x <= G+(x) is what the trained bundle promises on the sample's documented
@@ -809,7 +875,7 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
         seedRAS = logic.seedPosition(seedNode)
         voxelsBefore = slicer.util.arrayFromVolume(volumeNode).copy()
 
-        result = logic.explain(volumeNode, seedRAS, device="cpu", neighbourSlices=neighbourSlices)
+        result = logic.explain(volumeNode, seedRAS, device="cpu", halfExtentMm=halfExtentMm)
         overlay = result.overlay_node
         logic.showOverlay(overlay, volumeNode, jumpToRAS=seedRAS)
 
@@ -824,8 +890,11 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
                                    metadata.patch_extent_mm / metadata.patch_size_px, rtol=1e-9)
         relevance = slicer.util.arrayFromVolume(overlay)
         self.assertEqual(relevance.shape[1:], (metadata.patch_size_px, metadata.patch_size_px))
+        # Through the nodule: one slice per step along S within the half-extent, one CT slice apart.
         self.assertEqual(relevance.shape[0], len(result.batch))
-        self.assertLessEqual(len(result.batch), 2 * neighbourSlices + 1)
+        self.assertEqual(relevance.shape[0], len(result.stack))
+        np.testing.assert_array_less(np.abs(result.stack.offsets_mm), halfExtentMm + 1e-6)
+        np.testing.assert_allclose(ijkToRAS[:3, 2], [0.0, 0.0, result.stack.plan.step_mm], atol=1e-9)
 
         # Values: R itself, finite, within [-2, 2] (a difference of two images in [-1, 1]),
         # and displayed with the symmetric window through the relevance colour table.
@@ -842,7 +911,7 @@ class CycleGANExplainTest(ScriptedLoadableModuleTest):
 
         # Re-explaining reuses the nodes, and the input CT is untouched.
         nodeCount = slicer.mrmlScene.GetNumberOfNodes()
-        again = logic.explain(volumeNode, seedRAS, device="cpu", neighbourSlices=neighbourSlices)
+        again = logic.explain(volumeNode, seedRAS, device="cpu", halfExtentMm=halfExtentMm)
         self.assertEqual(again.overlay_node.GetID(), overlay.GetID())
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(volumeNode), voxelsBefore)

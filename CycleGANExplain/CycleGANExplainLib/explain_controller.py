@@ -240,7 +240,7 @@ class ExplainController:
                                                    allowUnknownBundle=allow_unknown)
         seed_ras = self.logic.seedPosition(parameters.seedNode, self._seed_point_id(parameters.seedNode))
         return self.logic.prepareRequest(parameters.inputVolume, seed_ras,
-                                         parameters.device, parameters.neighbourSlices, method=parameters.method,
+                                         parameters.device, parameters.halfExtentMm, method=parameters.method,
                                          bundle=parameters.bundle, allowUnknownBundle=allow_unknown)
 
     def _confirm_unknown_bundle(self, bundle_dir: Path) -> Optional[bool]:

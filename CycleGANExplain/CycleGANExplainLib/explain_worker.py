@@ -50,6 +50,7 @@ class Job(NamedTuple):
     device: str
     method: str
     allow_unknown_bundle: bool
+    warn_outside: bool = True  # False for the slices of one nodule (nodule_stack warns once per nodule)
 
 
 class WorkerFailure(NamedTuple):
@@ -72,7 +73,7 @@ def run_job(job: Job) -> Any:
     from .model_bundle import load_bundle
 
     bundle = load_bundle(job.bundle_dir, job.device, allow_unknown=job.allow_unknown_bundle)
-    return explain(job.voxels, job.ijk_to_ras, job.seeds, bundle, method=job.method)
+    return explain(job.voxels, job.ijk_to_ras, job.seeds, bundle, method=job.method, warn_outside=job.warn_outside)
 
 
 def describe_failure(error: BaseException) -> WorkerFailure:

@@ -97,7 +97,8 @@ def show(scene, points: PointsRequest, batch: ExplanationBatch) -> "tuple[Volume
     """The shown point's overlay (the request's central_index) and the case's table node."""
     request = points.request
     shown = batch[request.central_index]
-    overlay_node = update_overlay_node(scene, [shown], source_volume=request.volume_node, method=request.method)
+    overlay_node = update_overlay_node(scene, shown.relevance[None], shown.patch_to_ras, source_volume=request.volume_node,
+                                       method=request.method)
     return VolumeExplanation(batch, overlay_node, request.central_index), update_case_table(scene, case_rows(points,
                                                                                                               batch))
 

@@ -8,16 +8,18 @@ on a bare slicer-core scene.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from .attribution_methods import DEFAULT_METHOD
+from .dicom_results import DicomResultsError, nodule_result, read_source_series, write_dicom_results
 from .explain_worker import Job, run_job
 from .explanation import ExplanationBatch, require_method
 from .model_bundle import read_metadata, resolve_bundle
 from .mrml_overlay import update_overlay_node
-from .patch_sampling import is_seed_inside, patch_region, require_seed_inside
+from .nodule_stack import DEFAULT_HALF_EXTENT_MM, NoduleStack, StackPlan, plan_stack, stacks_from_batch
+from .patch_sampling import patch_region
 from .volume_checks import check_ct_volume
 
 StatusCallback = Callable[[str], None]
@@ -33,6 +35,8 @@ class VolumeExplanation(NamedTuple):
     overlay_node: object
     """The vtkMRMLScalarVolumeNode holding R on the patches' geometry."""
     central_index: int
+    stack: Optional[NoduleStack] = None
+    """The slices through the nodule (the overlay's voxels and geometry, each slice's probabilities)."""
 
 
 def volume_array_and_geometry(volume_node) -> "tuple[np.ndarray, np.ndarray]":
@@ -64,27 +68,6 @@ def volume_array_and_geometry(volume_node) -> "tuple[np.ndarray, np.ndarray]":
     return voxels, ijk_to_ras
 
 
-def axial_slice_spacing(ijk_to_ras: np.ndarray) -> float:
-    """Distance along S between neighbouring slices: the largest S step of one index axis."""
-    return float(np.max(np.abs(np.asarray(ijk_to_ras, dtype=float)[2, :3])))
-
-
-def neighbour_seeds(
-    voxels_kji: np.ndarray, ijk_to_ras: np.ndarray, seed_ras: Sequence[float], neighbours: int
-) -> "tuple[np.ndarray, int]":
-    """The seed and up to ``neighbours`` seeds above and below it, one slice spacing apart.
-
-    Returns (seeds ordered by increasing S, index of the original seed). Neighbours that fall
-    outside the volume are dropped; the original seed must be inside.
-    """
-    seed = require_seed_inside(voxels_kji, ijk_to_ras, seed_ras)
-    spacing = axial_slice_spacing(ijk_to_ras)
-    offsets = np.arange(-neighbours, neighbours + 1)
-    seeds = seed[None, :] + np.outer(offsets * spacing, [0.0, 0.0, 1.0])
-    inside = np.array([is_seed_inside(voxels_kji, ijk_to_ras, candidate) for candidate in seeds])
-    return seeds[inside], int(np.flatnonzero(offsets[inside] == 0)[0])
-
-
 class ExplainRequest(NamedTuple):
     """What an explanation needs, read from the scene and checked, before any inference.
 
@@ -102,6 +85,8 @@ class ExplainRequest(NamedTuple):
     device: str
     method: str
     allow_unknown_bundle: bool
+    plan: Optional[StackPlan] = None
+    """The slices through the nodule (``prepare_request``): ``seeds`` are its patches' centres."""
 
 
 # Volume node ID -> the stamp of the voxels and geometry that passed check_ct_volume: the whole-volume
@@ -123,15 +108,19 @@ def check_volume_once(volume_node, voxels: np.ndarray, ijk_to_ras: np.ndarray) -
 
 
 def prepare_request(volume_node, seed_ras: Sequence[float], bundle_dir: Union[str, Path, None] = None,
-                    device: str = "auto", neighbour_slices: int = 0, method: str = DEFAULT_METHOD,
-                    allow_unknown_bundle: bool = False) -> ExplainRequest:
-    """Read and check the volume node and the seed (scene access: the event loop's thread)."""
+                    device: str = "auto", half_extent_mm: float = DEFAULT_HALF_EXTENT_MM,
+                    method: str = DEFAULT_METHOD, allow_unknown_bundle: bool = False) -> ExplainRequest:
+    """Read and check the volume node and the seed, and plan the slices through the nodule within
+    ``half_extent_mm`` of it (``nodule_stack.plan_stack``, on the whole volume; scene access: the event
+    loop's thread)."""
     require_method(method)
     voxels, ijk_to_ras = volume_array_and_geometry(volume_node)
     check_volume_once(volume_node, voxels, ijk_to_ras)
-    seeds, central_index = neighbour_seeds(voxels, ijk_to_ras, seed_ras, max(0, int(neighbour_slices)))
-    return ExplainRequest(volume_node, voxels, ijk_to_ras, seeds, central_index, bundle_dir, device, method,
-                          allow_unknown_bundle)
+    metadata = read_metadata(resolve_bundle(bundle_dir))
+    plan = plan_stack(voxels, ijk_to_ras, seed_ras, half_extent_mm, size_px=metadata.patch_size_px,
+                      extent_mm=metadata.patch_extent_mm)
+    return ExplainRequest(volume_node, voxels, ijk_to_ras, plan.seeds_ras, plan.centre_index, bundle_dir, device,
+                          method, allow_unknown_bundle, plan)
 
 
 def worker_job(request: ExplainRequest) -> Job:
@@ -142,7 +131,7 @@ def worker_job(request: ExplainRequest) -> Job:
     voxels, ijk_to_ras = patch_region(request.voxels, request.ijk_to_ras, request.seeds, metadata.patch_size_px,
                                       metadata.patch_extent_mm)
     return Job(voxels, ijk_to_ras, request.seeds, str(bundle_dir), request.device, request.method,
-               request.allow_unknown_bundle)
+               request.allow_unknown_bundle, warn_outside=request.plan is None)
 
 
 def compute(request: ExplainRequest, status: Optional[StatusCallback] = None) -> ExplanationBatch:
@@ -150,14 +139,16 @@ def compute(request: ExplainRequest, status: Optional[StatusCallback] = None) ->
     report = status or (lambda message: None)
     report(f"Explaining {len(request.seeds)} patch(es) (loading the model bundle the first time)...")
     return run_job(Job(request.voxels, request.ijk_to_ras, request.seeds, request.bundle_dir, request.device,
-                       request.method, request.allow_unknown_bundle))
+                       request.method, request.allow_unknown_bundle, warn_outside=request.plan is None))
 
 
 def show(scene, request: ExplainRequest, batch: ExplanationBatch) -> VolumeExplanation:
-    """Write the explanation into the scene's overlay node (the event loop's thread)."""
-    overlay_node = update_overlay_node(scene, batch.explanations, source_volume=request.volume_node,
+    """Write the slices through the nodule into the scene's overlay node, one volume placed on them
+    (the event loop's thread); the nodule's warnings join the batch's."""
+    stack = stacks_from_batch([request.plan], batch).stacks[0]
+    overlay_node = update_overlay_node(scene, stack.relevance, stack.stack_to_ras, source_volume=request.volume_node,
                                        method=request.method)
-    return VolumeExplanation(batch, overlay_node, request.central_index)
+    return VolumeExplanation(batch, overlay_node, request.central_index, stack)
 
 
 def explain_volume_node(
@@ -166,14 +157,14 @@ def explain_volume_node(
     seed_ras: Sequence[float],
     bundle_dir: Union[str, Path, None] = None,
     device: str = "auto",
-    neighbour_slices: int = 0,
+    half_extent_mm: float = DEFAULT_HALF_EXTENT_MM,
     status: Optional[StatusCallback] = None,
     method: str = DEFAULT_METHOD,
     allow_unknown_bundle: bool = False,
 ) -> VolumeExplanation:
-    """Explain the classifier's decision at ``seed_ras`` with ``method`` and show the map as the
-    scene's overlay node (the same node whatever the method): ``prepare_request``, ``compute``
-    and ``show`` in one call.
+    """Explain the classifier's decision at ``seed_ras`` and on every slice within ``half_extent_mm``
+    of it with ``method`` and show the maps as the scene's overlay node (the same node whatever the
+    method): ``prepare_request``, ``compute`` and ``show`` in one call.
 
     Raises NoInputVolumeError, SeedOutsideVolumeError, volume_checks.NotCTError, the bundle's
     errors (BundleIntegrityError when a model file fails its checksum, UntrustedBundleError for a
@@ -181,9 +172,46 @@ def explain_volume_node(
     method and attribution_methods.MissingDependencyError, with specific messages, before any
     inference.
     """
-    request = prepare_request(volume_node, seed_ras, bundle_dir, device, neighbour_slices, method,
+    request = prepare_request(volume_node, seed_ras, bundle_dir, device, half_extent_mm, method,
                               allow_unknown_bundle)
     batch = compute(request, status)
     report = status or (lambda message: None)
     report(f"Updating the overlay ({batch.method_label})...")
     return show(scene, request, batch)
+
+
+# Set by Slicer's DICOM scalar volume plugin on a volume loaded from the DICOM database: its instances' UIDs.
+DICOM_INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+
+
+def dicom_source_files(volume_node, file_for_instance: Callable[[str], str]) -> List[str]:
+    """The files of the DICOM series ``volume_node`` was loaded from, by ``file_for_instance`` (Slicer's
+    ``slicer.dicomDatabase.fileForInstance``); DicomResultsError saying what to do for any other volume."""
+    uids = (volume_node.GetAttribute(DICOM_INSTANCE_UIDS_ATTRIBUTE) or "").split()
+    if not uids:
+        raise DicomResultsError(
+            "This CT was not loaded from Slicer's DICOM database, so DICOM results would have no patient, study or "
+            "frame of reference to belong to. Load the CT through the DICOM module to save DICOM results, or save the "
+            "overlay volume as NRRD (File > Save Data): it lies in the CT's patient space.")
+    files = [file_for_instance(uid) for uid in uids]
+    missing = sum(1 for name in files if not name or not Path(name).is_file())
+    if missing:
+        raise DicomResultsError(f"{missing} of the CT's {len(files)} DICOM files are no longer in the DICOM database "
+                                "or on disk; import the series again.")
+    return files
+
+
+def save_dicom_results(result: VolumeExplanation, volume_node, folder: Union[str, Path],
+                       file_for_instance: Callable[[str], str]) -> List[Path]:
+    """Write the shown explanation as DICOM (dicom_results: a parametric map of the overlay volume, a
+    segmentation of its red and blue regions, an SR with the seed's numbers) into ``folder``, in the CT's study."""
+    if volume_node.GetParentTransformNode() is not None:
+        # The files' coordinates are the untransformed CT's; the overlay lies in the transformed (world) space.
+        raise DicomResultsError(f"Volume '{volume_node.GetName()}' is under a transform, so the overlay does not lie "
+                                "in its DICOM files' coordinates; remove the transform and explain again.")
+    source = read_source_series(dicom_source_files(volume_node, file_for_instance))
+    relevance, ijk_to_ras = volume_array_and_geometry(result.overlay_node)
+    item = result.batch[result.central_index]
+    nodule = nodule_result(item, result.batch.method, (np.array(relevance), ijk_to_ras))
+    (written,) = write_dicom_results([nodule], source, folder, result.batch.method, result.batch.bundle_name)
+    return list(written)

@@ -3,8 +3,8 @@
 MRML-level only: uses the ``slicer`` MRML classes and VTK, never Qt, ``slicer.app`` or GUI
 functions, so it runs inside Slicer and on a bare slicer-core scene alike.
 
-The overlay is one scalar volume node placed exactly on the explained patches (their
-patch-to-RAS geometry) and drawn with a blue-white-red colour table node built from
+The overlay is one scalar volume node placed exactly on the explained patches (a nodule's stack of
+slices, nodule_stack) and drawn with a blue-white-red colour table node built from
 ``overlay.colour_table``. Both nodes are found again by a node attribute, so re-explaining
 updates them instead of adding new ones, and closing the scene simply removes them.
 """
@@ -16,7 +16,6 @@ from typing import List, Sequence
 import numpy as np
 
 from .attribution_methods import DEFAULT_METHOD, method_info
-from .explanation import Explanation
 from .overlay import COLOUR_TABLE_NAME, colour_table, display_limit
 
 ROLE_ATTRIBUTE = "CycleGANExplain.Role"
@@ -66,41 +65,28 @@ def relevance_colour_node(scene):
     return node
 
 
-def stacked_patch_to_ras(explanations: Sequence["Explanation"]) -> np.ndarray:
-    """IJK-to-RAS of the overlay volume: slice k lies on explanation k's patch.
-
-    Explanations must be ordered by increasing S and share R and A (neighbouring axial slices),
-    so the slice axis is a pure step along S. A single explanation keeps its patch-to-RAS as is.
-    """
-    matrix = np.array(explanations[0].patch_to_ras, dtype=float)
-    if len(explanations) > 1:
-        steps = np.diff([explanation.patch_to_ras[:3, 3] for explanation in explanations], axis=0)
-        if not np.allclose(steps, steps[0], atol=1e-6) or not np.allclose(steps[0][:2], 0.0, atol=1e-6):
-            raise ValueError("Stacked explanations must be equally spaced along S at one (R, A).")
-        if steps[0][2] <= 0:
-            raise ValueError("Stacked explanations must be ordered by increasing S.")
-        matrix[:3, 2] = steps[0]
-    return matrix
-
-
-def update_overlay_node(scene, explanations: Sequence["Explanation"], source_volume=None,
+def update_overlay_node(scene, relevance_kji: np.ndarray, ijk_to_ras: np.ndarray, source_volume=None,
                         method: str = DEFAULT_METHOD):
-    """Write the relevance of ``explanations`` into the (single) overlay node and return it.
+    """Write a relevance volume into the (single) overlay node and return it.
 
-    The node is a vtkMRMLScalarVolumeNode of shape [len(explanations), rows, columns] whose
-    geometry is ``stacked_patch_to_ras``; its display uses the relevance colour table with the
-    symmetric window [-limit, +limit] (``overlay.display_limit`` over all slices). Its name
-    and METHOD_ATTRIBUTE say which attribution method produced the map.
+    ``relevance_kji`` [slices, rows, columns] and its 4x4 IJK-to-RAS place it in patient space: a nodule's
+    slices (``nodule_stack.NoduleStack``'s relevance and stack_to_ras) or one patch ([1, rows, columns]
+    with its patch_to_ras), so the overlay follows scrolling in every slice view over the slices it covers.
+    Its display uses the relevance colour table with the symmetric window [-limit, +limit]
+    (``overlay.display_limit`` over all slices). Its name and METHOD_ATTRIBUTE say which attribution
+    method produced the map.
     """
     import slicer
 
-    relevance = np.stack([np.asarray(explanation.relevance, dtype=np.float32) for explanation in explanations])
+    relevance = np.asarray(relevance_kji, dtype=np.float32)
+    if relevance.ndim != 3:
+        raise ValueError(f"The overlay is a volume [slices, rows, columns], got an array of shape {relevance.shape}.")
     limit = display_limit(relevance, method)
     node = find_role_node(scene, OVERLAY_ROLE)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", OVERLAY_NODE_NAME)
         node.SetAttribute(ROLE_ATTRIBUTE, OVERLAY_ROLE)
-    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(stacked_patch_to_ras(explanations)))
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(np.asarray(ijk_to_ras, dtype=float)))
     slicer.util.updateVolumeFromArray(node, relevance)
     node.SetName(f"{OVERLAY_NODE_NAME}: {method_info(method).label}")
     node.SetAttribute(METHOD_ATTRIBUTE, method)

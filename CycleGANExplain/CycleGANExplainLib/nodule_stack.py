@@ -223,6 +223,20 @@ def stack_warnings(plans: Sequence[StackPlan], batch: ExplanationBatch) -> List[
     return warnings
 
 
+def stacks_from_batch(plans: Sequence[StackPlan], batch: ExplanationBatch) -> StackedExplanations:
+    """The plans' stacks from the batch that explained their slices, in order, without per-slice warnings
+    (``explain(..., warn_outside=False)``: the explanation process computes such a batch); each nodule's
+    warnings (``stack_warnings``) are added to the batch's."""
+    if sum(len(plan) for plan in plans) != len(batch):
+        raise ValueError(f"{len(batch)} explanations for stacks of {sum(len(plan) for plan in plans)} slices.")
+    batch.warnings.extend(stack_warnings(plans, batch))
+    stacks, first = [], 0
+    for plan in plans:
+        stacks.append(NoduleStack(plan, batch.explanations[first:first + len(plan)]))
+        first += len(plan)
+    return StackedExplanations(batch, stacks)
+
+
 def explain_stacks(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, plans: Sequence[StackPlan], bundle: ModelBundle,
                    batch_size: int = 32, progress: Optional[ProgressCallback] = None,
                    method: str = DEFAULT_METHOD) -> StackedExplanations:
@@ -231,12 +245,7 @@ def explain_stacks(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, plans: Sequen
         raise ValueError("Seeds must be a non-empty list of (R, A, S) points.")
     seeds = np.concatenate([plan.seeds_ras for plan in plans])
     batch = explain(volume_kji, ijk_to_ras, seeds, bundle, batch_size, progress, method, warn_outside=False)
-    batch.warnings.extend(stack_warnings(plans, batch))
-    stacks, first = [], 0
-    for plan in plans:
-        stacks.append(NoduleStack(plan, batch.explanations[first:first + len(plan)]))
-        first += len(plan)
-    return StackedExplanations(batch, stacks)
+    return stacks_from_batch(plans, batch)
 
 
 def explain_through_nodules(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, seeds_ras: Sequence[Sequence[float]],

@@ -22,7 +22,7 @@ LAYERS = {
     "methods": ["attribution_methods"],
     "explain": ["explanation", "nodule_stack", "explain_worker"],
     "presentation": ["overlay", "notices", "formatting", "caveats", "case_summary", "explanation_figure", "dicom_results"],
-    "mrml": ["mrml_overlay", "mrml_explain", "mrml_case"],
+    "mrml": ["mrml_overlay", "mrml_probability_plot", "mrml_explain", "mrml_case"],
     "front ends": ["cli", "parameter_gui", "package_installer", "explain_controller", "worker_client"],
 }
 LAYER_OF = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}

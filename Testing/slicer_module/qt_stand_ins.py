@@ -68,6 +68,16 @@ class TableView:
         self.table_node = node
 
 
+class PlotWidget:
+    """A qMRMLPlotWidget: the plot view node it shows and whether it is visible."""
+
+    def __init__(self) -> None:
+        self.view_node, self.visible = None, False
+
+    def setMRMLPlotViewNode(self, node) -> None:
+        self.view_node = node
+
+
 LABELS = ("probabilityXLabel", "probabilityPosLabel", "probabilityNegLabel", "deviceUsedLabel", "methodUsedLabel",
           "warningsLabel", "legendLabel", "bundleLabel")
 
@@ -77,4 +87,4 @@ def panel_widgets() -> SimpleNamespace:
     return SimpleNamespace(**{name: Label() for name in LABELS}, methodComboBox=ComboBox(),
                            bundleComboBox=ComboBox(), seedPlaceWidget=PlaceWidget(), inputVolumeSelector=NodeComboBox(),
                            explainButton=SimpleNamespace(enabled=False), explainAllButton=SimpleNamespace(enabled=False),
-                           caseTableView=TableView())
+                           caseTableView=TableView(), saveDicomButton=SimpleNamespace(enabled=False))

@@ -108,7 +108,9 @@ def overlay_centre_ras(overlay_node) -> np.ndarray:
 
     matrix = vtk.vtkMatrix4x4()
     overlay_node.GetIJKToRASMatrix(matrix)
-    return (slicer.util.arrayFromVTKMatrix(matrix) @ [31.5, 31.5, 0.0, 1.0])[:3]
+    # The seed's slice is the middle one of the stack: these seeds lie far from the CT's first and last slices.
+    middle = (overlay_node.GetImageData().GetDimensions()[2] - 1) / 2
+    return (slicer.util.arrayFromVTKMatrix(matrix) @ [31.5, 31.5, middle, 1.0])[:3]
 
 
 def test_dragging_the_seed_explains_once_where_it_rests(panel, nodule_ras):

@@ -132,12 +132,12 @@ def test_a_result_from_the_worker_equals_the_in_process_one(module, scene_app, s
     volume = scene_app.load_volume(synthetic_ct)
     panel = Panel(module, scene_app, volume)
     try:
-        panel.parameters.neighbourSlices = 1
+        panel.parameters.halfExtentMm = 2.0
         panel.place(nodule_ras)
         panel.fire_debounce()
         panel.wait(timeout_s=300.0)
         [shown] = panel.view.results
-        in_process = panel.logic.explain(volume, nodule_ras, device="cpu", neighbourSlices=1)
+        in_process = panel.logic.explain(volume, nodule_ras, device="cpu", halfExtentMm=2.0)
         assert len(shown.batch) == len(in_process.batch) == 3
         for ours, theirs in zip(shown.batch, in_process.batch):
             for name in ("x", "g_pos", "g_neg", "relevance", "patch_hu"):

@@ -39,7 +39,7 @@ def test_overlay_slices_lie_on_extract_patch_geometry(module, scene_app, synthet
     volume = scene_app.load_volume(synthetic_ct)
     seed_node = scene_app.seed_node(nodule_ras)
     logic = module.CycleGANExplainLogic()
-    result = logic.explain(volume, logic.seedPosition(seed_node), device="cpu", neighbourSlices=2)
+    result = logic.explain(volume, logic.seedPosition(seed_node), device="cpu", halfExtentMm=4.0)
 
     voxels, ijk_to_ras = volume_array_and_geometry(volume)
     overlay_matrix = overlay_ijk_to_ras(result.overlay_node)
@@ -64,7 +64,7 @@ def test_self_test_checks_pass_on_synthetic_ct(module, scene_app, synthetic_ct, 
     volume = scene_app.load_volume(synthetic_ct)
     seed_node = scene_app.seed_node(nodule_ras)
     # A sphere in synthetic lung, not a documented nodule of the sample: no probability-order check.
-    result = module.CycleGANExplainTest().checkExplanation(volume, seed_node, neighbourSlices=1,
+    result = module.CycleGANExplainTest().checkExplanation(volume, seed_node, halfExtentMm=2.0,
                                                            documentedNodule=False)
     composites = [scene_app.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0)]
     assert composites[0].GetForegroundVolumeID() == result.overlay_node.GetID()
@@ -74,7 +74,7 @@ def test_self_test_checks_pass_on_synthetic_ct(module, scene_app, synthetic_ct, 
 def test_seed_near_the_top_drops_neighbours_outside_the_volume(module, scene_app, synthetic_ct, nodule_ras):
     volume = scene_app.load_volume(synthetic_ct)
     top_slice_ras = np.array([nodule_ras[0], nodule_ras[1], 46.0])  # last slice of 24 at 2 mm
-    result = module.CycleGANExplainLogic().explain(volume, top_slice_ras, device="cpu", neighbourSlices=2)
+    result = module.CycleGANExplainLogic().explain(volume, top_slice_ras, device="cpu", halfExtentMm=4.0)
     assert len(result.batch) == 3
     assert result.central_index == 2
 
@@ -83,7 +83,7 @@ def test_saved_and_reloaded_overlay_keeps_its_geometry(module, scene_app, synthe
     import slicer
 
     volume = scene_app.load_volume(synthetic_ct)
-    result = module.CycleGANExplainLogic().explain(volume, nodule_ras, device="cpu", neighbourSlices=1)
+    result = module.CycleGANExplainLogic().explain(volume, nodule_ras, device="cpu", halfExtentMm=2.0)
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     scene_app.scene.AddNode(storage)
     path = tmp_path / "relevance.nrrd"
@@ -146,7 +146,7 @@ def test_composited_slice_shows_relevance_where_r_is_large(module, scene_app, sy
     logic.showOverlay(result.overlay_node, volume, opacity=1.0)
     image, xy_to_ras = scene_app.composite_axial_slice(nodule_ras)
 
-    explanation = result.batch[0]
+    explanation = result.stack.centre  # the slice the axial view shows: the seed's
     relevance = explanation.relevance
     limit = mrml_overlay.overlay_limit(result.overlay_node)
     # Where |R| is largest, and the strongest pixel of the other sign, if any is strong enough.
@@ -178,7 +178,8 @@ def test_colour_table_paints_red_blue_and_lets_near_zero_through(scene_app, synt
     relevance[:, :24] = -0.5  # columns run towards patient left
     relevance[:, 40:] = 0.5
     explanation = SimpleNamespace(relevance=relevance, patch_to_ras=patch_to_ras_matrix(nodule_ras))
-    overlay = mrml_overlay.update_overlay_node(scene_app.scene, [explanation], source_volume=volume)
+    overlay = mrml_overlay.update_overlay_node(scene_app.scene, explanation.relevance[None], explanation.patch_to_ras,
+                                               source_volume=volume)
     mrml_overlay.show_in_slice_views(scene_app.scene, overlay, volume, opacity=1.0)
     image, xy_to_ras = scene_app.composite_axial_slice(nodule_ras)
 
@@ -209,7 +210,8 @@ def test_slicers_display_pipeline_draws_the_shared_colour_table_and_alpha(scene_
     relevance = (fraction * 0.4).reshape(64, 64).astype(np.float32)
     relevance[0, ::2], relevance[0, 1::2] = -0.4, 0.4  # over 0.5 % of the map: the display limit is 0.4
     explanation = SimpleNamespace(relevance=relevance, patch_to_ras=patch_to_ras_matrix(nodule_ras))
-    overlay = mrml_overlay.update_overlay_node(scene_app.scene, [explanation], source_volume=volume)
+    overlay = mrml_overlay.update_overlay_node(scene_app.scene, explanation.relevance[None], explanation.patch_to_ras,
+                                               source_volume=volume)
     limit = mrml_overlay.overlay_limit(overlay)
     assert limit == pytest.approx(0.4, rel=1e-6)
 
@@ -238,10 +240,10 @@ def test_slicers_display_pipeline_draws_the_shared_colour_table_and_alpha(scene_
 def test_reexplaining_updates_the_same_nodes(module, scene_app, synthetic_ct, nodule_ras):
     logic = module.CycleGANExplainLogic()
     volume = scene_app.load_volume(synthetic_ct)
-    first = logic.explain(volume, nodule_ras, device="cpu", neighbourSlices=1)
+    first = logic.explain(volume, nodule_ras, device="cpu", halfExtentMm=2.0)
     count = scene_app.scene.GetNumberOfNodes()
     moved = nodule_ras + np.array([3.0, -2.0, 0.0])
-    second = logic.explain(volume, moved, device="cpu", neighbourSlices=0)
+    second = logic.explain(volume, moved, device="cpu", halfExtentMm=0.0)
     assert second.overlay_node is first.overlay_node
     assert scene_app.scene.GetNumberOfNodes() == count
     centre = overlay_ijk_to_ras(second.overlay_node) @ [31.5, 31.5, 0.0, 1.0]
@@ -315,6 +317,6 @@ def test_a_seed_outside_gets_the_samplers_message_in_the_module_too(module, scen
     with pytest.raises(SeedOutsideVolumeError) as sampler_error:
         extract_patch(voxels, ijk_to_ras, outside)
     with pytest.raises(SeedOutsideVolumeError) as module_error:
-        module.CycleGANExplainLogic().explain(volume, outside, device="cpu", neighbourSlices=1)
+        module.CycleGANExplainLogic().explain(volume, outside, device="cpu", halfExtentMm=2.0)
     assert str(module_error.value) == str(sampler_error.value)
     assert "(R, A, S) = (300.0, 0.0, 10.0) mm lies outside the volume" in str(module_error.value)

@@ -26,11 +26,11 @@ def test_switching_methods_updates_the_same_overlay_node(module, scene_app, synt
 
     logic = module.CycleGANExplainLogic()
     volume = scene_app.load_volume(synthetic_ct)
-    ours = logic.explain(volume, nodule_ras, device="cpu", neighbourSlices=1)
+    ours = logic.explain(volume, nodule_ras, device="cpu", halfExtentMm=2.0)
     ours_map = slicer.util.arrayFromVolume(ours.overlay_node).copy()
     count = scene_app.scene.GetNumberOfNodes()
     for method in ("saliency", "integrated-gradients", DEFAULT_METHOD):
-        result = logic.explain(volume, nodule_ras, device="cpu", neighbourSlices=1, method=method)
+        result = logic.explain(volume, nodule_ras, device="cpu", halfExtentMm=2.0, method=method)
         assert result.overlay_node is ours.overlay_node
         assert scene_app.scene.GetNumberOfNodes() == count and len(overlay_nodes(scene_app.scene)) == 1
         assert result.batch.method == method

@@ -18,7 +18,7 @@ from CycleGANExplainLib.explain_controller import ExplainController
 from CycleGANExplainLib.formatting import probability_text
 from CycleGANExplainLib.overlay import legend_html
 
-from .qt_stand_ins import ManualTimer, panel_widgets
+from .qt_stand_ins import ManualTimer, PlotWidget, panel_widgets
 
 TOOLTIP_ROLE = 3  # Qt.ToolTipRole
 
@@ -48,6 +48,7 @@ def widget(module, scene_app, synthetic_ct, monkeypatch):
     made.dialogs = Dialogs(monkeypatch)
     made.ui = panel_widgets()
     made._busyRow = types.SimpleNamespace(visible=False)
+    made._plotWidget = PlotWidget()
     made.logic = module.CycleGANExplainLogic()
     made.debounce, made.poll_timer = ManualTimer(), ManualTimer()
     made.controller = ExplainController(made.logic, made._createInstaller(), made, made.debounce, made.poll_timer)
@@ -91,12 +92,17 @@ def test_a_point_placed_in_the_scene_is_explained_and_the_labels_filled(widget, 
     explain_now(widget)
     result = widget.controller.parameters.overlayVolume
     assert result is not None and not widget.dialogs.shown
-    batch = widget.logic.explain(widget._parameterNode.inputVolume, nodule_ras, device="cpu").batch
-    assert widget.ui.probabilityXLabel.text == probability_text(batch[0].p_x)
-    assert widget.ui.probabilityPosLabel.text == probability_text(batch[0].p_pos)
-    assert widget.ui.probabilityNegLabel.text == probability_text(batch[0].p_neg)
+    again = widget.logic.explain(widget._parameterNode.inputVolume, nodule_ras, device="cpu")
+    batch, seed_slice = again.batch, again.stack.centre  # the panel's default: +/-10 mm through the nodule
+    assert widget.ui.probabilityXLabel.text == probability_text(seed_slice.p_x)
+    assert widget.ui.probabilityPosLabel.text == probability_text(seed_slice.p_pos)
+    assert widget.ui.probabilityNegLabel.text == probability_text(seed_slice.p_neg)
     assert widget.ui.deviceUsedLabel.text.startswith("cpu, ") and widget.ui.deviceUsedLabel.text.endswith(
-        "for 1 patch(es)")
+        "for 11 patch(es)")  # the synthetic CT's 2 mm slices from -10 to +10 mm
+    # The slices' probabilities in the panel's plot: its view node shows the chart of this nodule's table.
+    assert widget._plotWidget.visible
+    chart = widget._plotWidget.view_node.GetScene().GetNodeByID(widget._plotWidget.view_node.GetPlotChartNodeID())
+    assert chart.GetNthPlotSeriesNode(0).GetTableNode().GetNumberOfRows() == 11
     assert "CycleGAN-AM" in widget.ui.methodUsedLabel.text and batch.bundle_name in widget.ui.methodUsedLabel.text
     assert widget.ui.legendLabel.text == legend_html("cyclegan-am")
     assert not widget._busyRow.visible
@@ -113,7 +119,7 @@ def test_the_panel_says_when_a_counterfactual_did_not_reach_the_other_class(widg
     assert "did not reach" not in widget.ui.warningsLabel.text
     drag_with_the_mouse(seed, 0, [G_POS_FAILS_RAS])
     explain_now(widget)
-    explanation = widget.logic.explain(widget._parameterNode.inputVolume, G_POS_FAILS_RAS, device="cpu").batch[0]
+    explanation = widget.logic.explain(widget._parameterNode.inputVolume, G_POS_FAILS_RAS, device="cpu").stack.centre
     [caveat] = explanation_caveats(explanation, "cyclegan-am")
     assert caveat.code == G_POS_NOT_MALIGNANT
     assert caveat.text.startswith(f"G+(x) did not reach malignant (p = {probability_text(explanation.p_pos)}")
@@ -157,9 +163,12 @@ def explained_ras(widget) -> np.ndarray:
     import slicer
     import vtk
 
+    overlay = widget._parameterNode.overlayVolume
     matrix = vtk.vtkMatrix4x4()
-    widget._parameterNode.overlayVolume.GetIJKToRASMatrix(matrix)
-    return (slicer.util.arrayFromVTKMatrix(matrix) @ [31.5, 31.5, 0.0, 1.0])[:3]
+    overlay.GetIJKToRASMatrix(matrix)
+    # The seed's slice is the middle one of the stack: these seeds lie far from the CT's first and last slices.
+    middle = (overlay.GetImageData().GetDimensions()[2] - 1) / 2
+    return (slicer.util.arrayFromVTKMatrix(matrix) @ [31.5, 31.5, middle, 1.0])[:3]
 
 
 def test_hovering_in_place_mode_and_label_changes_request_nothing(widget, nodule_ras):
