@@ -17,7 +17,7 @@ from CycleGANExplainLib.cli import DEFAULT_MARKER, main
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, resolve_bundle, shipped_bundles
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, RESEARCH_NOTICE, data_attribution_text
 from CycleGANExplainLib.patch_sampling import patch_to_ras_matrix
-from CycleGANExplainLib.sample_data import sample_nodule, sample_volume_path
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path
 from CycleGANExplainLib.volume_io import ijk_to_ras_of, write_volume
 
 
@@ -35,7 +35,7 @@ def test_explain_writes_overlay_figure_and_summary(ct_file, tiny_bundle, tmp_pat
                  "--bundle", str(tiny_bundle), "--allow-unknown-bundle", "--device", "cpu"])
     assert code == 0
     captured = capsys.readouterr()
-    assert "explained 2/2 seeds" in captured.err
+    assert "explained 18/18 patches" in captured.err  # nine slices through each nodule (the default +/-10 mm)
     assert "UNTRAINED" in captured.out and "Research use only" in captured.out
 
     summary = json.loads((out / "summary.json").read_text())
@@ -47,10 +47,13 @@ def test_explain_writes_overlay_figure_and_summary(ct_file, tiny_bundle, tmp_pat
         entry = summary["seeds"][number - 1]
         assert 0 <= entry["malignancy_probability"]["x"] <= 1
         overlay = sitk.ReadImage(str(out / entry["overlay"]))
-        assert overlay.GetSize() == (64, 64, 1)
-        np.testing.assert_allclose(ijk_to_ras_of(overlay), patch_to_ras_matrix(seed), atol=1e-5)
+        assert overlay.GetSize() == (64, 64, 9)  # -10 .. +10 mm in the CT's 2.5 mm slices
+        stack_to_ras = patch_to_ras_matrix(np.add(seed, [0.0, 0.0, -10.0]))
+        stack_to_ras[2, 2] = 2.5
+        np.testing.assert_allclose(ijk_to_ras_of(overlay), stack_to_ras, atol=1e-5)
         values = sitk.GetArrayFromImage(overlay)
-        assert values.min() == pytest.approx(entry["relevance"]["min"], abs=1e-6)
+        assert values.min() == pytest.approx(entry["through_nodule"]["relevance"]["min"], abs=1e-6)
+        assert values[4].min() == pytest.approx(entry["relevance"]["min"], abs=1e-6)  # the seed's own slice
         figure = matplotlib.image.imread(out / entry["figure"])
         assert figure.shape[0] > 200 and figure.shape[1] > 800
     assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["ct.nrrd"]  # nothing written beside the input
@@ -110,9 +113,9 @@ def test_malformed_seed_is_an_argument_error(ct_file):
 
 
 def test_shipped_bundle_chosen_by_name_explains_the_sample_ct(tmp_path, capsys):
-    seed = ",".join(str(value) for value in sample_nodule("N2").centre_ras_mm)
+    seed = ",".join(str(value) for value in sample_nodule("N2", SYNTHETIC_SAMPLE).centre_ras_mm)
     out = tmp_path / "out"
-    code = main(["explain", str(sample_volume_path()), f"--seed={seed}", "--out", str(out),
+    code = main(["explain", str(sample_volume_path(SYNTHETIC_SAMPLE)), f"--seed={seed}", "--out", str(out),
                  "--bundle", "lidc-phantoms", "--device", "cpu"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -169,11 +172,11 @@ def test_each_warning_is_said_once_and_known_third_party_warnings_only_with_verb
 
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA, where --device cuda falls back")
-    seed = "--seed=" + ",".join(str(value) for value in sample_nodule("N2").centre_ras_mm)
+    seed = "--seed=" + ",".join(str(value) for value in sample_nodule("N2", SYNTHETIC_SAMPLE).centre_ras_mm)
 
     def run(*options):
         return subprocess.run([sys.executable, "-m", "CycleGANExplainLib.cli", *options, "explain",
-                               str(sample_volume_path()), seed, "--out", str(tmp_path / "o"), "--no-figures",
+                               str(sample_volume_path(SYNTHETIC_SAMPLE)), seed, "--out", str(tmp_path / "o"), "--no-figures",
                                "--device", "cuda"], capture_output=True, text=True, check=True)
 
     quiet = run()

@@ -274,7 +274,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--margin-slices", type=int, default=MARGIN_SLICES,
                         help=f"slices kept beyond the annotated ones (default {MARGIN_SLICES})")
     parser.add_argument("--centre-slice-s", type=float, default=CENTRE_SLICE_S_MM,
-                        help=f"S (mm) of the slice whose box centre is the documented point (default {CENTRE_SLICE_S_MM:g})")
+                        help="S (mm) of the slice whose box centre is the documented point "
+                             f"(default {CENTRE_SLICE_S_MM:g})")
     args = parser.parse_args(argv)
     try:
         nrrd_path, json_path = write_sample(args.dicom, args.annotations, args.out, args.margin_slices,
