@@ -1,9 +1,10 @@
 """End to end: `cyclegan-explain-web` in a subprocess, driven through Debian's chromium (headless).
 
-The server opens the bundled sample CT with every view centred on its documented nodule N2, so
-a click at the centre of the axial view is a click on N2 (the page then reports the seed's RAS,
-which the test checks against SyntheticChestCT.json). Pixels are read from screenshots of the
-axial view: the overlay's red or blue must appear around the click, and must be absent before it.
+The server opens the default sample CT (the real one, LungPETCTDxChestCT) with every view centred
+and zoomed on its documented tumour T1, so a click at the centre of the axial view is a click on T1
+(the page then reports the seed's RAS, which the test checks against the sample's JSON). Pixels
+are read from screenshots of the axial view: the overlay's red or blue must appear around the
+click, and must be absent before it; the seed marker must leave the click's own pixels visible.
 
 Needs chromium and the EGL/GL libraries (scripts/install-system-deps.sh). Without chromium the
 tests skip locally and FAIL when the environment variable CI is set; the tests that take no page
@@ -33,10 +34,13 @@ from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, shipped_bundles
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 from CycleGANExplainLib.overlay import legend_entries
-from CycleGANExplainLib.sample_data import sample_description_path
+from CycleGANExplainLib.sample_data import DEFAULT_SAMPLE, sample_nodule, sample_notice
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_JSON = sample_description_path()
+# The page's volume line once the sample is open.
+SAMPLE_OPEN = f"document.querySelector('#volume-text')?.innerText.includes({json.dumps(DEFAULT_SAMPLE)})"
+# The viewport every test's browser has: probabilities and errors must show in it without scrolling.
+VIEWPORT = {"width": 1400, "height": 900}
 # The README's screenshot is refreshed only on request, so a test run never modifies the repository:
 #   CYCLEGAN_EXPLAIN_SCREENSHOTS=Resources/Screenshots pytest Testing/web
 SCREENSHOT_DIR_VARIABLE = "CYCLEGAN_EXPLAIN_SCREENSHOTS"
@@ -86,7 +90,7 @@ def browser_context(chromium, tmp_path_factory):
             executable_path=chromium,
             headless=True,
             args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 900},
+            viewport=VIEWPORT,
         )
         yield context
         context.close()
@@ -136,8 +140,7 @@ def viewer_page(browser_context, log_path: Path, *server_args: str):
     page = browser_context.new_page()
     try:
         page.goto(server.url)
-        page.wait_for_function("document.querySelector('#volume-text')?.innerText.includes('SyntheticChestCT')",
-                               timeout=30_000)
+        page.wait_for_function(SAMPLE_OPEN, timeout=30_000)
         axial_view_image(page)
         yield page
     finally:
@@ -203,9 +206,17 @@ def seed_ras(page) -> np.ndarray:
     return np.array([float(value) for value in re.findall(r"-?\d+\.\d", text)])
 
 
-def nodule_centre(nodule_id: str) -> np.ndarray:
-    nodules = json.loads(SAMPLE_JSON.read_text())["nodules"]
-    return np.array(next(n["centre_ras_mm"] for n in nodules if n["id"] == nodule_id), dtype=float)
+def nodule_centre() -> np.ndarray:
+    """The documented nodule the default sample opens on."""
+    return np.array(sample_nodule().centre_ras_mm, dtype=float)
+
+
+def outside_volume_point(page) -> "tuple[float, float]":
+    """Page coordinates of a point beyond the CT, low in the coronal view (the second view; above
+    its slice slider). The sample opens zoomed to 150 mm across, centred on its tumour at S = 184 mm,
+    and the CT starts at S = 164 mm, so 40 % of the view below its centre lies about 40 mm below it."""
+    box = page.locator("img").nth(1).bounding_box()
+    return box["x"] + 0.5 * box["width"], box["y"] + 0.9 * box["height"]
 
 
 def wait_for_error(page, fragment: str) -> str:
@@ -224,8 +235,9 @@ def test_click_on_nodule_shows_overlay_and_probabilities(page, tmp_path):
     page.mouse.click(*axial_view_point(page, 0.5, 0.5))
     page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
 
-    # The click's RAS came from the view's own geometry: the view is centred on N2.
-    np.testing.assert_allclose(seed_ras(page), nodule_centre("N2"), atol=2.0)
+    # The click's RAS came from the view's own geometry: the view is centred on the tumour.
+    np.testing.assert_allclose(seed_ras(page), nodule_centre(), atol=2.0)
+    assert "Explained the point clicked in the axial view." in page.locator("#status-text").inner_text()
     for key in ("p-x", "p-pos", "p-neg"):
         value = float(page.locator(f"#probability-{key}").inner_text())
         assert 0.0 <= value <= 1.0
@@ -260,15 +272,17 @@ def test_click_on_nodule_shows_overlay_and_probabilities(page, tmp_path):
     page.wait_for_function(f"document.querySelector('#seed-text')?.innerText !== {json.dumps(first_text)}",
                            timeout=EXPLAIN_TIMEOUT_MS)
     moved = seed_ras(page) - first_seed
-    assert moved[1] > 5.0, f"the seed should move anterior, moved {moved}"
+    # Zoomed: 150 mm across the view's narrower side, so 5 % of its height is this many mm.
+    box = page.locator("img").first.bounding_box()
+    expected_mm = 0.05 * box["height"] * 150.0 / min(box["width"], box["height"])
+    assert moved[1] == pytest.approx(expected_mm, rel=0.1), \
+        f"the seed should move {expected_mm:.1f} mm anterior, moved {moved}"
     assert abs(moved[0]) < 1.0 and abs(moved[2]) < 1.0, f"the seed should move along A only, moved {moved}"
     assert page.locator("#probabilities").is_visible()
 
 
 def test_bad_input_shows_message_and_session_goes_on(page, tmp_path):
-    # The view is centred on N2 (R = -85 mm) and shows the whole CT (|R| <= 179 mm) at least,
-    # so 4 % in from its right edge (patient's left) lies beyond the CT, outside the volume.
-    page.mouse.click(*axial_view_point(page, 0.96, 0.5))
+    page.mouse.click(*outside_volume_point(page))
     assert "outside the volume" in wait_for_error(page, "Could not explain the clicked point")
     assert not page.locator("#probabilities").is_visible()
 
@@ -282,12 +296,12 @@ def test_bad_input_shows_message_and_session_goes_on(page, tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 32, 32), 300, dtype=np.int16)), str(not_ct))
     file_input.set_input_files(str(not_ct))
     assert "air" in wait_for_error(page, "Could not open mr_like.nii.gz")
-    assert "SyntheticChestCT" in page.locator("#volume-text").inner_text(), "the sample CT stays open"
+    assert DEFAULT_SAMPLE in page.locator("#volume-text").inner_text(), "the sample CT stays open"
 
     # The session goes on: a click on the nodule is explained and the error goes away.
     page.mouse.click(*axial_view_point(page, 0.5, 0.5))
     page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
-    np.testing.assert_allclose(seed_ras(page), nodule_centre("N2"), atol=2.0)
+    np.testing.assert_allclose(seed_ras(page), nodule_centre(), atol=2.0)
     assert page.locator("#error-message").count() == 0
 
 
@@ -317,7 +331,8 @@ def test_choosing_another_bundle_explains_the_seed_again_with_it(browser_context
         page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
         seed_before, with_tiny = seed_ras(page), probabilities(page)
 
-        shipped = read_metadata(shipped_bundles()[0])
+        # The bundle trained on real CT: lidc-phantoms' generators fail on the real sample's tumour.
+        shipped = read_metadata(default_bundle_dir())
         page.locator("#bundle-select").click()
         page.locator(".v-overlay .v-list-item", has_text=shipped.display_name).click()
         page.wait_for_function(
@@ -355,8 +370,7 @@ def test_the_session_needs_its_token_and_serves_one_browser(browser_context, tmp
         assert status == 403
         page = browser_context.new_page()
         page.goto(server.url)
-        page.wait_for_function("document.querySelector('#volume-text')?.innerText.includes('SyntheticChestCT')",
-                               timeout=30_000)
+        page.wait_for_function(SAMPLE_OPEN, timeout=30_000)
         # Another browser (no cookies of this one), even with the token: told the viewer is busy.
         status, body = http_get(server.url)
         assert status == 409 and "Another browser is connected to this viewer" in body
@@ -364,8 +378,7 @@ def test_the_session_needs_its_token_and_serves_one_browser(browser_context, tmp
         status, _ = http_get(base + "ws", {"Cookie": f"cyclegan_explain_access={token}"})
         assert status == 409  # its websocket would be refused too
         page.reload()  # the browser holding the session keeps it across a reload
-        page.wait_for_function("document.querySelector('#volume-text')?.innerText.includes('SyntheticChestCT')",
-                               timeout=30_000)
+        page.wait_for_function(SAMPLE_OPEN, timeout=30_000)
         page.close()
         deadline = time.monotonic() + 20
         while http_get(server.url)[0] != 200 and time.monotonic() < deadline:
@@ -408,7 +421,7 @@ def test_after_a_burst_of_clicks_the_next_click_is_explained_and_an_error_clears
                            " && !document.querySelector('#busy-indicator')", timeout=EXPLAIN_TIMEOUT_MS)
     assert seed_ras(page)[1] < first[1]  # lower in the axial view: towards posterior
 
-    page.mouse.click(*axial_view_point(page, 0.96, 0.5))  # outside the volume
+    page.mouse.click(*outside_volume_point(page))
     wait_for_error(page, "outside the volume")
     assert not page.locator("#probabilities").is_visible(), "the previous seed's probabilities stayed on screen"
 
@@ -423,8 +436,8 @@ def test_a_session_prints_no_vtk_deprecation_notice_unless_verbose(browser_conte
         axial_view_image(page)
         page.mouse.click(*axial_view_point(page, 0.5, 0.5))
         page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
-        # Refitted to the new size, still centred on N2: the server kept working.
-        np.testing.assert_allclose(seed_ras(page), nodule_centre("N2"), atol=2.0)
+        # Refitted to the new size, still centred on the tumour: the server kept working.
+        np.testing.assert_allclose(seed_ras(page), nodule_centre(), atol=2.0)
     log = log_path.read_text()
     assert "WindowResizeEvent" not in log, log[-3000:]
 
@@ -450,3 +463,77 @@ def test_choosing_a_method_in_the_page_shows_its_map_and_legend(page):
     assert probabilities(page) == before  # the same networks give the probabilities
     height, width = axial_view_image(page).shape[:2]
     wait_for_overlay(page, (width // 2, height // 2), shown=True)
+
+
+def yellow_mask(pixels: np.ndarray) -> np.ndarray:
+    """The seed marker's yellow (viewer.SEED_COLOUR), never the overlay's red or blue nor the grey CT."""
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return (red > 170) & (green > 150) & (blue < red - 80) & (blue < green - 80)
+
+
+def in_view(page, selector: str) -> dict:
+    """Where ``selector`` is, against the panel's and the window's visible area (CSS pixels)."""
+    return page.locator(selector).evaluate(
+        "element => { const box = element.getBoundingClientRect();"
+        " const panel = element.closest('.v-navigation-drawer').getBoundingClientRect();"
+        " const scroller = element.closest('.v-navigation-drawer__content');"
+        " return {top: box.top, bottom: box.bottom, panel_top: panel.top, panel_bottom: panel.bottom,"
+        " window: window.innerHeight, scrolled: scroller ? scroller.scrollTop : 0,"
+        " overflow: scroller ? scroller.scrollHeight - scroller.clientHeight : 0}; }")
+
+
+def assert_visible_without_scrolling(page, selector: str) -> None:
+    place = in_view(page, selector)
+    assert place["scrolled"] == 0, place
+    assert place["panel_top"] <= place["top"] and place["bottom"] <= min(place["panel_bottom"], place["window"]), \
+        f"{selector} is not wholly in view at {VIEWPORT['width']} x {VIEWPORT['height']}: {place}"
+
+
+def test_the_first_view_wording_and_what_stays_in_view_at_1400_by_900(page):
+    # Opened on the tumour: bright soft tissue at the axial view's centre, before any click.
+    before = axial_view_image(page)
+    height, width = before.shape[:2]
+    assert before[height // 2 - 4:height // 2 + 5, width // 2 - 4:width // 2 + 5].mean() > 120
+    # The views by the names a radiologist uses; nothing calls a view by Slicer's colours.
+    text = page.locator("body").inner_text()
+    assert "axial, coronal or sagittal view" in page.locator("#instructions").inner_text()
+    for jargon in ("Red view", "Green view", "Yellow view", "slice view"):
+        assert jargon not in text
+    # The real sample's attribution is on the page while it is open.
+    assert sample_notice() == " ".join(page.locator("#sample-attribution").inner_text().split())
+
+    page.mouse.click(*outside_volume_point(page))
+    wait_for_error(page, "outside the volume")
+    assert_visible_without_scrolling(page, "#error-message")
+
+    page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+    page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+    for selector in ("#seed-text", "#probabilities", "#status-text"):
+        assert_visible_without_scrolling(page, selector)
+    if page.locator("#caveats").count():
+        assert_visible_without_scrolling(page, "#caveats")
+
+    # Another CT opened (the sample again): no result, and no status line about the old one.
+    page.locator("#load-sample").click()
+    page.wait_for_function("!document.querySelector('#probabilities') && !document.querySelector('#status-text')",
+                           timeout=30_000)
+
+
+def test_the_seed_marker_leaves_the_map_centre_visible_and_can_be_hidden(page):
+    page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+    page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+    height, width = axial_view_image(page).shape[:2]
+    centre_x, centre_y = width // 2, height // 2
+    pixels = wait_for_overlay(page, (centre_x, centre_y), shown=True)
+    yellow = yellow_mask(pixels)
+    # An open circle around the seed: yellow around the click, none on the click's own pixels.
+    near = yellow[centre_y - 30:centre_y + 31, centre_x - 30:centre_x + 31]
+    assert near.sum() >= 20, "no seed marker around the click"
+    assert not yellow[centre_y - 3:centre_y + 4, centre_x - 3:centre_x + 4].any(), "the marker hides the map's centre"
+
+    page.locator("#show-seed").click()  # hidden: no yellow near the click, the overlay stays
+    deadline = time.monotonic() + 20
+    while yellow_mask(axial_view_image(page))[centre_y - 30:centre_y + 31, centre_x - 30:centre_x + 31].any():
+        assert time.monotonic() < deadline, "the seed marker stayed after hiding it"
+        time.sleep(0.5)
+    assert overlay_pixel_count(axial_view_image(page), (centre_x, centre_y), NEAR_CLICK_PX) >= MIN_OVERLAY_PIXELS

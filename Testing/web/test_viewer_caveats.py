@@ -10,8 +10,9 @@ from trame.app import get_server
 
 from cyclegan_explain_web import viewer as viewer_module
 from CycleGANExplainLib.caveats import G_NEG_NOT_BENIGN, LESION_FILLS_PATCH
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE
 
-# On the sample CT, in the mediastinum: the shipped default bundle's G-(x) stops at p about 0.89, and the
+# On the synthetic sample CT, in the mediastinum: the shipped default bundle's G-(x) stops at p about 0.89, and the
 # soft tissue fills the patch.
 MEDIASTINUM_RAS = (-10.0, 40.0, -20.0)
 
@@ -20,7 +21,7 @@ MEDIASTINUM_RAS = (-10.0, 40.0, -20.0)
 def viewer():
     app = viewer_module.ExplainViewer(server=get_server("caveats-test", client_type="vue3"), device="cpu")
     app.state.ready()
-    app.load_sample()
+    app.load_sample(SYNTHETIC_SAMPLE)
     assert app.volume_node is not None, app.state.error_text
     return app
 
@@ -41,5 +42,5 @@ def test_a_failed_counterfactual_and_a_structure_filling_the_patch_are_shown_the
     assert [caveat["code"] for caveat in viewer.state.caveats] == [G_NEG_NOT_BENIGN, LESION_FILLS_PATCH]
     assert viewer.state.caveats[0]["text"].startswith(
         f"G-(x) did not reach benign (p = {viewer.state.p_neg}, not below 0.500)")
-    explain_at(viewer, viewer_module.sample_nodule_ras())  # the spiculated nodule: explained without caveats
+    explain_at(viewer, viewer_module.sample_nodule_ras("N2", SYNTHETIC_SAMPLE))  # the spiculated nodule: explained without caveats
     assert viewer.state.has_result and viewer.state.caveats == []

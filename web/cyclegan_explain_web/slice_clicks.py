@@ -12,12 +12,20 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 
 ClickCallback = Callable[[np.ndarray, str], None]
-"""Called with the clicked RAS position (mm) and the view's name (Red, Green, Yellow)."""
+"""Called with the clicked RAS position (mm) and the view's plane as a radiologist names it
+(``view_plane_name``: axial, coronal, sagittal)."""
 
 # Larger moves between press and release are drags (window/level), not clicks.
 CLICK_TOLERANCE_PX = 3
 # Seen before Slicer's interactor style (priority 0), which may consume the events.
 OBSERVER_PRIORITY = 10.0
+
+
+def view_plane_name(slice_node) -> str:
+    """The plane a slice view shows, in a radiologist's words ("axial", "coronal", "sagittal",
+    else "oblique"), never Slicer's view colours: "Red view" would read as the overlay's red."""
+    orientation = str(slice_node.GetOrientation()).lower()
+    return orientation if orientation in ("axial", "coronal", "sagittal") else "oblique"
 
 
 def slice_xy_to_ras(slice_node, xy: Sequence[float]) -> np.ndarray:
@@ -48,4 +56,4 @@ class SliceClickObserver:
         if pressed_at is None or max(abs(a - b) for a, b in zip(pressed_at, released_at)) > CLICK_TOLERANCE_PX:
             return
         slice_node = self._view.get_view_node()
-        self._on_click(slice_xy_to_ras(slice_node, released_at), slice_node.GetName())
+        self._on_click(slice_xy_to_ras(slice_node, released_at), view_plane_name(slice_node))

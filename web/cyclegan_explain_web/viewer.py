@@ -44,7 +44,8 @@ from CycleGANExplainLib.caveats import explanation_caveats
 from CycleGANExplainLib.formatting import probability_text, ras_text, seconds_text
 from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
                                              shipped_bundles)
-from CycleGANExplainLib.sample_data import DEFAULT_NODULE_ID, sample_nodule, sample_volume_path
+from CycleGANExplainLib.sample_data import (DEFAULT_SAMPLE, sample_nodule, sample_notice, sample_of_path,
+                                           sample_volume_path)
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
 from CycleGANExplainLib.overlay import legend_entries, rgb_hex
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
@@ -64,14 +65,22 @@ LAYOUT_ID = "Axial, coronal, sagittal"
 SEED_NODE_NAME = "CycleGANExplain seed"
 # Yellow: never mistaken for the overlay's red or blue.
 SEED_COLOUR = (1.0, 0.9, 0.1)
+# The marker is a cross with an open centre (Slicer's Cross2D: arms from 0.2 to 0.5 of its size),
+# drawn at this percentage of the view's height, so that the map's centre (the seed) stays visible
+# inside it; Slicer's 2D glyphs are otherwise filled. The page's "Show seed marker" hides it.
+SEED_GLYPH_SCALE_PERCENT = 8.0
+# A sample opens zoomed on its documented nodule: this many mm of the patient across each view's
+# narrower side (about three 45 mm patches: the nodule and the lung around it). A user's CT opens
+# whole, centred, on its middle slices, since nothing says where its nodules are.
+SAMPLE_FIELD_OF_VIEW_MM = 150.0
 # Errors a person can fix (another file, another click); anything else is a bug and is logged.
 INPUT_ERRORS = (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError,
                 mrml_explain.NoInputVolumeError, BundleError, MissingDependencyError)
 
 
-def sample_nodule_ras(nodule_id: str = DEFAULT_NODULE_ID) -> np.ndarray:
-    """RAS centre (mm) of a nodule documented with the sample CT."""
-    return np.array(sample_nodule(nodule_id).centre_ras_mm, dtype=float)
+def sample_nodule_ras(nodule_id: Optional[str] = None, sample: str = DEFAULT_SAMPLE) -> np.ndarray:
+    """RAS centre (mm) of a nodule documented with a sample CT (None: the one it opens on)."""
+    return np.array(sample_nodule(nodule_id, sample).centre_ras_mm, dtype=float)
 
 
 def viewer_layout() -> Layout:
@@ -195,6 +204,7 @@ class ExplainViewer(TrameApp):
             self.layout_manager.register_layout(LAYOUT_ID, viewer_layout())
         self.layout_manager.set_layout(LAYOUT_ID)
         self.focus_ras: Optional[np.ndarray] = None
+        self.field_of_view_mm: Optional[float] = None  # None: the whole CT
         self.click_observers = []
         for view in self.slicer_app.view_manager.get_slice_views():
             self.click_observers.append(SliceClickObserver(view, self.on_slice_click))
@@ -234,6 +244,8 @@ class ExplainViewer(TrameApp):
         display.SetSelectedColor(*SEED_COLOUR)
         display.SetColor(*SEED_COLOUR)
         display.SetGlyphType(display.Cross2D)
+        display.SetUseGlyphScale(True)
+        display.SetGlyphScale(SEED_GLYPH_SCALE_PERCENT)
         display.SetPointLabelsVisibility(False)
         display.SetPropertiesLabelVisibility(False)
         return node
@@ -244,8 +256,10 @@ class ExplainViewer(TrameApp):
         else:
             self.seed_node.SetNthControlPointPositionWorld(0, *map(float, ras))
 
-    def show_volume(self, loaded, name: str, centre_ras: Optional[Sequence[float]] = None) -> None:
-        """Replace the volume (and any explanation of the previous one) by ``loaded``."""
+    def show_volume(self, loaded, name: str, centre_ras: Optional[Sequence[float]] = None,
+                    field_of_view_mm: Optional[float] = None) -> None:
+        """Replace the volume (and any explanation of the previous one) by ``loaded``; the views
+        centred on ``centre_ras`` if given, showing ``field_of_view_mm`` across if given."""
         mrml_overlay.remove_overlay_nodes(self.scene)
         self.overlay_node = None
         self.seed_node.RemoveAllControlPoints()
@@ -254,6 +268,7 @@ class ExplainViewer(TrameApp):
         self.volume_node = add_volume_node(self.scene, loaded, name)
         mrml_overlay.show_in_slice_views(self.scene, None, self.volume_node)
         self.focus_ras = None if centre_ras is None else np.asarray(centre_ras, dtype=float)
+        self.field_of_view_mm = field_of_view_mm
         for view in self.slicer_app.view_manager.get_slice_views():
             self._fit_view(view)
         shape = loaded.volume_kji.shape
@@ -262,14 +277,21 @@ class ExplainViewer(TrameApp):
         self._render()
 
     def _fit_view(self, view) -> None:
-        """Show the whole volume, centred on the focus point (sample nodule or seed) if there is one.
+        """Show the whole volume, or field_of_view_mm of it across the view's narrower side (a
+        sample's nodule), centred on the focus point (sample nodule or seed) if there is one.
 
         Also run whenever the browser resizes a view, so that the first image a person sees
-        shows the whole CT whatever the size of their window.
+        is the same whatever the size of their window.
         """
         view.fit_view_to_content()
+        slice_node = view.get_view_node()
+        if self.field_of_view_mm is not None:
+            width, height, depth = slice_node.GetFieldOfView()
+            scale = self.field_of_view_mm / min(width, height)
+            if scale < 1.0:  # never zoomed out beyond the whole CT
+                slice_node.SetFieldOfView(width * scale, height * scale, depth)
         if self.focus_ras is not None:
-            view.get_view_node().JumpSliceByCentering(*map(float, self.focus_ras))
+            slice_node.JumpSliceByCentering(*map(float, self.focus_ras))
         view.schedule_render()
 
     def _render(self) -> None:
@@ -292,6 +314,8 @@ class ExplainViewer(TrameApp):
         self._show_method_legend(DEFAULT_METHOD)
         state.volume_text = "No CT loaded."
         state.overlay_visible = True
+        state.seed_visible = True
+        state.sample_notice = ""
         state.overlay_opacity = 0.6
         state.busy = False
         state.status_text = ""
@@ -299,8 +323,10 @@ class ExplainViewer(TrameApp):
         self._clear_result()
 
     def _clear_result(self) -> None:
+        """No result shown, and no status line about one ("Explained ..." would be stale)."""
         self.state.update({"has_result": False, "seed_text": "", "p_x": "", "p_pos": "", "p_neg": "",
-                           "device_text": "", "method_text": "", "warnings_text": "", "caveats": []})
+                           "device_text": "", "method_text": "", "warnings_text": "", "caveats": [],
+                           "status_text": ""})
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server, theme="dark") as layout:
@@ -319,23 +345,24 @@ class ExplainViewer(TrameApp):
 
     @staticmethod
     def _build_data_attribution() -> None:
-        """LIDC-IDRI's CC BY 3.0 attribution, always on the page (notices.py holds the text)."""
+        """LIDC-IDRI's CC BY 3.0 attribution, always on the page (notices.py holds the text), and the
+        open sample CT's (sample_data)."""
         with html.Div(id="data-attribution", classes="text-caption text-grey-lighten-1 ml-4",
                       style="flex: 100 1 0; white-space: normal; line-height: 1.2; font-size: 10px !important;"):
             html.Span(LIDC_IDRI_LICENCE + " Please cite: ")
             html.Span(" ".join(f"({number}) {citation}." for number, citation in enumerate(LIDC_IDRI_CITATIONS, 1)))
+            # The open sample's own attribution (the real CT's CC BY licence asks for it where it is used).
+            html.Div("{{ sample_notice }}", v_if=("sample_notice",), id="sample-attribution", classes="mt-1")
 
     def _build_panel(self) -> None:
+        """Top to bottom as a reading goes: the notice, the CT, what to do, then the result and its
+        errors, which stay in view at 1400 x 900 without scrolling (Testing/web/test_browser.py);
+        the choices made once (bundle, device, method) come last."""
         v3.VAlert(text=("notice",), type="info", density="compact", variant="tonal", id="research-notice")
-        with html.Div(id="bundle-select"):  # Vuetify gives a VSelect's id to its hidden input
-            v3.VSelect(label="Model bundle", v_model=("bundle",), items=("bundle_choices",), density="compact",
-                       hide_details=True)
-        html.Div("Model bundle: {{ bundle_text }}", id="bundle-name", classes="text-body-2")
-        html.Div("{{ bundle_summary }}", id="bundle-summary", classes="text-caption")
         v3.VAlert(v_if=("!bundle_trained",), type="warning", id="untrained-warning", density="compact",
                   variant="tonal", text="Untrained model bundle: random weights, the explanation is meaningless.")
 
-        html.Div("CT volume", classes="text-subtitle-2 mt-2")
+        html.Div("CT volume", classes="text-subtitle-2")
         with html.Div(classes="d-flex flex-row align-center", style="gap: 8px;"):
             self.upload_buttons = self._build_upload_buttons()
             v3.VBtn("Load sample CT", click=self.load_sample, size="small", variant="tonal", id="load-sample")
@@ -343,16 +370,11 @@ class ExplainViewer(TrameApp):
                  "(several files, a folder or a .zip).",
                  classes="text-caption")
         html.Div("{{ volume_text }}", id="volume-text", classes="text-body-2")
-        v3.VSelect(label="Device", v_model=("device",), items=("device_choices",), density="compact",
-                   hide_details=True)
-        with html.Div(id="method-select"):
-            v3.VSelect(label="Method", v_model=("method",), items=("method_choices",), density="compact",
-                       hide_details=True)
 
-        html.Div("Click a nodule in any slice view to explain it; click again to move the seed.",
-                 classes="text-body-2 mt-2", id="instructions")
+        html.Div("Click a nodule in the axial, coronal or sagittal view to explain it; click again to move the "
+                 "seed.", classes="text-body-2", id="instructions")
         v3.VProgressLinear(v_if=("busy",), indeterminate=True, id="busy-indicator")
-        html.Div("{{ status_text }}", id="status-text", classes="text-caption")
+        html.Div("{{ status_text }}", v_if=("status_text",), id="status-text", classes="text-caption")
         v3.VAlert(v_if=("error_text",), text=("error_text",), type="error", density="compact", closable=True,
                   id="error-message", click_close="error_text = ''")
 
@@ -381,10 +403,25 @@ class ExplainViewer(TrameApp):
                                  "+ entry.colour",))
                 html.Span("{{ entry.meaning }}")
             html.Div("{{ legend_reading }} Near zero is transparent: the CT shows through.", classes="text-caption")
-        v3.VSwitch(label="Show overlay", v_model=("overlay_visible",), density="compact", hide_details=True,
-                   color="primary", id="show-overlay")
+        with html.Div(classes="d-flex flex-row", style="gap: 12px;"):
+            v3.VSwitch(label="Show overlay", v_model=("overlay_visible",), density="compact", hide_details=True,
+                       color="primary", id="show-overlay")
+            v3.VSwitch(label="Show seed marker", v_model=("seed_visible",), density="compact", hide_details=True,
+                       color="primary", id="show-seed")
         v3.VSlider(label="Opacity", v_model=("overlay_opacity",), min=0.0, max=1.0, step=0.05, density="compact",
                    hide_details=True, thumb_label=True, id="overlay-opacity")
+
+        html.Div("Model", classes="text-subtitle-2 mt-2")
+        with html.Div(id="bundle-select"):  # Vuetify gives a VSelect's id to its hidden input
+            v3.VSelect(label="Model bundle", v_model=("bundle",), items=("bundle_choices",), density="compact",
+                       hide_details=True)
+        html.Div("Model bundle: {{ bundle_text }}", id="bundle-name", classes="text-body-2")
+        html.Div("{{ bundle_summary }}", id="bundle-summary", classes="text-caption")
+        v3.VSelect(label="Device", v_model=("device",), items=("device_choices",), density="compact",
+                   hide_details=True)
+        with html.Div(id="method-select"):
+            v3.VSelect(label="Method", v_model=("method",), items=("method_choices",), density="compact",
+                       hide_details=True)
 
     def _build_upload_buttons(self) -> List[CappedLoadVolumeButton]:
         """trame-slicer's two upload buttons (files, a folder), as its LoadVolumeUI makes them, capped."""
@@ -413,15 +450,22 @@ class ExplainViewer(TrameApp):
             logger.exception("%s", context)
             self.state.error_text = f"{context}: unexpected {type(error).__name__} (details in the server's log)."
 
-    def load_sample(self) -> None:
-        self.load_path(sample_volume_path(), centre_ras=sample_nodule_ras())
+    def load_sample(self, sample: str = DEFAULT_SAMPLE) -> None:
+        self.load_path(sample_volume_path(sample))
 
-    def load_path(self, path: Union[str, Path], centre_ras: Optional[Sequence[float]] = None) -> None:
-        """Open a CT file or DICOM folder from the server's disk (the command line's VOLUME)."""
+    def load_path(self, path: Union[str, Path]) -> None:
+        """Open a CT file or DICOM folder from the server's disk (the command line's VOLUME). A
+        sample CT (sample_data.sample_of_path: the packaged file or a copy) opens centred and
+        zoomed on its documented nodule, with its attribution on the page."""
         self.state.error_text = ""
         try:
             loaded = read_ct_volume(path, self.limits.max_voxels)
-            self.show_volume(loaded, Path(path).name.split(".")[0], centre_ras)
+            sample = sample_of_path(path)
+            if sample is None:
+                self.show_volume(loaded, Path(path).name.split(".")[0])
+            else:
+                self.show_volume(loaded, sample, sample_nodule_ras(sample=sample), SAMPLE_FIELD_OF_VIEW_MM)
+            self.state.sample_notice = (sample_notice(sample) if sample else None) or ""
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             self._report_error(error, f"Could not open {Path(path).name}")
 
@@ -439,6 +483,7 @@ class ExplainViewer(TrameApp):
             self._volume_generation += 1  # an explanation still running is for the old CT
             self._pending_seed = None
             self.show_volume(loaded, Path(names[0]).name.split(".")[0] if len(names) == 1 else "DICOM series")
+            self.state.sample_notice = ""
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             self._report_error(error, f"Could not open {label}")
         with self.state:
@@ -604,6 +649,11 @@ class ExplainViewer(TrameApp):
                                + (f" (the latest of {clicks} clicks made while busy)." if clicks > 1 else "."),
                 "busy": self._pending_seed is not None,
             })
+
+    @change("seed_visible")
+    def _show_seed(self, seed_visible, **_) -> None:
+        self.seed_node.GetDisplayNode().SetVisibility(bool(seed_visible))
+        self._render()
 
     @change("overlay_visible", "overlay_opacity")
     def _show_overlay(self, **_) -> None:
