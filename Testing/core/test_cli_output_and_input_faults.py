@@ -268,7 +268,7 @@ def test_ctrl_c_while_the_networks_run_leaves_a_partial_folder_and_exit_130(ct_f
     def interrupted(*_args, **_kwargs):  # where SIGINT lands while torch runs: explain() raises it
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "explain", interrupted)
+    monkeypatch.setattr(cli, "explain_through_nodules", interrupted)
     assert run_cli(ct_file, tmp_path / "out", tiny_bundle, seeds=("0,0,0", "1,1,1")) == 130
     staging = [path for path in tmp_path.iterdir() if path.name.startswith(".out.partial-")]
     assert len(staging) == 1 and str(staging[0]) in capsys.readouterr().err
