@@ -34,13 +34,13 @@ def run_until_idle(viewer, requests) -> None:
 def test_clicks_made_while_busy_cost_one_explanation(viewer, monkeypatch):
     computed = []
     real_compute = mrml_explain.compute
-    monkeypatch.setattr(mrml_explain, "compute", lambda request, *a: computed.append(request.seeds) or
+    monkeypatch.setattr(mrml_explain, "compute", lambda request, *a: computed.append(request.plan.seed_ras) or
                         real_compute(request, *a))
     centre = viewer_module.sample_nodule_ras()
     seeds = [centre + [0.5 * step, 0.0, 0.0] for step in range(10)]
     run_until_idle(viewer, lambda: [viewer.request_explanation(seed, "axial") for seed in seeds])
     assert len(computed) == 1  # not ten
-    np.testing.assert_allclose(computed[0][0], seeds[-1])
+    np.testing.assert_allclose(computed[0], seeds[-1])
     assert "(the latest of 10 clicks made while busy)" in viewer.state.status_text
     assert viewer.state.seed_text == "{:.1f}, {:.1f}, {:.1f}".format(*seeds[-1])
 
