@@ -33,6 +33,11 @@ def main() -> int:
     logic = module.CycleGANExplainLogic()
     result = logic.explain(volume, seed, device="cpu")
     logic.showOverlay(result.overlay_node, volume, opacity=0.6)
+    # Slicer's axial view as Slicer sets it: screen right is the patient's left (radiological). The
+    # test scene's slice node starts as an unoriented reformat (screen right = patient's right).
+    slice_node = app.red_logic.GetSliceNode()
+    slice_node.GetSliceToRAS().DeepCopy((-1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1))  # Slicer's Axial preset
+    slice_node.UpdateMatrices()
     image, _ = app.composite_axial_slice(seed, field_of_view_mm=90.0, size_px=512)
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(OUTPUT, image[::-1, :, :3])  # VTK's row 0 is the bottom
