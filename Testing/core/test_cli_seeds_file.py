@@ -34,7 +34,8 @@ def test_csv_in_lps_labels_every_output(ct_file, tiny_bundle, tmp_path, capsys):
     seeds = tmp_path / "input" / "nodules.csv"
     seeds.write_text("label,L,P,S\nright upper,-10,5,2.5\nN|2,0,0,0\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert run(ct_file, out, tiny_bundle, "--seed=1,2,3", "--seeds-file", str(seeds)) == 0
+    # One slice per seed: the overlay is then the seed's own patch (stacks: test_cli_through_nodule).
+    assert run(ct_file, out, tiny_bundle, "--seed=1,2,3", "--seeds-file", str(seeds), "--half-extent-mm", "0") == 0
     console = capsys.readouterr().out
 
     summary = json.loads((out / "summary.json").read_text())
@@ -43,7 +44,9 @@ def test_csv_in_lps_labels_every_output(ct_file, tiny_bundle, tmp_path, capsys):
     assert [seed["seed_ras_mm"] for seed in summary["seeds"]] == expected_ras
     # The overlay of the LPS row lies on the patch around its RAS position.
     overlay = sitk.ReadImage(str(out / summary["seeds"][1]["overlay"]))
-    np.testing.assert_allclose(ijk_to_ras_of(overlay), patch_to_ras_matrix(expected_ras[1]), atol=1e-5)
+    # In-plane axes and origin; the one slice's thickness is the CT's step along S, not the patch's.
+    np.testing.assert_allclose(ijk_to_ras_of(overlay)[:, [0, 1, 3]], patch_to_ras_matrix(expected_ras[1])[:, [0, 1, 3]],
+                               atol=1e-5)
     assert summary["files"] == [CSV_FILE, MARKDOWN_FILE]
 
     with open(out / CSV_FILE, newline="", encoding="utf-8") as handle:
