@@ -122,7 +122,9 @@ def test_training_that_cannot_choose_a_model_says_why(make_disc_dataset, tmp_pat
     with pytest.raises(ValueError, match="max_epochs must be at least 1"):
         train_classifier(dataset, config, tmp_path, device="cpu", progress=False)
     config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 2, "patience": 5})
-    monkeypatch.setattr(training, "roc_auc", lambda *args: float("nan"))  # as diverged outputs give
+    nan = float("nan")  # as diverged outputs give
+    monkeypatch.setattr(training, "matched_pair_selection_score",
+                        lambda *args: {"auc": nan, "concordance": nan, "score": nan})
     with pytest.raises(RuntimeError, match="No epoch of 2 gave a finite validation AUC"):
         train_classifier(dataset, config, tmp_path, device="cpu", progress=False)
     assert not (tmp_path / training.CLASSIFIER_CHECKPOINT).exists()

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_select_generators(commands)
     _add_evaluate(commands)
     _add_audit(commands)
+    _add_compare_classifiers(commands)
     _add_compare_methods(commands)
     return parser
 
@@ -81,6 +82,9 @@ def _add_training_commands(commands: "argparse._SubParsersAction[argparse.Argume
     classifier = commands.add_parser("train-classifier", help="train the malignancy classifier")
     _add_training_flags(classifier)
     classifier.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    classifier.add_argument("--ratings-from", type=Path, metavar="VOI_DIR",
+                            help="folder laid out like lidc-voi whose metadata CSV holds the readers' ratings "
+                                 "(for classifier.auxiliary_ratings)")
 
     cyclegan = commands.add_parser("train-cyclegan", help="train G+, G- and their discriminators")
     _add_training_flags(cyclegan)
@@ -189,6 +193,37 @@ def _add_audit(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                        help=ALLOW_HELP + " (every bundle you export is unknown until it is shipped)")
 
 
+def _add_compare_classifiers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    compare = commands.add_parser(
+        "compare-classifiers", help="classifiers beside size alone: diameter-matched pair concordance and AUC on "
+                                    "validation patients (and the test split with --test)")
+    compare.add_argument("--dataset", required=True, type=Path)
+    compare.add_argument("--reference", required=True, type=Path, metavar="CLASSIFIER_PT",
+                         help="the classifier the candidates are compared with (e.g. the bundle's, import-classifier)")
+    compare.add_argument("--candidate", action="append", default=[], metavar="NAME=CLASSIFIER_PT", required=True,
+                         help="a classifier.pt to compare, named; repeatable")
+    compare.add_argument("--test", action="store_true",
+                         help="also the test split (final report only: choose on the validation figures)")
+    compare.add_argument("--out", required=True, type=Path, help="folder for classifier_comparison.md and .json")
+    compare.add_argument("--bootstrap", type=int, default=1000)
+    compare.add_argument("--seed", type=int, default=0)
+
+
+def _candidates(given: Sequence[str]) -> Dict[str, Path]:
+    candidates: Dict[str, Path] = {}
+    for item in given:
+        name, separator, path = item.partition("=")
+        if not separator or not name or not path:
+            raise ValueError(f"--candidate {item!r} is not NAME=CLASSIFIER_PT.")
+        if name in candidates or name == "reference":
+            raise ValueError(f"--candidate name {name!r} is used twice (or is 'reference').")
+        candidates[name] = Path(path)
+    for path in candidates.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"classifier checkpoint not found: {path}")
+    return candidates
+
+
 def _add_compare_methods(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from .method_comparison import DEFAULT_FILL, EVALUATION_FILLS  # here: this block's only module-level needs
 
@@ -253,7 +288,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
         from .train_classifier import train_classifier
 
         config = _config(args, "classifier", {"max_epochs": args.epochs})
-        train_classifier(load_prepared(args.dataset), config, args.out, args.device, not args.quiet, command)
+        train_classifier(load_prepared(args.dataset), config, args.out, args.device, not args.quiet, command,
+                         ratings_from=args.ratings_from)
     elif args.command == "train-cyclegan":
         from .train_cyclegan import train_cyclegan
 
@@ -317,6 +353,14 @@ def _run(args: argparse.Namespace, command: str) -> None:
               bootstrap=args.bootstrap, seed=args.seed, device=args.device, detector_epochs=args.detector_epochs,
               allow_unknown_bundle=args.allow_unknown_bundle, command=command)
         print(f"Counterfactual audit written to {args.out / AUDIT_MARKDOWN}")
+    elif args.command == "compare-classifiers":
+        from .classifier_comparison import REFERENCE_NAME, compare_classifiers, write_comparison
+
+        if not args.reference.is_file():
+            raise FileNotFoundError(f"classifier checkpoint not found: {args.reference}")
+        checkpoints = {REFERENCE_NAME: args.reference, **_candidates(args.candidate)}
+        result = compare_classifiers(load_prepared(args.dataset), checkpoints, args.bootstrap, args.seed, args.test)
+        print(f"Classifier comparison written to {write_comparison(result, args.out)}")
     elif args.command == "compare-methods":
         from .comparison_report import MARKDOWN_FILE, write_report
         from .method_comparison import compare_methods

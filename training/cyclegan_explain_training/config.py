@@ -35,6 +35,12 @@ class ClassifierConfig:
     # "paper" (the bundled architecture) or "resnet" (a held-out architecture for measuring
     # whether counterfactuals transfer; networks.HELD_OUT_ARCHITECTURES).
     architecture: str = "paper"
+    # Against the size confound (size_confound.py says what each does; all off by default):
+    size_balanced_loss: bool = False  # loss weights 1 / p(label | diameter bin) instead of class weights
+    size_bins: int = 8  # diameter quantile bins of size_balanced_loss
+    auxiliary_ratings: List[str] = field(default_factory=list)  # reader ratings a training-only head regresses
+    auxiliary_weight: float = 0.0  # weight of that head's mean squared error (needs --ratings-from)
+    selection: str = "auc"  # "auc": worst-fill validation AUC; "matched_pairs": mean of concordance and AUC
 
     @property
     def validation_split_seed(self) -> int:

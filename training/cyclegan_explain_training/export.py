@@ -234,7 +234,7 @@ def classifier_checkpoint_from_bundle(bundle_dir: Path, dataset_dir: Path, comma
     from CycleGANExplainLib.attribution_methods import eager_classifier
     from CycleGANExplainLib.model_bundle import load_bundle
 
-    from .train_classifier import _fit_and_held_out, validation_split_seed
+    from .train_classifier import fit_and_held_out, validation_split_seed
 
     bundle = load_bundle(bundle_dir, device="cpu", allow_unknown=allow_unknown)
     training = bundle.metadata.raw.get("training_data") or {}
@@ -245,7 +245,7 @@ def classifier_checkpoint_from_bundle(bundle_dir: Path, dataset_dir: Path, comma
     settings = recorded.get("config")
     if not isinstance(settings, dict):
         raise ValueError(f"The bundle {bundle_dir} does not record its classifier's training config.")
-    fit, held_out = _fit_and_held_out(dataset, float(settings["validation_fraction"]), validation_split_seed(settings))
+    fit, held_out = fit_and_held_out(dataset, float(settings["validation_fraction"]), validation_split_seed(settings))
     state_dict = {name: value.detach().cpu().clone() for name, value in eager_classifier(bundle).state_dict().items()}
     return {
         "kind": "classifier", "state_dict": state_dict, "width": int(recorded["width"]), "architecture": "paper",
@@ -311,7 +311,9 @@ def _training_data(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, A
             "validation_auc": classifier_state["validation_auc"],
             "validation_auc_by_fill": classifier_state.get("validation_auc_by_fill"),
             "validation_selection": classifier_state.get("validation_selection"),
-            "class_weights": classifier_state["class_weights"],
+            "class_weights": classifier_state.get("class_weights"),
+            "loss_weighting": classifier_state.get("loss_weighting", "inverse class frequency"),
+            "validation_concordance_by_fill": classifier_state.get("validation_concordance_by_fill"),
             "counts": classifier_state["counts"],
             "wall_time_seconds": classifier_state["seconds"],
             "config": classifier_state["config"]["classifier"],

@@ -66,7 +66,7 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _rows(path: Path, what: str, columns: Sequence[str]) -> List[Tuple[int, Dict[str, str]]]:
+def rows_of(path: Path, what: str, columns: Sequence[str]) -> List[Tuple[int, Dict[str, str]]]:
     """(line number, row) of a CSV file, refused when it lacks one of ``columns``."""
     with open(_require(path, what), newline="") as handle:
         reader = csv.DictReader(handle)
@@ -89,7 +89,7 @@ def read_split(voi_dir: Path) -> Dict[str, str]:
     split: Dict[str, str] = {}
     lines: Dict[str, List[int]] = {}
     unknown: List[int] = []
-    for line, row in _rows(path, "split file", ("patient_id", "split")):
+    for line, row in rows_of(path, "split file", ("patient_id", "split")):
         if row["split"] not in ("train", "test"):
             unknown.append(line)
         if split.setdefault(row["patient_id"], row["split"]) != row["split"]:
@@ -132,7 +132,7 @@ def read_nodules(voi_dir: Path) -> Tuple[List[VoiNodule], List[str]]:
     split = read_split(voi_dir)
     nodules, left_out = [], []
     seen: Dict[str, Tuple[int, int]] = {}
-    for line, row in _rows(voi_dir / METADATA_CSV, "nodule metadata", _METADATA_COLUMNS):
+    for line, row in rows_of(voi_dir / METADATA_CSV, "nodule metadata", _METADATA_COLUMNS):
         nodule = _nodule_of(line, row, split.get(row["patient_id"], ""))
         if nodule.nodule_id in seen:
             first_line, first_label = seen[nodule.nodule_id]
