@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from CycleGANExplainLib.caveats import (G_NEG_NOT_BENIGN, G_POS_NOT_MALIGNANT, LESION_FILLS_PATCH, counterfactual_caveats,
-                                        explanation_caveats, solid_extent_mm)
+from CycleGANExplainLib.caveats import (G_NEG_NOT_BENIGN, G_POS_NOT_MALIGNANT, LESION_DIRECTION_SHARE,
+                                        LESION_FILLS_PATCH, counterfactual_caveats, explanation_caveats,
+                                        solid_direction_share)
 from CycleGANExplainLib.explanation import Explanation, PatchExplanation
 from CycleGANExplainLib.patch_sampling import extract_patch
-from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodules, sample_volume_path
+from CycleGANExplainLib.sample_data import (SYNTHETIC_SAMPLE, TCIA_SAMPLE, sample_nodule, sample_nodules,
+                                            sample_volume_path)
 from CycleGANExplainLib.volume_io import read_volume
 
 BASELINE = "integrated-gradients"  # any classifier attribution: its map does not use G+-(x)
+PIXEL_MM = 45.0 / 64
+REACH_MM = 0.7 * 22.5
 
 
 def codes(caveats) -> list:
@@ -79,8 +83,8 @@ def test_a_structure_filling_most_of_the_patch_is_a_caveat_and_a_nodule_is_not(r
     assert codes(explanation_caveats(explanation, "cyclegan-am")) == ([LESION_FILLS_PATCH] if fills else [])
     if fills:
         [caveat] = explanation_caveats(explanation, "cyclegan-am")
-        assert caveat.text.startswith("The clicked structure is solid 16 mm or more in every direction: it fills "
-                                      "most of the 45 mm patch;")
+        assert caveat.text.startswith("The clicked structure is solid for 16 mm or more from the click in 100 % of "
+                                      "directions: it fills most of the 45 mm patch;")
 
 
 def test_a_nodule_on_the_chest_wall_is_not_taken_for_a_lesion_filling_the_patch():
@@ -90,7 +94,9 @@ def test_a_nodule_on_the_chest_wall_is_not_taken_for_a_lesion_filling_the_patch(
     explanation = explanation_at_centre(*lung_volume_with(wall_or_nodule))
     tissue = explanation.patch_hu > -400
     assert tissue.mean() > 0.4 and tissue[0].any() and tissue[-1].any() and tissue[:, 0].all()
-    assert solid_extent_mm(explanation.patch_hu, 45.0 / 64) == pytest.approx(8.0, abs=1.0)
+    # Only rays that leave the nodule straight into the wall (x < -6 mm) stay in tissue; towards the lung,
+    # and obliquely through the lung gap between nodule and wall, it ends.
+    assert 0.15 < solid_direction_share(explanation.patch_hu, PIXEL_MM, REACH_MM) < 0.5
     assert explanation_caveats(explanation, "cyclegan-am") == []
 
 
@@ -104,10 +110,20 @@ def test_all_caveats_together_and_a_bare_patch_explanation_gets_only_the_counter
     assert codes(explanation_caveats(bare, "cyclegan-am")) == [G_NEG_NOT_BENIGN, G_POS_NOT_MALIGNANT]
 
 
-def test_on_the_sample_ct_the_nodules_fill_no_patch_and_the_mediastinum_does():
+def test_on_the_sample_cts_the_nodules_fill_no_patch_and_the_tumour_and_mediastinum_do():
     loaded = read_volume(sample_volume_path(SYNTHETIC_SAMPLE))
     for nodule in sample_nodules(SYNTHETIC_SAMPLE).values():  # 6 to 20 mm across
         patch = extract_patch(loaded.volume_kji, loaded.ijk_to_ras, nodule.centre_ras_mm)
-        assert solid_extent_mm(patch.pixels, 45.0 / 64) < nodule.diameter_mm, nodule.id
+        assert solid_direction_share(patch.pixels, PIXEL_MM, REACH_MM) < 0.5, nodule.id
     mediastinum = extract_patch(loaded.volume_kji, loaded.ijk_to_ras, [-10.0, 40.0, -20.0])
-    assert solid_extent_mm(mediastinum.pixels, 45.0 / 64) > 22.0
+    assert solid_direction_share(mediastinum.pixels, PIXEL_MM, REACH_MM) >= LESION_DIRECTION_SHARE
+    # The real sample's 47 mm adenocarcinoma touches lung 12 mm from its centre (so no single distance
+    # from the click would call it large) but fills the field in most directions.
+    real = read_volume(sample_volume_path(TCIA_SAMPLE))
+    tumour = sample_nodule(sample=TCIA_SAMPLE)
+    patch = extract_patch(real.volume_kji, real.ijk_to_ras, tumour.centre_ras_mm)
+    assert (patch.pixels > -400).mean() > 0.7
+    assert solid_direction_share(patch.pixels, PIXEL_MM, REACH_MM) == pytest.approx(0.875, abs=0.03)
+    from CycleGANExplainLib.caveats import lesion_caveats
+
+    assert codes(lesion_caveats(patch.pixels, PIXEL_MM)) == [LESION_FILLS_PATCH]
