@@ -13,13 +13,13 @@ cd "$(dirname "$0")/.."
 TRAIN=.venv/bin/cyclegan-explain-train
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 DATA=training/cache/prepared/lidc-voi; RUNS=training/runs/lidc-voi-v2; RESULTS=training/results/lidc-voi-size-confound
+# classifier.pt is written at every better epoch; "epochs_run" is added only when training ended.
+finished() { [ -f "$1" ] && .venv/bin/python -c 'import sys, torch
+sys.exit("epochs_run" not in torch.load(sys.argv[1], map_location="cpu", weights_only=False))' "$1"; }
 CANDIDATES=()
 for RUN in beyond-size:beyond-size:0 beyond-size-seed1:beyond-size:1 size-balanced:size-balanced:0 ratings:ratings:0; do
   IFS=: read -r NAME CONFIG SEED <<< "$RUN"
   OUT=$RUNS/classifier-$NAME
-  # classifier.pt is written at every better epoch; "epochs_run" is added only when training ended.
-  finished() { [ -f "$1" ] && .venv/bin/python -c 'import sys, torch
-sys.exit("epochs_run" not in torch.load(sys.argv[1], map_location="cpu", weights_only=False))' "$1"; }
   finished "$OUT/classifier.pt" || $TRAIN train-classifier --dataset "$DATA" --config "training/configs/lidc-voi-$CONFIG.json" \
     --seed "$SEED" --ratings-from "$LIDC_VOI_DIR" --out "$OUT" --quiet
   CANDIDATES+=(--candidate "$NAME=$OUT/classifier.pt")
