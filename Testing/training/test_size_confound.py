@@ -155,6 +155,11 @@ def test_compare_classifiers_scores_candidates_beside_size_on_validation_patient
         matched_pair_concordance(validation.labels, validation.diameters_mm, validation.diameters_mm))
     assert figures["auc"]["diameter"]["value"] == pytest.approx(roc_auc(validation.labels, validation.diameters_mm))
     assert "reference" in figures["classifier_minus"]["concordance"]
+    scores = {name: min((result["validation"][fill][name]["concordance"]["classifier"]["value"]
+                         + result["validation"][fill][name]["auc"]["classifier"]["value"]) / 2 for fill in ("air", "lung"))
+              for name in ("reference", "balanced")}
+    assert result["validation_choice"]["scores"] == pytest.approx(scores)
+    assert result["validation_choice"]["chosen"] == max(scores, key=scores.get)
 
     out = tmp_path / "comparison"
     assert main(["compare-classifiers", "--dataset", str(folder), "--reference", str(paths["reference"]),
@@ -162,7 +167,8 @@ def test_compare_classifiers_scores_candidates_beside_size_on_validation_patient
                  "--out", str(out)]) == 0
     written = json.loads((out / "classifier_comparison.json").read_text())
     assert set(written) >= {"validation", "test"}
-    assert "## test, centre views, lung fill" in (out / "classifier_comparison.md").read_text()
+    markdown = (out / "classifier_comparison.md").read_text()
+    assert "## test, centre views, lung fill" in markdown and "Chosen on validation" in markdown
     assert main(["compare-classifiers", "--dataset", str(folder), "--reference", str(paths["reference"]),
                  "--candidate", str(paths["balanced"]), "--out", str(out)]) == 2
     assert "is not NAME=CLASSIFIER_PT" in capsys.readouterr().err

@@ -78,7 +78,20 @@ def compare_classifiers(dataset: PreparedDataset, checkpoints: Mapping[str, Unio
                                             **({} if name == REFERENCE_NAME else {REFERENCE_NAME: p[REFERENCE_NAME]})},
                                            resamples, seed)
                 for name in classifiers}
+    result["validation_choice"] = validation_choice(result["validation"])
     return result
+
+
+def validation_choice(validation: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    """The classifier that train-classifier's ``matched_pairs`` rule would keep: the best worst-fill mean
+    of matched-pair concordance and AUC on the validation patients (point estimates), with every score."""
+    scores = {}
+    for name in next(iter(validation.values())):
+        per_fill = [(by_name[name]["concordance"]["classifier"]["value"] + by_name[name]["auc"]["classifier"]["value"])
+                    / 2.0 for by_name in validation.values()]
+        scores[name] = float(min(per_fill))
+    return {"rule": "best worst-fill mean of matched-pair concordance and AUC (validation patients)",
+            "chosen": max(scores, key=scores.get), "scores": scores}
 
 
 def comparison_markdown(result: Mapping[str, Any]) -> str:
@@ -91,6 +104,10 @@ def comparison_markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"- **{name}**: `{described['path']}`; loss weights {described['loss_weighting']}; "
                      f"reader-rating head: {', '.join(described['auxiliary_ratings']) or 'none'}; kept epoch "
                      f"{described['epoch']} by {described['selection']}")
+    choice = result["validation_choice"]
+    lines += ["", f"Chosen on validation ({choice['rule']}): **{choice['chosen']}**. Scores: "
+              + ", ".join(f"{name} {score:.3f}" for name, score in sorted(choice["scores"].items(),
+                                                                        key=lambda item: -item[1])) + "."]
     for split in ("validation", "test"):
         for fill, by_name in result.get(split, {}).items():
             lines += ["", f"## {split}, centre views, {fill} fill", ""]
