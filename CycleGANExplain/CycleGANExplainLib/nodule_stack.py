@@ -133,6 +133,25 @@ def plan_stack(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, seed_ras: Sequenc
                      size_px=size_px, extent_mm=extent_mm)
 
 
+def plan_stacks(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, seeds_ras: Sequence[Sequence[float]],
+                half_extent_mm: float = DEFAULT_HALF_EXTENT_MM, step_mm: Optional[float] = None,
+                size_px: int = PATCH_SIZE_PX, extent_mm: float = PATCH_EXTENT_MM) -> List[StackPlan]:
+    """Every seed's stack (``plan_stack``), in the seeds' order: what the command line's seeds and the Slicer
+    module's points are explained by. ValueError unless ``seeds_ras`` is a non-empty list of (R, A, S)."""
+    seeds = np.atleast_2d(np.asarray(seeds_ras, dtype=float))
+    if seeds.ndim != 2 or seeds.shape[1] != 3 or len(seeds) == 0:
+        raise ValueError("Seeds must be a non-empty list of (R, A, S) points.")
+    return [plan_stack(volume_kji, ijk_to_ras, seed, half_extent_mm, step_mm, size_px, extent_mm) for seed in seeds]
+
+
+def stack_seeds(plans: Sequence[StackPlan]) -> np.ndarray:
+    """[slices, 3]: every plan's patch centres, plan after plan: the seeds of the one batch that explains them
+    all (``stacks_from_batch`` splits its explanations the same way)."""
+    if not plans:
+        raise ValueError("Seeds must be a non-empty list of (R, A, S) points.")
+    return np.concatenate([plan.seeds_ras for plan in plans])
+
+
 @dataclass
 class NoduleStack:
     """One nodule explained slice by slice: what one overlay volume (NRRD, MRML node, DICOM object) and one
@@ -241,10 +260,7 @@ def explain_stacks(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, plans: Sequen
                    batch_size: int = 32, progress: Optional[ProgressCallback] = None,
                    method: str = DEFAULT_METHOD) -> StackedExplanations:
     """Explain every slice of every plan in one pass through the networks (``explanation.explain``)."""
-    if not plans:
-        raise ValueError("Seeds must be a non-empty list of (R, A, S) points.")
-    seeds = np.concatenate([plan.seeds_ras for plan in plans])
-    batch = explain(volume_kji, ijk_to_ras, seeds, bundle, batch_size, progress, method, warn_outside=False)
+    batch = explain(volume_kji, ijk_to_ras, stack_seeds(plans), bundle, batch_size, progress, method, warn_outside=False)
     return stacks_from_batch(plans, batch)
 
 
@@ -257,10 +273,66 @@ def explain_through_nodules(volume_kji: np.ndarray, ijk_to_ras: np.ndarray, seed
 
     Raises, before any inference, what ``plan_stack`` and ``explain`` raise for bad input.
     """
-    seeds = np.atleast_2d(np.asarray(seeds_ras, dtype=float))
-    if seeds.ndim != 2 or seeds.shape[1] != 3 or len(seeds) == 0:
-        raise ValueError("Seeds must be a non-empty list of (R, A, S) points.")
     metadata = bundle.metadata
-    plans = [plan_stack(volume_kji, ijk_to_ras, seed, half_extent_mm, step_mm, metadata.patch_size_px,
-                        metadata.patch_extent_mm) for seed in seeds]
+    plans = plan_stacks(volume_kji, ijk_to_ras, seeds_ras, half_extent_mm, step_mm, metadata.patch_size_px,
+                        metadata.patch_extent_mm)
     return explain_stacks(volume_kji, ijk_to_ras, plans, bundle, batch_size, progress, method)
+
+
+class CombinedStacks(NamedTuple):
+    """Several nodules' stacks as one relevance volume: one overlay that shows every nodule's map wherever a
+    reader scrolls (a slice view draws one foreground volume)."""
+
+    relevance: np.ndarray
+    """float32 [slices, rows, columns]: each voxel the map of the stack that owns it; 0 where none reaches."""
+    ijk_to_ras: np.ndarray
+    """4x4: the reference stack's stack_to_ras, its origin moved to the grid's first voxel."""
+    owner: np.ndarray
+    """int16, the shape of ``relevance``: the index of the stack each voxel shows, -1 where none reaches."""
+
+
+def combine_stacks(stacks: Sequence[NoduleStack], reference: int = -1) -> CombinedStacks:
+    """The stacks on one grid: the reference stack's (its voxels land exactly on their patches), extended to
+    cover all of them.
+
+    Every stack shares that grid's axes and spacing (the patch's pixels, the step along S of the same volume),
+    so a stack's voxels are placed whole, each on the grid voxel nearest to it: no value is interpolated, and
+    a stack other than the reference lies at most half a voxel from its patches (0.35 mm across, half a slice
+    along S; none along S when the points lie on the CT's slices, as clicked points do, because the step is the
+    CT's slice spacing). Where stacks overlap the voxel shows the stack whose seed is nearest to it (ties: the
+    earlier stack): a map explains the classifier's decision on its own nodule, so beside another nodule that
+    nodule's map is the one that applies, and the seam lies halfway between them. Memory: the grid spans the
+    box around all stacks (float32 and int16 per voxel), so nodules far apart make a large, mostly zero volume.
+
+    Raises ValueError for no stacks, or stacks on different axes or spacings (different volumes or bundles).
+    """
+    if not stacks:
+        raise ValueError("No stack to combine: explain at least one nodule.")
+    base = np.asarray(stacks[reference].stack_to_ras, dtype=float)
+    axes = base[:3, :3]
+    for number, stack in enumerate(stacks, start=1):
+        if not np.allclose(stack.stack_to_ras[:3, :3], axes, rtol=0.0, atol=1e-6 * float(np.abs(axes).max())):
+            raise ValueError(f"Stack {number} lies on other axes or spacings than stack {reference % len(stacks) + 1} "
+                             "(another volume or bundle): stacks combine only on one grid.")
+    # Each stack's first voxel in the reference grid's (column, row, slice) index, to the nearest voxel.
+    starts = np.array([np.rint(np.linalg.solve(axes, stack.stack_to_ras[:3, 3] - base[:3, 3])) for stack in stacks],
+                      dtype=int)
+    sizes = np.array([stack.relevance.shape[::-1] for stack in stacks], dtype=int)  # (columns, rows, slices)
+    lower = starts.min(axis=0)
+    shape_ijk = (starts + sizes).max(axis=0) - lower
+    ijk_to_ras = base.copy()
+    ijk_to_ras[:3, 3] = base[:3, 3] + axes @ lower
+    relevance = np.zeros(shape_ijk[::-1], dtype=np.float32)
+    owner = np.full(shape_ijk[::-1], -1, dtype=np.int16)
+    seeds = np.array([stack.plan.seed_ras for stack in stacks], dtype=float)
+    for index, (stack, start, size) in enumerate(zip(stacks, starts - lower, sizes)):
+        region = tuple(slice(first, first + count) for first, count in zip(start[::-1], size[::-1]))
+        # RAS of the region's voxels [slices, rows, columns, 3], from the grid's axes.
+        steps = [(start[axis] + np.arange(size[axis]))[:, None] * axes[:, axis] for axis in range(3)]
+        ras = ijk_to_ras[:3, 3] + steps[2][:, None, None] + steps[1][None, :, None] + steps[0][None, None, :]
+        region_owner = owner[region]
+        held = np.where(region_owner >= 0, np.linalg.norm(ras - seeds[np.maximum(region_owner, 0)], axis=-1), np.inf)
+        nearer = np.linalg.norm(ras - seeds[index], axis=-1) < held
+        relevance[region][nearer] = stack.relevance[nearer]
+        region_owner[nearer] = index
+    return CombinedStacks(relevance, ijk_to_ras, owner)
