@@ -247,6 +247,7 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.explainButton.connect("clicked(bool)", self.controller.explain)
         self.ui.explainAllButton.connect("clicked(bool)", self.controller.explain_all_points)
+        self.ui.caseTableView.connect("selectionChanged()", self.onCaseTableSelectionChanged)
         self.ui.loadSeedsButton.connect("clicked(bool)", self.onLoadSeedsFile)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.saveDicomButton.connect("clicked(bool)", self.onSaveDicom)
@@ -436,6 +437,14 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.controller.seed_placed(seedNode, 0)
             mrml_overlay.jump_slice_views(slicer.mrmlScene, sampleNoduleRAS())
         slicer.util.showStatusMessage(notice or "", 30000)
+
+    def onCaseTableSelectionChanged(self) -> None:
+        """A row of the case's table chosen: its point becomes the shown one (the controller decides)."""
+        view = self.ui.caseTableView
+        index = view.selectionModel().currentIndex()
+        if index.isValid():  # the table's own row, whatever the view's sorting
+            self.controller.show_case_point(view.tableModel().mrmlTableRowIndex(
+                view.sortFilterProxyModel().mapToSource(index)))
 
     def onLoadSeedsFile(self) -> None:
         path = qt.QFileDialog.getOpenFileName(self.parent, _("Load seeds file"), "",
@@ -667,23 +676,33 @@ class CycleGANExplainLogic(ScriptedLoadableModuleLogic):
         return mrml_explain.prepare_request(volumeNode, seedRAS, self.bundleDirFor(bundle), device, halfExtentMm,
                                             method, allowUnknownBundle)
 
-    def preparePointsRequest(self, volumeNode, seedNode, device: str = "auto", method: str = DEFAULT_METHOD,
+    def preparePointsRequest(self, volumeNode, seedNode, device: str = "auto",
+                             halfExtentMm: float = DEFAULT_HALF_EXTENT_MM, method: str = DEFAULT_METHOD,
                              bundle: Union[str, Path, None] = None,
                              allowUnknownBundle: bool = False) -> "mrml_case.PointsRequest":
-        """Read and check every placed point of ``seedNode`` for one request to the explanation process
+        """Read and check every placed point of ``seedNode`` and plan each point's slices within
+        ``halfExtentMm`` (the panel's "Through the nodule"), for one request to the explanation process
         (the "Explain all points" button); labels from the points."""
-        return mrml_case.prepare_points_request(volumeNode, seedNode, self.bundleDirFor(bundle), device, method,
-                                                allowUnknownBundle)
+        return mrml_case.prepare_points_request(volumeNode, seedNode, self.bundleDirFor(bundle), device,
+                                                halfExtentMm, method, allowUnknownBundle)
 
     def showPointsExplanation(self, points: "mrml_case.PointsRequest", batch, opacity: float = 0.6,
-                              visible: bool = True) -> "tuple":
-        """The case's table node (one row per point) and the last point's overlay over the volume, the
-        views centred on that point; returns (VolumeExplanation, table node)."""
-        result, table = mrml_case.show(slicer.mrmlScene, points, batch)
+                              visible: bool = True) -> "mrml_case.CaseExplanation":
+        """The case's table node (one row per point) and one overlay of every point's stack over the volume,
+        the views centred on the last point (the shown one)."""
+        case = mrml_case.show(slicer.mrmlScene, points, batch)
         request = points.request
-        self.showOverlay(result.overlay_node, request.volume_node, opacity, visible,
+        self.showOverlay(case.shown.overlay_node, request.volume_node, opacity, visible,
                          jumpToRAS=request.seeds[request.central_index])
-        return result, table
+        return case
+
+    @staticmethod
+    def showCasePoint(case: "mrml_case.CaseExplanation", point: int) -> "mrml_explain.VolumeExplanation":
+        """Point ``point`` (0-based, the table's row) of an explained case as the shown result, the views
+        centred on it; the overlay of every point stays as it is."""
+        result = mrml_case.point_result(case, point)
+        mrml_overlay.jump_slice_views(slicer.mrmlScene, result.stack.plan.seed_ras)
+        return result
 
     @staticmethod
     def loadSeedsFile(path: Union[str, Path]):

@@ -10,8 +10,10 @@ in Slicer the timers are QTimers and the view is the widget.
   list is ever edited; in a user's point list the point placed or dragged last is explained.
 - Choosing another method or bundle re-explains the shown map once per choice: a failed attempt
   is not retried on every later parameter change.
-- "Explain all points" explains every placed point of the seed list in one request (``mrml_case``):
-  a table of them all, labelled as the points are, and the last point's overlay.
+- "Explain all points" explains every placed point of the seed list through its nodule (the panel's
+  half-extent) in one request (``mrml_case``): a table of them all, labelled as the points are, one overlay
+  of every point's stack, and the last point's probabilities and per-slice plot until a row of the table
+  is chosen (``show_case_point``).
 - The networks run in the explanation process (``worker_client``: out of Slicer's GIL, a newer
   request interrupting the running one); the poll timer delivers the result on the GUI thread,
   and a result for a volume no longer chosen is dropped.
@@ -78,6 +80,7 @@ class ExplainController:
         self._seed_point: Optional[tuple] = None
         self._preparing = False  # installs and questions before a request (explain)
         self._requested_while_preparing = False
+        self._case: Any = None  # the shown mrml_case.CaseExplanation: its rows can be chosen
 
     # --- events from the panel -------------------------------------------------------------------
 
@@ -151,6 +154,7 @@ class ExplainController:
             return
         # Cleared first: if this explanation fails, no earlier seed's figures stay on screen as if current.
         self.view.clear_result()
+        self._case = None  # its overlay is about to be replaced
         self._choice_shown_or_tried = (parameters.method, parameters.bundle)
         self._preparing, self._requested_while_preparing = True, False
         try:
@@ -166,8 +170,8 @@ class ExplainController:
         if self._requested_while_preparing and self.parameters is not None:
             self.debounce_timer.start()
         try:
-            job_request = request.request if isinstance(request, mrml_case.PointsRequest) else request
-            self.explainer.submit(mrml_explain.worker_job(job_request), request)
+            job = mrml_case.worker_job(request) if all_points else mrml_explain.worker_job(request)
+            self.explainer.submit(job, request)
         except Exception as error:  # noqa: BLE001 - e.g. the bundle's metadata, PythonSlicer not found
             logging.error("Explanation failed", exc_info=True)
             self.view.show_error(EXPLAIN_FAILED, error)
@@ -206,14 +210,25 @@ class ExplainController:
                 parameters.inputVolume.GetID() != request.volume_node.GetID():
             return  # the module was left, or another volume chosen, while it ran
         if isinstance(tag, mrml_case.PointsRequest):
-            result, table = self.logic.showPointsExplanation(tag, batch, parameters.overlayOpacity,
-                                                             parameters.showOverlay)
-            parameters.caseTable = table
-            self.view.show_case_table(table)
+            self._case = self.logic.showPointsExplanation(tag, batch, parameters.overlayOpacity,
+                                                          parameters.showOverlay)
+            result = self._case.shown
+            parameters.caseTable = self._case.table_node
+            self.view.show_case_table(self._case.table_node)
         else:
             result = self.logic.showExplanation(request, batch, parameters.overlayOpacity, parameters.showOverlay)
         parameters.overlayVolume = result.overlay_node
         self.view.show_result(result)
+
+    def show_case_point(self, point: int) -> None:
+        """A row of the case's table was chosen: that point (0-based) becomes the shown one (its probabilities,
+        per-slice plot and "Save as DICOM"), the views centred on it. Nothing happens without a shown case of
+        the chosen volume, or for a row the case lacks."""
+        parameters, case = self.parameters, self._case
+        if parameters is None or case is None or not 0 <= point < len(case.stacks) or \
+                not mrml_overlay.overlay_explains(case.shown.overlay_node, parameters.inputVolume):
+            return
+        self.view.show_result(self.logic.showCasePoint(case, point))
 
     def on_failed(self, request: mrml_explain.ExplainRequest, error: BaseException) -> None:
         details = error.details if isinstance(error, WorkerError) and error.details else None
@@ -236,8 +251,8 @@ class ExplainController:
             return None
         if all_points:
             return self.logic.preparePointsRequest(parameters.inputVolume, parameters.seedNode, parameters.device,
-                                                   method=parameters.method, bundle=parameters.bundle,
-                                                   allowUnknownBundle=allow_unknown)
+                                                   parameters.halfExtentMm, method=parameters.method,
+                                                   bundle=parameters.bundle, allowUnknownBundle=allow_unknown)
         seed_ras = self.logic.seedPosition(parameters.seedNode, self._seed_point_id(parameters.seedNode))
         return self.logic.prepareRequest(parameters.inputVolume, seed_ras,
                                          parameters.device, parameters.halfExtentMm, method=parameters.method,

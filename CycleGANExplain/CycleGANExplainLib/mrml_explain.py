@@ -36,7 +36,8 @@ class VolumeExplanation(NamedTuple):
     """The vtkMRMLScalarVolumeNode holding R on the patches' geometry."""
     central_index: int
     stack: Optional[NoduleStack] = None
-    """The slices through the nodule (the overlay's voxels and geometry, each slice's probabilities)."""
+    """The slices through the shown nodule (each slice's probabilities; the overlay's voxels and geometry,
+    unless the overlay holds every point of a case: mrml_case)."""
 
 
 def volume_array_and_geometry(volume_node) -> "tuple[np.ndarray, np.ndarray]":
@@ -203,15 +204,16 @@ def dicom_source_files(volume_node, file_for_instance: Callable[[str], str]) -> 
 
 def save_dicom_results(result: VolumeExplanation, volume_node, folder: Union[str, Path],
                        file_for_instance: Callable[[str], str]) -> List[Path]:
-    """Write the shown explanation as DICOM (dicom_results: a parametric map of the overlay volume, a
-    segmentation of its red and blue regions, an SR with the seed's numbers) into ``folder``, in the CT's study."""
+    """Write the shown explanation as DICOM (dicom_results: a parametric map of the shown nodule's stack, the
+    overlay volume's voxels for a single nodule, a segmentation of its red and blue regions, an SR with the
+    seed's numbers) into ``folder``, in the CT's study."""
     if volume_node.GetParentTransformNode() is not None:
         # The files' coordinates are the untransformed CT's; the overlay lies in the transformed (world) space.
         raise DicomResultsError(f"Volume '{volume_node.GetName()}' is under a transform, so the overlay does not lie "
                                 "in its DICOM files' coordinates; remove the transform and explain again.")
     source = read_source_series(dicom_source_files(volume_node, file_for_instance))
-    relevance, ijk_to_ras = volume_array_and_geometry(result.overlay_node)
-    item = result.batch[result.central_index]
-    nodule = nodule_result(item, result.batch.method, (np.array(relevance), ijk_to_ras))
+    # The shown nodule's own stack: the overlay node may hold every point of a case (mrml_case).
+    nodule = nodule_result(result.batch[result.central_index], result.batch.method,
+                           (result.stack.relevance, result.stack.stack_to_ras))
     (written,) = write_dicom_results([nodule], source, folder, result.batch.method, result.batch.bundle_name)
     return list(written)

@@ -11,7 +11,7 @@ updates them instead of adding new ones, and closing the scene simply removes th
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -66,22 +66,23 @@ def relevance_colour_node(scene):
 
 
 def update_overlay_node(scene, relevance_kji: np.ndarray, ijk_to_ras: np.ndarray, source_volume=None,
-                        method: str = DEFAULT_METHOD):
+                        method: str = DEFAULT_METHOD, limit: Optional[float] = None):
     """Write a relevance volume into the (single) overlay node and return it.
 
     ``relevance_kji`` [slices, rows, columns] and its 4x4 IJK-to-RAS place it in patient space: a nodule's
     slices (``nodule_stack.NoduleStack``'s relevance and stack_to_ras) or one patch ([1, rows, columns]
     with its patch_to_ras), so the overlay follows scrolling in every slice view over the slices it covers.
     Its display uses the relevance colour table with the symmetric window [-limit, +limit]
-    (``overlay.display_limit`` over all slices). Its name and METHOD_ATTRIBUTE say which attribution
-    method produced the map.
+    (``overlay.display_limit`` over all slices, unless ``limit`` is given: several nodules' stacks on one
+    grid take theirs from the stacks, not from the grid's empty voxels). Its name and METHOD_ATTRIBUTE say
+    which attribution method produced the map.
     """
     import slicer
 
     relevance = np.asarray(relevance_kji, dtype=np.float32)
     if relevance.ndim != 3:
         raise ValueError(f"The overlay is a volume [slices, rows, columns], got an array of shape {relevance.shape}.")
-    limit = display_limit(relevance, method)
+    limit = display_limit(relevance, method) if limit is None else float(limit)
     node = find_role_node(scene, OVERLAY_ROLE)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", OVERLAY_NODE_NAME)

@@ -1,6 +1,7 @@
-""""Explain all points": every placed point of a real markups point list explained in one request to the
-explanation process, a table node of them all (labels from the points; saved with the scene) and the last
-point's overlay; a seeds file loaded as a point list. Real MRML scene (slicer-core), real worker process."""
+""""Explain all points": every placed point of a real markups point list explained through its nodule (the
+panel's half-extent) in one request to the explanation process, one overlay of every point's stack, a table
+node of them all (labels from the points; saved with the scene), a row choosing the shown point; a seeds file
+loaded as a point list. Real MRML scene (slicer-core), the sample CT, real worker process."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import numpy as np
 import pytest
 
 from CycleGANExplainLib import mrml_case
+from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD
 from CycleGANExplainLib.explain_controller import ExplainController
 from CycleGANExplainLib.formatting import probability_text
+from CycleGANExplainLib.nodule_stack import HalfExtentError, stack_seeds
+from CycleGANExplainLib.overlay import TRANSPARENT_BELOW, display_limit
 from CycleGANExplainLib.package_installer import DependencyInstaller
 from CycleGANExplainLib.patch_sampling import SeedOutsideVolumeError
+from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE, sample_nodule, sample_volume_path
 
 from .qt_stand_ins import ManualTimer
+from .test_overlay_through_nodule import overlay_pixels
 
 
 class RecordingPanel:
@@ -71,10 +77,15 @@ def case(module, scene_app, synthetic_ct, nodule_ras):
 
 def test_the_placed_points_become_one_request_labelled_as_the_points(module, case, nodule_ras):
     volume, points = case
-    request = module.CycleGANExplainLogic().preparePointsRequest(volume, points, "cpu")
+    request = module.CycleGANExplainLogic().preparePointsRequest(volume, points, "cpu", halfExtentMm=2.0)
     assert request.labels == ["N1", "point 2", "N3"]
-    np.testing.assert_allclose(request.request.seeds, [nodule_ras, nodule_ras + [8, 4, 0], nodule_ras + [-6, 0, 2]])
-    assert request.request.central_index == 2  # the last point's overlay is shown
+    centres = [nodule_ras, nodule_ras + [8, 4, 0], nodule_ras + [-6, 0, 2]]
+    np.testing.assert_allclose([plan.seed_ras for plan in request.plans], centres)
+    # Each point's slices within 2 mm (the synthetic CT's 2 mm slices: three each), point after point.
+    assert [len(plan) for plan in request.plans] == [3, 3, 3]
+    np.testing.assert_allclose(request.request.seeds, stack_seeds(request.plans))
+    np.testing.assert_allclose(request.request.seeds[request.request.central_index], centres[2])  # the last point
+    assert mrml_case.worker_job(request).warn_outside is False  # each stack warns once, not each slice
 
 
 def test_a_point_outside_the_volume_is_named(module, scene_app, case, nodule_ras):
@@ -88,11 +99,8 @@ def test_a_point_outside_the_volume_is_named(module, scene_app, case, nodule_ras
         module.CycleGANExplainLogic().preparePointsRequest(volume, empty, "cpu")
 
 
-def test_explain_all_points_fills_the_table_and_shows_the_last_point(module, scene_app, case, tmp_path):
-    import slicer
-    import vtk
-
-    volume, points = case
+def run_all_points(module, volume, points, half_extent_mm: float):
+    """"Explain all points" through the real controller and explanation process, as the panel runs it."""
     view, poll_timer = RecordingPanel(), ManualTimer()
     logic = module.CycleGANExplainLogic()
     installer = DependencyInstaller(view.ask, view.tell, view.show_status, pip_install=None)
@@ -100,40 +108,108 @@ def test_explain_all_points_fills_the_table_and_shows_the_last_point(module, sce
     parameters = logic.getParameterNode()
     parameters.device = "cpu"
     logic.completeParameters(parameters)
-    parameters.inputVolume, parameters.seedNode = volume, points
+    parameters.inputVolume, parameters.seedNode, parameters.halfExtentMm = volume, points, half_extent_mm
     controller.set_parameters(parameters)
+    controller.explain_all_points()
+    deadline = time.monotonic() + 120
+    while poll_timer.active:
+        assert time.monotonic() < deadline, "the explanation did not finish"
+        controller.poll()
+        time.sleep(0.01)
+    return controller, view, parameters
+
+
+def overlay_ijk_to_ras(overlay_node) -> np.ndarray:
+    import slicer
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    overlay_node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+@pytest.fixture
+def sample_case(module, scene_app):
+    """Two documented nodules of the synthetic sample CT (160 mm apart in R, 10 mm in S) as a user's point list."""
+    volume = scene_app.load_volume(sample_volume_path(SYNTHETIC_SAMPLE), SYNTHETIC_SAMPLE)
+    nodules = [sample_nodule(nodule_id, SYNTHETIC_SAMPLE) for nodule_id in ("N2", "N3")]
+    points = point_list(scene_app.scene, [(nodule.id, nodule.centre_ras_mm, True) for nodule in nodules])
+    return volume, points, np.array([nodule.centre_ras_mm for nodule in nodules])
+
+
+def test_explain_all_points_shows_every_point_through_its_nodule(module, scene_app, sample_case, tmp_path):
+    import slicer
+
+    volume, points, seeds = sample_case
+    controller, view, parameters = run_all_points(module, volume, points, half_extent_mm=5.0)
     try:
-        controller.explain_all_points()
-        deadline = time.monotonic() + 120
-        while poll_timer.active:
-            assert time.monotonic() < deadline, "the explanation did not finish"
-            controller.poll()
-            time.sleep(0.01)
+        assert not view.errors
+        [result], [table] = view.results, view.tables
+        stacks = controller._case.stacks
+        # The panel's half-extent: 5 mm at the CT's 2.5 mm slices is five slices a point, one batch of them all.
+        assert [len(stack) for stack in stacks] == [5, 5] and len(result.batch) == 10
+        for stack, seed in zip(stacks, seeds):
+            np.testing.assert_allclose(stack.offsets_mm, [-5.0, -2.5, 0.0, 2.5, 5.0])
+            np.testing.assert_allclose(stack.centre.seed_ras, seed)
+        assert result.stack is stacks[1] and result.batch[result.central_index] is stacks[1].centre  # the last point
+        assert parameters.caseTable is table and parameters.overlayVolume is result.overlay_node
+
+        # One overlay of both stacks, in the CT's patient space: the patch's pixels across, the CT's slices along S.
+        overlay = slicer.util.arrayFromVolume(result.overlay_node)
+        ijk_to_ras = overlay_ijk_to_ras(result.overlay_node)
+        covered = np.zeros(overlay.shape, dtype=bool)
+        np.testing.assert_allclose(ijk_to_ras[:3, :3], np.diag([-45.0 / 64, -45.0 / 64, 2.5]), atol=1e-9)
+        for number, (stack, tolerance) in enumerate(zip(stacks, (0.5 * 45.0 / 64, 1e-6))):
+            first = np.linalg.solve(ijk_to_ras, np.append(stack.stack_to_ras[:3, 3], 1.0))[:3]
+            start = np.rint(first).astype(int)
+            # Each point's voxels where its patches are: the last exactly, the other within half a pixel.
+            placed = (ijk_to_ras @ np.append(start + [31.5, 31.5, stack.centre_index], 1.0))[:3]
+            assert np.abs(placed - seeds[number]).max() <= tolerance
+            assert np.abs(placed[2] - seeds[number][2]) < 1e-6  # both points lie on the same slice grid
+            region = tuple(slice(s, s + n) for s, n in zip(start[::-1], stack.relevance.shape))
+            np.testing.assert_array_equal(overlay[region], stack.relevance)
+            assert np.count_nonzero(overlay[region]) > 0.9 * stack.relevance.size
+            covered[region] = True
+        assert not overlay[~covered].any()  # nothing anywhere else
+        limit = float(result.overlay_node.GetAttribute("CycleGANExplain.SymmetricLimit"))
+        assert limit == pytest.approx(display_limit(np.concatenate([s.relevance.ravel() for s in stacks]), DEFAULT_METHOD))
+
+        # Scrolling: the axial view draws each point's map on its slices, within its patch, and none beyond.
+        for seed, stack in zip(seeds, stacks):
+            for offset in (0.0, 5.0, 7.5):
+                changed, ras = overlay_pixels(scene_app, scene_app.red_logic, result, volume, seed + [0, 0, offset])
+                if offset > 5.0:
+                    assert not changed.any(), (seed, offset)
+                    continue
+                opaque = np.abs(stack.relevance[stack.centre_index + round(offset / 2.5)]) >= TRANSPARENT_BELOW * limit
+                assert changed.sum() > 0.5 * opaque.sum() > 0, (seed, offset)
+                assert np.abs(ras[changed][:, :2] - seed[:2]).max() <= 22.5 + 0.5  # its own patch only
+
+        # One row per point, from its own slice of the stack.
+        assert table.GetNumberOfRows() == 2
+        keys = [table.GetTable().GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())]
+        column = {key: index for index, key in enumerate(keys)}
+        assert table.GetColumnTitle("p_G_neg") == "p(G-(x))"
+        for row, (label, stack) in enumerate(zip(["N2", "N3"], stacks)):
+            centre = stack.centre
+            assert centre is result.batch[mrml_case.centre_batch_index([s.plan for s in stacks], row)]
+            assert table.GetCellText(row, column["label"]) == label
+            assert table.GetCellText(row, column["p_x"]) == probability_text(centre.p_x)
+            assert table.GetCellText(row, column["p_G_neg"]) == probability_text(centre.p_neg)
+            assert table.GetCellText(row, column["p_G_pos"]) == probability_text(centre.p_pos)
+            assert table.GetCellText(row, column["G_neg_reached_benign"]) == ("yes" if centre.p_neg < 0.5 else "no")
+            assert float(table.GetCellText(row, column["S_mm"])) == pytest.approx(seeds[row][2], abs=0.05)
+
+        # Choosing the first row shows that point: its probabilities and stack, the views centred on it.
+        controller.show_case_point(0)
+        chosen = view.results[-1]
+        assert chosen.stack is stacks[0] and chosen.batch[chosen.central_index] is stacks[0].centre
+        assert chosen.overlay_node is result.overlay_node
+        assert scene_app.red_logic.GetSliceNode().GetSliceOffset() == pytest.approx(seeds[0][2])
+        controller.show_case_point(2)  # a row the case lacks: nothing changes
+        assert view.results[-1] is chosen
     finally:
         controller.shutdown()
-    assert not view.errors
-    [result], [table] = view.results, view.tables
-    assert len(result.batch) == 3 and result.central_index == 2  # one batch of every placed point
-    assert parameters.caseTable is table and parameters.overlayVolume is result.overlay_node
-
-    assert table.GetNumberOfRows() == 3
-    keys = [table.GetTable().GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())]
-    assert keys[:3] == ["number", "label", "R_mm"]
-    column = {key: index for index, key in enumerate(keys)}
-    assert table.GetColumnTitle("p_G_neg") == "p(G-(x))"
-    for row, (label, explanation) in enumerate(zip(["N1", "point 2", "N3"], result.batch)):
-        assert table.GetCellText(row, column["label"]) == label
-        assert table.GetCellText(row, column["p_x"]) == probability_text(explanation.p_x)
-        assert table.GetCellText(row, column["p_G_pos"]) == probability_text(explanation.p_pos)
-        assert table.GetCellText(row, column["G_neg_reached_benign"]) == ("yes" if explanation.p_neg < 0.5 else "no")
-        assert float(table.GetCellText(row, column["S_mm"])) == pytest.approx(explanation.seed_ras[2], abs=0.05)
-
-    # The overlay is the last point's patch, centred on it.
-    matrix = vtk.vtkMatrix4x4()
-    result.overlay_node.GetIJKToRASMatrix(matrix)
-    centre = (slicer.util.arrayFromVTKMatrix(matrix) @ [31.5, 31.5, 0.0, 1.0])[:3]
-    np.testing.assert_allclose(centre, result.batch[2].seed_ras, atol=1e-6)
-    np.testing.assert_allclose(slicer.util.arrayFromVolume(result.overlay_node)[0], result.batch[2].relevance)
 
     # Saved with the scene: the table's storage writes it, and it reads back the same.
     storage = table.CreateDefaultStorageNode()
@@ -141,11 +217,17 @@ def test_explain_all_points_fills_the_table_and_shows_the_last_point(module, sce
     assert storage.WriteData(table)
     again = scene_app.scene.AddNewNodeByClass("vtkMRMLTableNode", "read back")
     assert storage.ReadData(again)
-    assert [again.GetCellText(row, column["label"]) for row in range(3)] == ["N1", "point 2", "N3"]
+    assert [again.GetCellText(row, column["label"]) for row in range(2)] == ["N2", "N3"]
 
     # Explaining the points again reuses the table node.
-    rows = mrml_case.case_rows(mrml_case.PointsRequest(None, ["a"]), result.batch)
+    rows = mrml_case.case_rows(["a"], stacks[:1], DEFAULT_METHOD)
     assert mrml_case.update_case_table(scene_app.scene, rows) is table and table.GetNumberOfRows() == 1
+
+
+def test_the_half_extent_is_checked_before_any_work(module, sample_case):
+    volume, points, _ = sample_case
+    with pytest.raises(HalfExtentError, match="from 0 to 40 mm"):
+        module.CycleGANExplainLogic().preparePointsRequest(volume, points, "cpu", halfExtentMm=41.0)
 
 
 def test_a_seeds_file_becomes_a_labelled_point_list(module, scene_app, tmp_path):

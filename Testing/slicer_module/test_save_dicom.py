@@ -88,3 +88,32 @@ def test_the_installer_asks_nothing_when_highdicom_is_there():
     asked = []
     installer = DependencyInstaller(lambda question, title: asked.append(question) or False, None, None, None)
     assert installer.ensure_dicom_writer() is True and asked == []
+
+
+def test_a_chosen_point_of_a_case_is_saved_as_its_own_stack(module, scene_app, dicom_ct, tmp_path):
+    """After "Explain all points" the overlay holds every point; the DICOM objects hold the chosen point's stack."""
+    from CycleGANExplainLib import mrml_case
+    from CycleGANExplainLib.explain_worker import run_job
+
+    folder, files = dicom_ct
+    volume = load_as_dicom_module_does(scene_app, folder, files)
+    points = scene_app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "nodules")
+    for ras in ([0.0, 0.0, 0.0], [-20.0, 10.0, 5.0]):
+        points.AddControlPoint(*ras)
+    logic = module.CycleGANExplainLogic()
+    request = logic.preparePointsRequest(volume, points, "cpu", halfExtentMm=3.0)
+    case = logic.showPointsExplanation(request, run_job(mrml_case.worker_job(request)))
+    result = logic.showCasePoint(case, 0)
+    stack = case.stacks[0]
+    written = logic.saveDicomResults(result, volume, tmp_path / "results", files.get)
+    parametric_map = pydicom.dcmread(written[0])
+    assert parametric_map.NumberOfFrames == len(stack) == 3
+    for frame, item in enumerate(parametric_map.PerFrameFunctionalGroupsSequence):
+        position_ras = LPS @ np.array(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        k = int(np.rint((position_ras - stack.stack_to_ras[:3, 3])[2] / stack.stack_to_ras[2, 2]))
+        np.testing.assert_allclose(position_ras, (stack.stack_to_ras @ [0, 0, k, 1])[:3], atol=1e-3)
+        np.testing.assert_allclose(parametric_map.pixel_array[frame], stack.relevance[k], atol=1e-7)
+    report = pydicom.dcmread(written[2])
+    numbers = {item.ConceptNameCodeSequence[0].CodeMeaning: float(item.MeasuredValueSequence[0].NumericValue)
+               for item in report.ContentSequence if item.ValueType == "NUM"}
+    assert numbers["Malignancy probability of x"] == pytest.approx(stack.centre.p_x, abs=1e-6)
