@@ -4,8 +4,9 @@
     python benchmarks/explain_many_seeds.py --seeds 200 --bundle lidc-phantoms
 
 Runs the real command line (a subprocess each, as a user would) on seeds spread over the sample
-CT's lungs, and prints the wall time, seeds per second and the share spent writing figures, and the
-same seeds given as a --seeds-file CSV (with labels; the case's table is written either way).
+CT's lungs, and prints the wall time, seeds per second and the share spent writing figures, the
+same seeds given as a --seeds-file CSV (with labels; the case's table is written either way), and
+one slice per seed (--half-extent-mm 0) against the default explanation through the nodule.
 Timings on shared machines are noisy: compare the figures printed by one run.
 """
 
@@ -67,11 +68,14 @@ def main() -> None:
     with_figures = run_once(seeds, args.bundle, [])
     without = run_once(seeds, args.bundle, ["--no-figures"])
     from_file = run_once(seeds, args.bundle, ["--no-figures"], as_file=True)
+    one_slice = run_once(seeds, args.bundle, ["--no-figures", "--half-extent-mm", "0"])
     print(f"with figures:    {with_figures:7.1f} s  ({args.seeds / with_figures:6.1f} seeds/s)")
     print(f"--no-figures:    {without:7.1f} s  ({args.seeds / without:6.1f} seeds/s)")
     print(f"figures' share of the call: {(with_figures - without) / with_figures:.2f}; "
           f"{(with_figures - without) / args.seeds * 1000:.0f} ms per figure")
     print(f"--seeds-file, --no-figures: {from_file:7.1f} s  (ratio to --seed: {from_file / without:.2f})")
+    print(f"one slice per seed (--half-extent-mm 0), --no-figures: {one_slice:7.1f} s  "
+          f"({args.seeds / one_slice:6.1f} seeds/s; the default through the nodule costs {without / one_slice:.1f}x)")
 
 
 if __name__ == "__main__":
