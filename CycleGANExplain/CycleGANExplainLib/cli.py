@@ -35,7 +35,7 @@ from . import __version__
 from .attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, install_command
 from . import case_summary
 from .caveats import explanation_caveats
-from .dicom_results import DicomResultsError, nodule_result, read_source_series, require_highdicom, write_dicom_results
+from .dicom_results import DicomResultsError, read_source_series, require_highdicom, stack_result, write_dicom_results
 from .explanation import require_method
 from .inference_threads import prefer_passive_openmp
 from .explanation_figure import ExplanationFigureWriter
@@ -315,7 +315,7 @@ def _write_outputs(result: StackedExplanations, run: RunFolder, heading: str, bu
             if progress is not None:
                 progress(number, len(stacks))
         if dicom_source is not None:  # one call: each kind of object is one series for all nodules
-            results = [nodule_result(stack.centre, batch.method, (stack.relevance, stack.stack_to_ras)) for stack in stacks]
+            results = [stack_result(stack, batch.method) for stack in stacks]
             written = write_dicom_results(results, dicom_source, run.staging / DICOM_SUBFOLDER, batch.method,
                                           batch.bundle_name)
             for entry, paths in zip(summary["seeds"], written):

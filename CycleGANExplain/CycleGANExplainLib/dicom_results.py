@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from .explanation import Explanation
+    from .nodule_stack import NoduleStack
 
 HIGHDICOM_REQUIREMENT = "highdicom>=0.22"  # pyproject's `dicom` extra holds the same (a test compares)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -120,6 +121,13 @@ def nodule_result(item: "Explanation", method: str,
     return NoduleResult(relevance, np.asarray(ijk_to_ras, dtype=float), np.asarray(item.seed_ras, dtype=float),
                         item.p_x, item.p_neg, item.p_pos, display_limit(relevance, method),
                         tuple(caveat.text for caveat in explanation_caveats(item, method)))
+
+
+def stack_result(stack: "NoduleStack", method: str) -> NoduleResult:
+    """The DICOM account of a nodule explained through its slices: the stack's relevance volume and the
+    numbers of its seed's own slice. What every front end writes per nodule (the command line for each
+    seed, the module and the web viewer for the shown nodule)."""
+    return nodule_result(stack.centre, method, (stack.relevance, stack.stack_to_ras))
 
 
 def require_highdicom() -> None:

@@ -8,12 +8,12 @@ on a bare slicer-core scene.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from .attribution_methods import DEFAULT_METHOD
-from .dicom_results import DicomResultsError, nodule_result, read_source_series, write_dicom_results
+from .dicom_results import DicomResultsError, read_source_series, stack_result, write_dicom_results
 from .explain_worker import Job, run_job
 from .explanation import ExplanationBatch, require_method
 from .model_bundle import read_metadata, resolve_bundle
@@ -21,6 +21,9 @@ from .mrml_overlay import update_overlay_node
 from .nodule_stack import DEFAULT_HALF_EXTENT_MM, NoduleStack, StackPlan, plan_stack, stacks_from_batch
 from .patch_sampling import patch_region
 from .volume_checks import check_ct_volume
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 StatusCallback = Callable[[str], None]
 
@@ -212,8 +215,14 @@ def save_dicom_results(result: VolumeExplanation, volume_node, folder: Union[str
         raise DicomResultsError(f"Volume '{volume_node.GetName()}' is under a transform, so the overlay does not lie "
                                 "in its DICOM files' coordinates; remove the transform and explain again.")
     source = read_source_series(dicom_source_files(volume_node, file_for_instance))
-    # The shown nodule's own stack: the overlay node may hold every point of a case (mrml_case).
-    nodule = nodule_result(result.batch[result.central_index], result.batch.method,
-                           (result.stack.relevance, result.stack.stack_to_ras))
+    return write_explanation_dicom(result, source, folder)
+
+
+def write_explanation_dicom(result: VolumeExplanation, source: Sequence["Dataset"],
+                            folder: Union[str, Path]) -> List[Path]:
+    """The shown nodule as DICOM objects in the study of ``source`` (the CT series' headers,
+    dicom_results.read_source_series) written into ``folder``: the module's "Save as DICOM" and the web
+    viewer's download. The nodule's own stack: the overlay node may hold every point of a case (mrml_case)."""
+    nodule = stack_result(result.stack, result.batch.method)
     (written,) = write_dicom_results([nodule], source, folder, result.batch.method, result.batch.bundle_name)
     return list(written)

@@ -3,11 +3,6 @@ caveats of the explained seed (caveats.explanation_caveats) are in the page's st
 
 from __future__ import annotations
 
-import asyncio
-
-import pytest
-from trame.app import get_server
-
 from cyclegan_explain_web import viewer as viewer_module
 from CycleGANExplainLib.caveats import G_NEG_NOT_BENIGN, LESION_FILLS_PATCH
 from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE
@@ -17,25 +12,9 @@ from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE
 MEDIASTINUM_RAS = (-10.0, 40.0, -20.0)
 
 
-@pytest.fixture(scope="module")
-def viewer():
-    app = viewer_module.ExplainViewer(server=get_server("caveats-test", client_type="vue3"), device="cpu")
-    app.state.ready()
-    app.load_sample(SYNTHETIC_SAMPLE)
-    assert app.volume_node is not None, app.state.error_text
-    return app
-
-
-def explain_at(viewer, ras) -> None:
-    async def scenario():
-        viewer.request_explanation(ras, "axial")
-        while viewer._explaining:
-            await asyncio.sleep(0.01)
-
-    asyncio.run(scenario())
-
-
-def test_a_failed_counterfactual_and_a_structure_filling_the_patch_are_shown_then_cleared(viewer):
+def test_a_failed_counterfactual_and_a_structure_filling_the_patch_are_shown_then_cleared(synthetic_viewer,
+                                                                                           explain_in):
+    viewer, explain_at = synthetic_viewer, explain_in
     assert 'id="caveats"' in viewer.ui.html and "caveat in caveats" in viewer.ui.html
     explain_at(viewer, MEDIASTINUM_RAS)
     assert viewer.state.has_result, viewer.state.error_text

@@ -4,11 +4,8 @@ coronal and sagittal views over the stack's extent along S."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
-from trame.app import get_server
 
 from cyclegan_explain_web import viewer as viewer_module
 from CycleGANExplainLib import mrml_overlay
@@ -20,19 +17,10 @@ STEP_MM = 2.5  # the synthetic sample's slice spacing
 
 
 @pytest.fixture(scope="module")
-def explained():
-    app = viewer_module.ExplainViewer(server=get_server("through-nodule-test", client_type="vue3"), device="cpu")
-    app.state.ready()
-    app.load_sample(SYNTHETIC_SAMPLE)
-    assert app.volume_node is not None, app.state.error_text
+def explained(synthetic_viewer, explain_in):
+    app = synthetic_viewer
     ras = viewer_module.sample_nodule_ras("N2", SYNTHETIC_SAMPLE)
-
-    async def scenario():
-        app.request_explanation(ras, "axial")
-        while app._explaining:
-            await asyncio.sleep(0.01)
-
-    asyncio.run(scenario())
+    explain_in(app, ras)
     assert app.state.has_result, app.state.error_text
     return app, ras
 

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import slicer
 from trame.app import TrameApp
-from trame.decorators import change
+from trame.decorators import change, trigger
 from trame.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
@@ -41,6 +41,7 @@ from vtkmodules.vtkCommonCore import vtkCommand
 from CycleGANExplainLib import mrml_explain, mrml_overlay
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, MissingDependencyError, missing_packages
 from CycleGANExplainLib.caveats import explanation_caveats
+from CycleGANExplainLib.dicom_results import DicomResultsError
 from CycleGANExplainLib.formatting import probability_text, ras_text, seconds_text
 from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
                                              shipped_bundles)
@@ -51,12 +52,13 @@ from CycleGANExplainLib.overlay import legend_entries, rgb_hex
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
 from CycleGANExplainLib.triton_guard import load_triton_early
 from CycleGANExplainLib.volume_checks import NotCTError
-from CycleGANExplainLib.volume_io import UnreadableVolumeError
+from CycleGANExplainLib.volume_io import LoadedVolume, UnreadableVolumeError
 
+from .dicom_download import ZIP_NAME, DicomSource, dicom_results_zip, dicom_source
 from .slice_clicks import SliceClickObserver
 from .access import TOKEN_PARAMETER, SingleSessionGuard, is_loopback, new_token
 from .volume_upload import (UploadLimits, add_volume_node, check_upload_size, read_ct_volume, read_uploaded_volume,
-                            uploaded_bytes, write_uploaded_files)
+                            uploaded_bytes, without_server_paths, write_uploaded_files)
 from .vtk_warnings import INTERACTOR_RESIZE_DEPRECATION, hidden_vtk_warnings
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,9 @@ SEED_GLYPH_SCALE_PERCENT = 8.0
 SAMPLE_FIELD_OF_VIEW_MM = 150.0
 # Errors a person can fix (another file, another click); anything else is a bug and is logged.
 INPUT_ERRORS = (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError,
-                mrml_explain.NoInputVolumeError, BundleError, MissingDependencyError)
+                mrml_explain.NoInputVolumeError, BundleError, MissingDependencyError, DicomResultsError)
+# The page's "Download DICOM results" asks the server for the zip's bytes by this trigger.
+DICOM_ZIP_TRIGGER = "dicom_results_zip"
 
 
 def sample_nodule_ras(nodule_id: Optional[str] = None, sample: str = DEFAULT_SAMPLE) -> np.ndarray:
@@ -193,6 +197,8 @@ class ExplainViewer(TrameApp):
         self._volume_generation = 0  # counts CTs opened, so that a late explanation of an old one is dropped
         self.volume_node = None
         self.overlay_node = None
+        self.dicom_source = DicomSource()  # the open CT's series headers, for the DICOM download
+        self.shown_result: Optional[mrml_explain.VolumeExplanation] = None
         self.seed_node = self._create_seed_node()
 
         register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_gutter)
@@ -257,9 +263,12 @@ class ExplainViewer(TrameApp):
             self.seed_node.SetNthControlPointPositionWorld(0, *map(float, ras))
 
     def show_volume(self, loaded, name: str, centre_ras: Optional[Sequence[float]] = None,
-                    field_of_view_mm: Optional[float] = None) -> None:
+                    field_of_view_mm: Optional[float] = None, dicom: Optional[DicomSource] = None) -> None:
         """Replace the volume (and any explanation of the previous one) by ``loaded``; the views
-        centred on ``centre_ras`` if given, showing ``field_of_view_mm`` across if given."""
+        centred on ``centre_ras`` if given, showing ``field_of_view_mm`` across if given. ``dicom``: its
+        series' headers read while its files existed (an upload's); None: read from its files now."""
+        self.dicom_source = dicom if dicom is not None else dicom_source(loaded)
+        self.state.dicom_note = self.dicom_source.note
         mrml_overlay.remove_overlay_nodes(self.scene)
         self.overlay_node = None
         self.seed_node.RemoveAllControlPoints()
@@ -320,10 +329,13 @@ class ExplainViewer(TrameApp):
         state.busy = False
         state.status_text = ""
         state.error_text = ""
+        state.dicom_note = self.dicom_source.note
+        state.dicom_writing = False
         self._clear_result()
 
     def _clear_result(self) -> None:
         """No result shown, and no status line about one ("Explained ..." would be stale)."""
+        self.shown_result = None
         self.state.update({"has_result": False, "seed_text": "", "p_x": "", "p_pos": "", "p_neg": "",
                            "device_text": "", "method_text": "", "warnings_text": "", "caveats": [],
                            "status_text": ""})
@@ -394,6 +406,14 @@ class ExplainViewer(TrameApp):
                 html.Div("{{ caveat.text }}", v_for="caveat in caveats", key="caveat.code", classes="text-body-2")
             html.Div("{{ warnings_text }}", v_if=("warnings_text",), id="warnings",
                      classes="text-caption text-warning", style="white-space: pre-line;")
+            # The server returns the zip's bytes (None after an error, which the page then shows);
+            # trame's utils.download saves them through a blob link.
+            v3.VBtn("Download DICOM results", v_if=("!dicom_note",), disabled=("!has_result || dicom_writing",),
+                    loading=("dicom_writing",), size="small", variant="tonal", prepend_icon="mdi-download",
+                    id="download-dicom", classes="align-self-start mt-1",
+                    click=(f"trigger('{DICOM_ZIP_TRIGGER}').then(zip => zip && "
+                           f"utils.download('{ZIP_NAME}', zip, 'application/zip'))"))
+            html.Div("{{ dicom_note }}", v_if=("dicom_note",), id="dicom-note", classes="text-caption")
 
         html.Div("Relevance overlay {{ map_title }}", classes="text-subtitle-2 mt-2", id="map-title")
         with html.Div(id="legend", classes="text-body-2"):
@@ -479,20 +499,24 @@ class ExplainViewer(TrameApp):
         with self.state:
             self.state.update({"error_text": "", "busy": True, "status_text": f"Reading {label}..."})
         try:
-            loaded = await asyncio.to_thread(self._read_upload, files)
+            loaded, dicom = await asyncio.to_thread(self._read_upload, files)
             self._volume_generation += 1  # an explanation still running is for the old CT
             self._pending_seed = None
-            self.show_volume(loaded, Path(names[0]).name.split(".")[0] if len(names) == 1 else "DICOM series")
+            self.show_volume(loaded, Path(names[0]).name.split(".")[0] if len(names) == 1 else "DICOM series",
+                             dicom=dicom)
             self.state.sample_notice = ""
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
             self._report_error(error, f"Could not open {label}")
         with self.state:
             self.state.update({"busy": self._explaining, "status_text": ""})
 
-    def _read_upload(self, files: List[dict]):
+    def _read_upload(self, files: List[dict]) -> "tuple[LoadedVolume, DicomSource]":
+        """The uploaded CT, and its DICOM series' headers read while the files exist (the folder goes with them)."""
         with tempfile.TemporaryDirectory(prefix="cyclegan-explain-upload-") as folder:
             write_uploaded_files(files, Path(folder), self.limits)
-            return read_uploaded_volume(Path(folder), self.limits)
+            loaded = read_uploaded_volume(Path(folder), self.limits)
+            dicom = dicom_source(loaded)
+            return loaded, DicomSource(dicom.headers, without_server_paths(dicom.note, Path(folder)))
 
     def on_slice_click(self, ras: np.ndarray, view_name: str) -> None:
         """A click in a slice view: explain there (after the click's own event has returned)."""
@@ -631,6 +655,7 @@ class ExplainViewer(TrameApp):
     def _show_result(self, result: "mrml_explain.VolumeExplanation", view_name: str, clicks: int = 1) -> None:
         explanation = result.batch[result.central_index]
         batch = result.batch
+        self.shown_result = result
         with self.state:
             self._show_method_legend(batch.method)
             self.state.update({
@@ -649,6 +674,28 @@ class ExplainViewer(TrameApp):
                                + (f" (the latest of {clicks} clicks made while busy)." if clicks > 1 else "."),
                 "busy": self._pending_seed is not None,
             })
+
+    @trigger(DICOM_ZIP_TRIGGER)
+    async def download_dicom_results(self) -> Optional[bytes]:
+        """The shown explanation's DICOM objects as a zip's bytes (dicom_download), which the page saves as
+        ZIP_NAME; None, with the reason on the page, when they cannot be written. Written in a worker thread:
+        the page stays responsive, and a click meanwhile does not change what is written."""
+        context = "Could not write the DICOM results"
+        result, source = self.shown_result, self.dicom_source
+        self.state.error_text = ""
+        if result is None:
+            self.state.error_text = f"{context}: explain a point first."
+            return None
+        self.state.dicom_writing = True
+        self.state.flush()
+        try:
+            return await asyncio.to_thread(dicom_results_zip, result, source)
+        except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
+            self._report_error(error, context)
+            return None
+        finally:
+            self.state.dicom_writing = False
+            self.state.flush()
 
     @change("seed_visible")
     def _show_seed(self, seed_visible, **_) -> None:
