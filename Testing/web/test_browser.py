@@ -24,9 +24,11 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -512,6 +514,8 @@ def test_the_first_view_wording_and_what_stays_in_view_at_1400_by_900(page):
         assert_visible_without_scrolling(page, selector)
     if page.locator("#caveats").count():
         assert_visible_without_scrolling(page, "#caveats")
+    assert "not a DICOM series" in page.locator("#dicom-note").inner_text()  # the sample is a NRRD file
+    assert_visible_without_scrolling(page, "#dicom-note")
 
     # Another CT opened (the sample again): no result, and no status line about the old one.
     page.locator("#load-sample").click()
@@ -537,3 +541,33 @@ def test_the_seed_marker_leaves_the_map_centre_visible_and_can_be_hidden(page):
         assert time.monotonic() < deadline, "the seed marker stayed after hiding it"
         time.sleep(0.5)
     assert overlay_pixel_count(axial_view_image(page), (centre_x, centre_y), NEAR_CLICK_PX) >= MIN_OVERLAY_PIXELS
+
+
+def test_a_dicom_series_explained_downloads_its_dicom_results_as_a_zip(browser_context, tmp_path, ct_series_writer,
+                                                                      lung_volume):
+    volume, ijk_to_ras = lung_volume
+    origin_lps = np.diag([-1.0, -1.0, 1.0]) @ ijk_to_ras[:3, 3]
+    folder = tmp_path / "ct"
+    ct_series_writer(folder, volume, 1.5, [origin_lps[2] + 2.5 * k for k in range(volume.shape[0])], origin_lps[:2],
+                     2.5, patient_name="ZZBROWSER^DOWNLOAD")
+    server = ViewerServer(tmp_path / "server.log", str(folder))  # a user's CT opens whole: its centre, the nodule
+    page = browser_context.new_page()
+    try:
+        page.goto(server.url)
+        page.wait_for_function("document.querySelector('#volume-text')?.innerText.includes('DICOM series')",
+                               timeout=30_000)
+        axial_view_image(page)
+        page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+        page.locator("#probabilities").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+        assert page.locator("#dicom-note").count() == 0
+        assert_visible_without_scrolling(page, "#download-dicom")
+        with page.expect_download(timeout=60_000) as download:
+            page.locator("#download-dicom").click()
+        assert download.value.suggested_filename == "cyclegan-explain-dicom-results.zip"
+        with zipfile.ZipFile(download.value.path()) as archive:
+            kinds = [(name, pydicom.dcmread(archive.open(name)).Modality) for name in archive.namelist()]
+        assert kinds == [("relevance_map_01.dcm", "OT"), ("relevance_regions_01.dcm", "SEG"),
+                         ("explanation_report_01.dcm", "SR")]
+    finally:
+        page.close()
+        server.stop()

@@ -117,8 +117,8 @@ def test_a_ct_that_is_not_dicom_gets_a_sentence_instead_of_the_button(synthetic_
     explain_in(viewer, viewer_module.sample_nodule_ras("N2", SYNTHETIC_SAMPLE))
     assert viewer.state.has_result, viewer.state.error_text
     note = viewer.state.dicom_note
-    assert note.startswith("DICOM results need a CT opened as a DICOM series; this CT is a NRRD file")
-    assert "--dicom" in note
+    assert note.startswith("No DICOM download: this CT is a NRRD file, not a DICOM series")
+    assert note.endswith("cyclegan-explain explain --dicom.")
     # The page shows the button only without a note, and the note in its place.
     html = viewer.ui.html
     assert 'id="download-dicom"' in html and 'v-if="!dicom_note"' in html and 'id="dicom-note"' in html

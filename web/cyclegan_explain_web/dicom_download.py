@@ -44,10 +44,9 @@ class DicomSource:
 
 def not_dicom_note(description: str) -> str:
     """What the page says instead of the download when the CT is not a DICOM series (a sample, NRRD, NIfTI)."""
-    return (f"DICOM results need a CT opened as a DICOM series; this CT is a {description}, which has no patient, "
-            "study or frame of reference for DICOM objects to belong to, so the overlay is shown here only. The "
-            "command line writes it as NRRD in the CT's patient space (cyclegan-explain explain), and as DICOM "
-            "with --dicom when given the DICOM series.")
+    # Short: it stands where the button would, under the result, which must stay in view at 1400 x 900.
+    return (f"No DICOM download: this CT is a {description}, not a DICOM series (DICOM results belong to its "
+            "study). Open the series here, or give it to cyclegan-explain explain --dicom.")
 
 
 def dicom_source(loaded: LoadedVolume) -> DicomSource:
