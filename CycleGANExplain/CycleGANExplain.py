@@ -301,6 +301,10 @@ class CycleGANExplainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        # A clinician who opens the module is about to click: start the explanation process (and its
+        # torch import) now rather than on the first click.
+        if self.controller is not None:  # None when setup() did not get that far
+            self.controller.warm_up()
 
     def exit(self) -> None:
         if self.controller is None:  # setup() did not get that far

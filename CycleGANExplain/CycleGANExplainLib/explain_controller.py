@@ -181,6 +181,14 @@ class ExplainController:
                               if all_points else _("Explaining the seed point..."))
         self.poll_timer.start()
 
+    def warm_up(self) -> None:
+        """Start the explanation process ahead of the first click (the module was entered). A failure
+        here is only logged: the click that needs the process reports it in the panel."""
+        try:
+            self.explainer.start()
+        except Exception:  # noqa: BLE001 - e.g. PythonSlicer not found; shown when an explanation is asked
+            logging.warning("Could not start the explanation process ahead of the first click", exc_info=True)
+
     def poll(self) -> None:
         self.explainer.poll()
         if not self.explainer.busy:

@@ -193,6 +193,18 @@ def prepare_process() -> None:
     prefer_passive_openmp()
 
 
+def _import_ahead() -> None:
+    """Import torch and the explanation code while no job is waiting: a worker started ahead of the
+    first click (WorkerClient.start) is then ready for it. A failure is left to the first job, which
+    reports it as the panel reads it (a missing package named); a failed import is retried then."""
+    try:
+        import torch  # noqa: F401  (the slow part)
+
+        from . import explanation, model_bundle  # noqa: F401
+    except Exception:  # noqa: BLE001 - see above
+        pass
+
+
 def main() -> int:
     """The process's entry (worker_client runs it): read the address and key from stdin's first two
     lines, listen there for the client, serve it."""
@@ -202,6 +214,7 @@ def main() -> int:
     authkey = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
     threading.Thread(target=_watch_stdin, name="stdin-watch", daemon=True).start()
     prepare_process()
+    threading.Thread(target=_import_ahead, name="import-ahead", daemon=True).start()
     with Listener(address, authkey=authkey) as listener, listener.accept() as connection:
         serve(connection)
     return 0

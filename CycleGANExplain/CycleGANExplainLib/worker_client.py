@@ -158,13 +158,18 @@ class WorkerClient:
         """The worker process's id, while one runs."""
         return self._worker.pid if self._worker is not None and self._worker.process.poll() is None else None
 
+    def start(self) -> None:
+        """Start the worker process now if none runs (it imports torch while it waits), so that the
+        first explanation does not wait for a Python and torch to start."""
+        if self._worker is None:
+            self._worker = _Worker(self._python or worker_python())
+
     def submit(self, job: Job, tag: Any = None) -> None:
         """Run ``job`` now, cancelling the running one; its result or error goes with ``tag``."""
         self.cancel()
         self._next_id += 1
         self._current = (self._next_id, tag, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL), False)
-        if self._worker is None:
-            self._worker = _Worker(self._python or worker_python())
+        self.start()
         self._send_current()
 
     def cancel(self) -> None:

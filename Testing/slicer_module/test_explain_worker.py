@@ -182,6 +182,36 @@ def test_a_package_missing_in_the_workers_python_is_named(sample_job):
     assert "cannot import numpy" in str(error) and SYSTEM_PYTHON_WITHOUT_NUMPY in str(error)
 
 
+def test_a_worker_started_ahead_imports_torch_while_it_waits_and_serves_the_first_job(sample_job, caplog):
+    recorder = Recorder()
+    client = WorkerClient(recorder.on_done, recorder.on_error)
+    try:
+        client.start()  # what the module does when it is entered
+        pid = client.worker_pid
+        assert pid is not None and pid in worker_children()
+        client.start()
+        assert client.worker_pid == pid  # one process, not one per start
+        maps = Path(f"/proc/{pid}/maps")
+        started = time.monotonic()
+        while b"libtorch" not in maps.read_bytes():  # torch is imported before any job was sent
+            assert time.monotonic() - started < 120.0, "the worker did not import torch ahead of the first job"
+            time.sleep(0.1)
+        assert not client.busy and not recorder.done
+        client.submit(sample_job(), "first")
+        poll_until(client, lambda: not client.busy)
+        assert [tag for tag, _ in recorder.done] == ["first"] and client.worker_pid == pid
+    finally:
+        client.shutdown()
+    # A controller whose process cannot start (no PythonSlicer) only logs it: the click reports it.
+    from CycleGANExplainLib.explain_controller import ExplainController
+
+    controller = ExplainController(None, None, None, None, None, python="/nonexistent/PythonSlicer")
+    with caplog.at_level("WARNING"):
+        controller.warm_up()
+    assert "Could not start the explanation process ahead of the first click" in caplog.text
+    assert controller.explainer.worker_pid is None
+
+
 def test_shutdown_leaves_no_process(sample_job):
     recorder = Recorder()
     client = WorkerClient(recorder.on_done, recorder.on_error)
