@@ -9,9 +9,13 @@ places them):
   units), one frame per patch slice.
 - Segmentation: binary, "malignancy-indicating" (R >= TRANSPARENT_BELOW x the display limit, what
   the overlay paints red) and "benign-indicating" (R <= minus that, painted blue).
-- Comprehensive 3D SR: p(x), p(G-(x)), p(G+(x)), the seed (a 3D point in the CT's frame of
-  reference), the bundle, the method, the caveats and the research-use notice, and references to the
-  map and the segmentation.
+- Comprehensive 3D SR: p(x), p(G-(x)), p(G+(x)) of the seed's slice, the seed (a 3D point in the
+  CT's frame of reference), the bundle, the method, the caveats and the research-use notice, and
+  references to the map and the segmentation; then one "Explained slice" container per slice of the
+  volume (increasing S): its offset along S from the seed (NUM, mm), its patch's centre (a 3D point,
+  whose z is the slice's position in the patient frame) and its p(x), p(G-(x)), p(G+(x)) (NUM, the
+  root's codes). A reader scrolling through the nodule sees how the decision changes slice by slice;
+  the root's numbers stay the seed's so that a reader of the root alone gets the clicked slice.
 
 Frames keep the patch's own grid, placed by explicit plane positions in the source's frame of
 reference (PlanePositionSequence / PlaneOrientationSequence, LPS). Resampling onto the source's
@@ -85,6 +89,9 @@ _CONCEPTS = {
     "relevance": ("CGE013", "Explanation relevance"),
     "malignant": ("CGE014", "Malignancy-indicating relevance"),
     "benign": ("CGE015", "Benign-indicating relevance"),
+    "slice": ("CGE016", "Explained slice"),
+    "offset": ("CGE017", "Offset along S from the explained point"),
+    "slice_centre": ("CGE018", "Centre of the slice's patch"),
 }
 # Type 2 attributes of the modules copied from the source: present (empty if unknown) in every CT,
 # but a source written without them would make highdicom fail; the copy gets them empty.
@@ -94,6 +101,23 @@ _TYPE_2_SOURCE_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "Pa
 
 class DicomResultsError(ValueError):
     """The results cannot be written as DICOM for this source (the message says why and what is written instead)."""
+
+
+@dataclass(frozen=True)
+class SliceNumbers:
+    """One explained slice of a nodule: where its patch lies and what the networks gave it."""
+
+    offset_mm: float  # along S from the seed; 0 for the seed's own slice
+    centre_ras: Tuple[float, float, float]  # the patch's centre (the seed shifted by offset_mm along S)
+    p_x: float
+    p_neg: float
+    p_pos: float
+
+
+def slice_numbers(item: "Explanation", offset_mm: float) -> SliceNumbers:
+    """The SR's account of one slice's explanation ``item``, cut ``offset_mm`` along S from the seed."""
+    centre = tuple(float(v) for v in np.asarray(item.seed_ras, dtype=float))
+    return SliceNumbers(float(offset_mm), centre, float(item.p_x), float(item.p_neg), float(item.p_pos))
 
 
 @dataclass(frozen=True)
@@ -108,26 +132,31 @@ class NoduleResult:
     p_pos: float
     display_limit: float
     caveats: Tuple[str, ...] = ()
+    slices: Tuple[SliceNumbers, ...] = ()
+    """Each explained slice's position and numbers, in the volume's slice order (empty: none stated)."""
 
 
 def nodule_result(item: "Explanation", method: str,
-                  stack: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> NoduleResult:
+                  stack: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                  slices: Optional[Sequence[SliceNumbers]] = None) -> NoduleResult:
     """The DICOM account of the seed's explanation ``item``: its relevance volume is ``stack``
     (relevance_kji, ijk_to_ras), the slices through the nodule, or else ``item``'s own patch as a
-    one-slice volume. The numbers are the seed's slice's; the display limit is the volume's (as the
-    overlay's)."""
+    one-slice volume. The root numbers are the seed's slice's; ``slices`` (default: the seed's slice
+    alone) each slice's; the display limit is the volume's (as the overlay's)."""
     relevance, ijk_to_ras = stack if stack is not None else (np.asarray(item.relevance)[None], item.patch_to_ras)
     relevance = np.asarray(relevance, dtype=np.float32)
     return NoduleResult(relevance, np.asarray(ijk_to_ras, dtype=float), np.asarray(item.seed_ras, dtype=float),
                         item.p_x, item.p_neg, item.p_pos, display_limit(relevance, method),
-                        tuple(caveat.text for caveat in explanation_caveats(item, method)))
+                        tuple(caveat.text for caveat in explanation_caveats(item, method)),
+                        tuple(slices) if slices is not None else (slice_numbers(item, 0.0),))
 
 
 def stack_result(stack: "NoduleStack", method: str) -> NoduleResult:
     """The DICOM account of a nodule explained through its slices: the stack's relevance volume and the
-    numbers of its seed's own slice. What every front end writes per nodule (the command line for each
-    seed, the module and the web viewer for the shown nodule)."""
-    return nodule_result(stack.centre, method, (stack.relevance, stack.stack_to_ras))
+    numbers of its seed's own slice, and every slice's offset, centre and numbers. What every front end
+    writes per nodule (the command line for each seed, the module and the web viewer for the shown nodule)."""
+    slices = [slice_numbers(item, offset) for item, offset in zip(stack.explanations, stack.offsets_mm)]
+    return nodule_result(stack.centre, method, (stack.relevance, stack.stack_to_ras), slices)
 
 
 def require_highdicom() -> None:
@@ -323,19 +352,35 @@ def _report(source: Sequence["Dataset"], result: NoduleResult, method: str, bund
     contains = RelationshipTypeValues.CONTAINS
     info = method_info(method)
     no_units = hd.sr.CodedConcept("1", "UCUM", "no units")
+    millimetres = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
+    frame_of_reference = source[0].FrameOfReferenceUID
     seed_lps = (LPS_TO_RAS[:3, :3] @ np.asarray(result.seed_ras, dtype=float)).tolist()
+
+    def explained_slice(numbers: SliceNumbers) -> ContainerContentItem:
+        centre_lps = (LPS_TO_RAS[:3, :3] @ np.asarray(numbers.centre_ras, dtype=float)).tolist()
+        container = ContainerContentItem(_code("slice"), relationship_type=contains)
+        container.ContentSequence = ContentSequence([
+            NumContentItem(_code("offset"), numbers.offset_mm, millimetres, relationship_type=contains),
+            Scoord3DContentItem(_code("slice_centre"), GraphicTypeValues3D.POINT, np.array([centre_lps]),
+                                frame_of_reference, relationship_type=contains),
+            *(NumContentItem(_code(key), value, no_units, relationship_type=contains)
+              for key, value in (("p_x", numbers.p_x), ("p_neg", numbers.p_neg), ("p_pos", numbers.p_pos))),
+        ])
+        return container
+
     items = [
         TextContentItem(_code("notice"), f"{RESEARCH_NOTICE} {NOT_CLEARED}", contains),
         TextContentItem(_code("bundle"), bundle_name, contains),
         TextContentItem(_code("method"), f"{info.label}: {info.reading}", contains),
         Scoord3DContentItem(_code("seed"), GraphicTypeValues3D.POINT, np.array([seed_lps]),
-                            source[0].FrameOfReferenceUID, relationship_type=contains),
+                            frame_of_reference, relationship_type=contains),
         *(NumContentItem(_code(key), value, no_units, relationship_type=contains)
           for key, value in (("p_x", result.p_x), ("p_neg", result.p_neg), ("p_pos", result.p_pos),
                              ("limit", result.display_limit))),
         *(TextContentItem(_code("caveat"), text, contains) for text in result.caveats),
         *(CompositeContentItem(_code(key), dataset.SOPClassUID, dataset.SOPInstanceUID, contains)
           for key, dataset in zip(("map", "regions"), referenced)),
+        *(explained_slice(numbers) for numbers in result.slices),
     ]
     root = ContainerContentItem(_code("report"))
     root.ContentSequence = ContentSequence(items)

