@@ -24,6 +24,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from .lidc_voi import METADATA_CSV, rows_of
 from .metrics import matched_pair_concordance, roc_auc
 
 # A bin where one class has almost no nodules would otherwise give those few a huge weight.
@@ -60,8 +61,6 @@ def read_rating_targets(voi_dir: Path, nodule_ids: Sequence[str], ratings: Seque
     """[N, R] z-scored reader ratings of each sample's nodule (``nodule_ids`` as in the prepared
     dataset, "<patient>_R_<nodule>"), from the lidc-voi metadata CSV; calcification becomes
     present (1) / absent (0). ValueError naming an unknown rating or a nodule without a row."""
-    from .lidc_voi import METADATA_CSV, rows_of
-
     unknown = [name for name in ratings if name not in RATING_COLUMNS]
     if unknown:
         raise ValueError(f"Unknown reader rating(s) {unknown}; known: {list(RATING_COLUMNS)}.")
