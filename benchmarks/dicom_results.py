@@ -6,13 +6,15 @@ Slicer's main thread), idle and beside busy processes, in one run.
 
 Writes a real CT series with pydicom into a temporary folder, then times, per repeat: reading the
 series' headers (dicom_results.read_source_series) and writing the parametric map, segmentation and
-SR of one nodule (write_dicom_results). Prints p50/p95 in milliseconds and, with --load, the ratio of
-the loaded to the idle p50 measured in this run. No network runs: the relevance is random.
+SR of one nodule (write_dicom_results). Prints p50/p95 in milliseconds, the p50 of the same nodule
+without the SR's per-slice containers, and, with --load, the ratio of the loaded to the idle p50
+measured in this run. No network runs: the relevance is random.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import platform
 import sys
@@ -27,7 +29,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_latency import busy_processes  # noqa: E402 - the benchmarks' one load generator
 
-from CycleGANExplainLib.dicom_results import NoduleResult, read_source_series, write_dicom_results  # noqa: E402
+from CycleGANExplainLib.dicom_results import (NoduleResult, SliceNumbers, read_source_series,  # noqa: E402
+                                              write_dicom_results)
 from CycleGANExplainLib.patch_sampling import patch_to_ras_matrix  # noqa: E402
 
 
@@ -79,7 +82,12 @@ def main() -> None:
     relevance = np.random.default_rng(0).normal(0, 0.2, (args.stack, 64, 64)).astype(np.float32)
     stack_to_ras = patch_to_ras_matrix([0.0, 0.0, 150.0])
     stack_to_ras[:3, 2] = [0.0, 0.0, 1.25]
-    result = NoduleResult(relevance, stack_to_ras, np.array([0.0, 0.0, 155.0]), 0.7, 0.2, 0.9, 0.5)
+    # Every slice's numbers, as stack_result states them: the SR then holds one container per slice.
+    centre = args.stack // 2
+    slices = tuple(SliceNumbers(1.25 * (k - centre), (0.0, 0.0, 150.0 + 1.25 * k), 0.7, 0.2, 0.9)
+                   for k in range(args.stack))
+    result = NoduleResult(relevance, stack_to_ras, np.array([0.0, 0.0, 150.0 + 1.25 * centre]), 0.7, 0.2, 0.9, 0.5,
+                          slices=slices)
     with tempfile.TemporaryDirectory(prefix="dicom-results-benchmark-") as temporary:
         folder = Path(temporary)
         (folder / "ct").mkdir()
@@ -88,6 +96,10 @@ def main() -> None:
         idle = measure(files, result, folder / "idle", args.repeats)
         print(f"read headers + write map, segmentation, SR: p50 {np.percentile(idle, 50):.0f} ms, "
               f"p95 {np.percentile(idle, 95):.0f} ms (idle, {args.repeats} repeats)")
+        # What the SR's per-slice containers cost: the same result stating the seed's slice's numbers only.
+        root_only = measure(files, dataclasses.replace(result, slices=()), folder / "root-only", args.repeats)
+        print(f"without the {args.stack} per-slice containers: p50 {np.percentile(root_only, 50):.0f} ms; with/without "
+              f"p50 {np.percentile(idle, 50) / np.percentile(root_only, 50):.2f} (idle)")
         if args.load:
             with busy_processes(args.load):
                 loaded = measure(files, result, folder / "loaded", args.repeats)

@@ -301,9 +301,10 @@ def test_the_reports_root_numbers_stay_the_seeds_slice(written_stack):
     for meaning, value in zip(PROBABILITIES, (stack.centre.p_x, stack.centre.p_neg, stack.centre.p_pos)):
         (number,) = content[meaning]
         assert numeric_value(number) == pytest.approx(value, abs=1e-6)
-    (seed_slice,) = [container for container in content[SLICE]
+    (seed_slice,) = [content_by_meaning(container) for container in content[SLICE]
                      if numeric_value(content_by_meaning(container)["Offset along S from the explained point"][0]) == 0]
-    assert numeric_value(content_by_meaning(seed_slice)[PROBABILITIES[0]][0]) == pytest.approx(stack.centre.p_x, abs=1e-6)
+    assert [numeric_value(seed_slice[meaning][0]) for meaning in PROBABILITIES] == pytest.approx(
+        [stack.centre.p_x, stack.centre.p_neg, stack.centre.p_pos], abs=1e-6)
 
 
 def test_dciodvfy_finds_no_errors_in_the_report_of_a_stack(written_stack):
