@@ -37,6 +37,9 @@ from .patch_sampling import (PATCH_EXTENT_MM, PATCH_SIZE_PX, is_seed_inside, pat
 DEFAULT_HALF_EXTENT_MM = 10.0
 # A nodule is at most 30 mm across (LIDC-IDRI's definition); 40 mm either side covers the largest with room.
 MAX_HALF_EXTENT_MM = 40.0
+# The panels' half-extent control moves by this (a common CT slice spacing); the module's .ui file says the
+# same, which Testing/web/test_viewer_half_extent.py compares with the web viewer's control.
+HALF_EXTENT_CONTROL_STEP_MM = 2.5
 # A slice other than the seed's is dropped when more of its patch than this lies outside the volume.
 MOSTLY_OUTSIDE_FRACTION = 0.5
 _SUPERIOR = np.array([0.0, 0.0, 1.0])

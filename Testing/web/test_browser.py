@@ -34,6 +34,7 @@ import SimpleITK as sitk
 
 from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS
 from CycleGANExplainLib.model_bundle import default_bundle_dir, read_metadata, shipped_bundles
+from CycleGANExplainLib.nodule_stack import DEFAULT_HALF_EXTENT_MM
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE
 from CycleGANExplainLib.overlay import legend_entries
 from CycleGANExplainLib.sample_data import DEFAULT_SAMPLE, sample_nodule, sample_notice
@@ -571,3 +572,35 @@ def test_a_dicom_series_explained_downloads_its_dicom_results_as_a_zip(browser_c
     finally:
         page.close()
         server.stop()
+
+
+def type_half_extent(page, text: str) -> None:
+    """Replace the field's number as a person does (select all, type, Enter; Tab would scroll the panel to the next field)."""
+    page.locator("#half-extent-input").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def test_the_half_extent_field_explains_the_seed_again_and_everything_stays_in_view(page, tmp_path):
+    assert page.locator("#half-extent-input").input_value() == f"{DEFAULT_HALF_EXTENT_MM:.1f}"
+    page.mouse.click(*axial_view_point(page, 0.5, 0.5))
+    page.locator("#slice-plot").wait_for(state="visible", timeout=EXPLAIN_TIMEOUT_MS)
+    for selector in ("#seed-text", "#probabilities", "#status-text"):
+        assert_visible_without_scrolling(page, selector)
+    seed_text = page.locator("#seed-text").inner_text()
+
+    type_half_extent(page, "0")  # one slice: no per-slice plot
+    page.wait_for_function("!document.querySelector('#slice-plot') && !!document.querySelector('#probabilities')",
+                           timeout=EXPLAIN_TIMEOUT_MS)
+    assert page.locator("#seed-text").inner_text() == seed_text  # the same seed, explained again
+    type_half_extent(page, "20")  # the sample's slices are 8 mm apart
+    page.wait_for_function("document.querySelector('#slice-plot')?.innerText.includes('slices')",
+                           timeout=EXPLAIN_TIMEOUT_MS)
+    # The field sits with the other choices, below the result: back to the panel's top, the result in view.
+    page.locator(".v-navigation-drawer__content").evaluate("element => { element.scrollTop = 0; }")
+    for selector in ("#seed-text", "#probabilities"):
+        assert_visible_without_scrolling(page, selector)
+    screenshot_dir = Path(os.environ.get(SCREENSHOT_DIR_VARIABLE) or tmp_path)
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot_dir / "web_viewer_half_extent.png"))

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import threading
+from html import escape
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -43,12 +44,14 @@ from CycleGANExplainLib.attribution_methods import DEFAULT_METHOD, METHODS, Miss
 from CycleGANExplainLib.caveats import explanation_caveats
 from CycleGANExplainLib.dicom_results import DicomResultsError
 from CycleGANExplainLib.formatting import probability_text, ras_text, seconds_text
+from CycleGANExplainLib.nodule_stack import (DEFAULT_HALF_EXTENT_MM, HALF_EXTENT_CONTROL_STEP_MM, MAX_HALF_EXTENT_MM,
+                                             HalfExtentError, NoduleStack, check_half_extent)
 from CycleGANExplainLib.model_bundle import (DEVICE_CHOICES, BundleError, load_bundle, read_metadata, resolve_bundle,
                                              shipped_bundles)
 from CycleGANExplainLib.sample_data import (DEFAULT_SAMPLE, sample_nodule, sample_notice, sample_of_path,
                                            sample_volume_path)
 from CycleGANExplainLib.notices import LIDC_IDRI_CITATIONS, LIDC_IDRI_LICENCE, RESEARCH_NOTICE
-from CycleGANExplainLib.overlay import legend_entries, rgb_hex
+from CycleGANExplainLib.overlay import PROBABILITY_LINES, legend_entries, rgb_hex
 from CycleGANExplainLib.patch_sampling import InvalidVolumeError, SeedOutsideVolumeError
 from CycleGANExplainLib.triton_guard import load_triton_early
 from CycleGANExplainLib.volume_checks import NotCTError
@@ -77,7 +80,8 @@ SEED_GLYPH_SCALE_PERCENT = 8.0
 SAMPLE_FIELD_OF_VIEW_MM = 150.0
 # Errors a person can fix (another file, another click); anything else is a bug and is logged.
 INPUT_ERRORS = (UnreadableVolumeError, InvalidVolumeError, NotCTError, SeedOutsideVolumeError,
-                mrml_explain.NoInputVolumeError, BundleError, MissingDependencyError, DicomResultsError)
+                mrml_explain.NoInputVolumeError, BundleError, MissingDependencyError, DicomResultsError,
+                HalfExtentError)
 # The page's "Download DICOM results" asks the server for the zip's bytes by this trigger.
 DICOM_ZIP_TRIGGER = "dicom_results_zip"
 
@@ -126,6 +130,48 @@ def bundle_choices(allowed: Dict[str, Path]) -> List[dict]:
 def bundle_choice_value(allowed: Dict[str, Path], bundle_dir: Path) -> str:
     """The chooser's key for ``bundle_dir``, one of ``allowed``."""
     return next(key for key, path in allowed.items() if path.resolve() == bundle_dir.resolve())
+
+
+# The per-slice probability plot's SVG user units: the plot, then a legend column on its right.
+SLICE_PLOT_SIZE = (340, 32)
+SLICE_PLOT_WIDTH = 270
+
+
+def slice_plot_svg(stack: NoduleStack) -> str:
+    """The module's per-slice probability plot in small, as SVG markup (numbers and the fixed labels of
+    overlay.PROBABILITY_LINES only, never text from the page): p(x), p(G-(x)), p(G+(x)) from 0 to 1 against
+    each slice's position along S, in the lines' colours on a white ground (as in the figure), the seed's
+    slice dashed. "" for a stack of one slice: nothing to plot."""
+    if len(stack) < 2:
+        return ""
+    width, height = SLICE_PLOT_SIZE
+    offsets = np.asarray(stack.offsets_mm, dtype=float)
+    span = offsets[-1] - offsets[0]
+
+    def x(offset: float) -> float:
+        return 2 + (SLICE_PLOT_WIDTH - 4) * (offset - offsets[0]) / span
+
+    def y(probability: float) -> float:
+        return 2 + (height - 4) * (1.0 - float(probability))
+
+    seed_x = x(offsets[stack.centre_index])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+             f'height="{height}" role="img" aria-label="Malignancy probability per slice">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<line x1="{seed_x:.1f}" x2="{seed_x:.1f}" y1="0" y2="{height}" stroke="#999" stroke-dasharray="2 2"/>']
+    for row, (attribute, label, colour) in enumerate(PROBABILITY_LINES):
+        points = " ".join(f"{x(offset):.1f},{y(p):.1f}" for offset, p in zip(offsets, getattr(stack, attribute)))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{rgb_hex(colour)}" stroke-width="1.5"/>')
+        parts.append(f'<text x="{SLICE_PLOT_WIDTH + 6}" y="{9 + 10 * row}" font-size="9" '
+                     f'fill="{rgb_hex(colour)}">{escape(label)}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def slice_plot_text(stack: NoduleStack) -> str:
+    """What slice_plot_svg shows, in words: the slices' span along S and how many."""
+    if len(stack) < 2:
+        return ""
+    return f"Per slice, {stack.offsets_mm[0]:+.1f} to {stack.offsets_mm[-1]:+.1f} mm along S ({len(stack)} slices)"
 
 
 def slice_view_gutter(server, view_id: str, view) -> None:
@@ -194,6 +240,8 @@ class ExplainViewer(TrameApp):
         self._pending_seed = None  # (ras, view name, clicks it stands for) of the latest click not yet explained
         self._explaining = False
         self.method = DEFAULT_METHOD  # the attribution method of the next explanation (the page's choice)
+        # The next explanation's slices: this many mm above and below the seed (the page's "Through the nodule").
+        self.half_extent_mm = DEFAULT_HALF_EXTENT_MM
         self._volume_generation = 0  # counts CTs opened, so that a late explanation of an old one is dropped
         self.volume_node = None
         self.overlay_node = None
@@ -321,6 +369,7 @@ class ExplainViewer(TrameApp):
         state.method_choices = [{"title": method.label, "value": method.key} for method in METHODS.values()]
         state.method = DEFAULT_METHOD
         self._show_method_legend(DEFAULT_METHOD)
+        state.half_extent_mm = self.half_extent_mm
         state.volume_text = "No CT loaded."
         state.overlay_visible = True
         state.seed_visible = True
@@ -338,7 +387,7 @@ class ExplainViewer(TrameApp):
         self.shown_result = None
         self.state.update({"has_result": False, "seed_text": "", "p_x": "", "p_pos": "", "p_neg": "",
                            "device_text": "", "method_text": "", "warnings_text": "", "caveats": [],
-                           "status_text": ""})
+                           "slice_plot_svg": "", "slice_plot_text": "", "status_text": ""})
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server, theme="dark") as layout:
@@ -414,6 +463,8 @@ class ExplainViewer(TrameApp):
                     click=(f"trigger('{DICOM_ZIP_TRIGGER}').then(zip => zip && "
                            f"utils.download('{ZIP_NAME}', zip, 'application/zip'))"))
             html.Div("{{ dicom_note }}", v_if=("dicom_note",), id="dicom-note", classes="text-caption")
+            # Last in the result: the probabilities, caveats and DICOM line above it stay in view at 1400 x 900.
+            self._build_slice_plot()
 
         html.Div("Relevance overlay {{ map_title }}", classes="text-subtitle-2 mt-2", id="map-title")
         with html.Div(id="legend", classes="text-body-2"):
@@ -442,6 +493,21 @@ class ExplainViewer(TrameApp):
         with html.Div(id="method-select"):
             v3.VSelect(label="Method", v_model=("method",), items=("method_choices",), density="compact",
                        hide_details=True)
+        # The module's "Through the nodule (±)" control: nodule_stack's range, default and step.
+        with html.Div(id="half-extent", classes="d-flex flex-row align-center", style="gap: 8px;"):
+            # Numbers as bound expressions (":max"): as static attributes Vue would pass them as text.
+            v3.VNumberInput(label="Through the nodule (±)", v_model=("half_extent_mm",), min=("0",),
+                            max=(f"{MAX_HALF_EXTENT_MM:g}",), step=(f"{HALF_EXTENT_CONTROL_STEP_MM:g}",),
+                            precision=("1",), suffix="mm", density="compact", hide_details=True, max_width=("230",),
+                            id="half-extent-input")
+            html.Div("0: the seed's slice only", classes="text-caption")
+
+    @staticmethod
+    def _build_slice_plot() -> None:
+        """The stack's per-slice probabilities in small (slice_plot_svg), under the seed's own."""
+        with html.Div(v_if=("slice_plot_svg",), id="slice-plot"):
+            html.Div(v_html=("slice_plot_svg",), style="line-height: 0;")
+            html.Div("{{ slice_plot_text }}", classes="text-caption")
 
     def _build_upload_buttons(self) -> List[CappedLoadVolumeButton]:
         """trame-slicer's two upload buttons (files, a folder), as its LoadVolumeUI makes them, capped."""
@@ -569,6 +635,24 @@ class ExplainViewer(TrameApp):
         self.method = method
         self._explain_current_seed()
 
+    @change("half_extent_mm")
+    def _on_half_extent_chosen(self, half_extent_mm, **_) -> None:
+        """Another half-extent: the current seed is explained again through that many mm of the nodule. A value
+        out of range (typed into the field, or set by the browser, which writes state freely) is refused with
+        nodule_stack's message, and the field goes back to the value in use."""
+        if half_extent_mm in ("", None):
+            return  # the field emptied while a number is typed: the value in use stays until one is there
+        try:
+            value = check_half_extent(half_extent_mm)
+        except HalfExtentError as error:
+            self._report_error(error, "Could not use that extent through the nodule")
+            self.state.half_extent_mm = self.half_extent_mm
+            return
+        if value == self.half_extent_mm:
+            return  # also how the initial value arrives when the page connects
+        self.half_extent_mm = value
+        self._explain_current_seed()
+
     def _explain_current_seed(self) -> None:
         if self.volume_node is not None and self.seed_node.GetNumberOfControlPoints() > 0:
             seed = [0.0, 0.0, 0.0]
@@ -616,7 +700,7 @@ class ExplainViewer(TrameApp):
             self.state.status_text = f"Explaining ({ras_text(ras)}) mm..."
         try:
             request = mrml_explain.prepare_request(self.volume_node, ras, self.bundle_dir, self.state.device,
-                                                   method=self.method,
+                                                   self.half_extent_mm, method=self.method,
                                                    allow_unknown_bundle=self.allow_unknown_bundle)
             batch = await asyncio.to_thread(mrml_explain.compute, request)
         except Exception as error:  # noqa: BLE001 - shown in the page, the session goes on
@@ -669,6 +753,8 @@ class ExplainViewer(TrameApp):
                 "warnings_text": "\n".join(batch.warnings),
                 "caveats": [{"code": caveat.code, "text": caveat.text}
                             for caveat in explanation_caveats(explanation, batch.method)],
+                "slice_plot_svg": slice_plot_svg(result.stack),
+                "slice_plot_text": slice_plot_text(result.stack),
                 "status_text": (f"Explained the point clicked in the {view_name} view" if view_name
                                 else f"Explained the seed with {batch.bundle_name}")
                                + (f" (the latest of {clicks} clicks made while busy)." if clicks > 1 else "."),
