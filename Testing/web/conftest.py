@@ -35,3 +35,19 @@ def explain_in() -> Callable[["viewer_module.ExplainViewer", Sequence[float]], N
         asyncio.run(scenario())
 
     return explain
+
+
+@pytest.fixture(scope="session")
+def choose_in() -> Callable[..., None]:
+    """choose_in(viewer, name, value): what a page control does: set the state (its change handler runs
+    when the state is flushed), then wait for the explanation that the choice may start."""
+    def choose(viewer: "viewer_module.ExplainViewer", name: str, value) -> None:
+        async def scenario():
+            with viewer.state:
+                viewer.state[name] = value
+            while viewer._explaining:
+                await asyncio.sleep(0.01)
+
+        asyncio.run(scenario())
+
+    return choose

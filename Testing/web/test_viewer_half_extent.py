@@ -5,7 +5,6 @@ field's range and step those of nodule_stack and of the module's .ui file."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -20,17 +19,6 @@ from CycleGANExplainLib.nodule_stack import (DEFAULT_HALF_EXTENT_MM, HALF_EXTENT
 from CycleGANExplainLib.sample_data import SYNTHETIC_SAMPLE
 
 MODULE_UI = Path(__file__).resolve().parents[2] / "CycleGANExplain" / "Resources" / "UI" / "CycleGANExplain.ui"
-
-
-def choose_half_extent(viewer, value) -> None:
-    """What the page's field does: set the state; the change handler runs on flush, then the explanation."""
-    async def scenario():
-        with viewer.state:
-            viewer.state.half_extent_mm = value
-        while viewer._explaining:
-            await asyncio.sleep(0.01)
-
-    asyncio.run(scenario())
 
 
 def overlay_slices(viewer) -> int:
@@ -68,18 +56,18 @@ def test_the_field_starts_at_the_default_with_the_modules_range_and_step(synthet
     assert float(slider["maximum"]) == MAX_HALF_EXTENT_MM and float(slider["singleStep"]) == HALF_EXTENT_CONTROL_STEP_MM
 
 
-def test_zero_explains_the_seeds_slice_alone(explained):
+def test_zero_explains_the_seeds_slice_alone(explained, choose_in):
     viewer, ras = explained
-    choose_half_extent(viewer, 0)
+    choose_in(viewer, "half_extent_mm", 0)
     assert viewer.state.error_text == "" and viewer.half_extent_mm == 0.0
     assert overlay_slices(viewer) == 1 and len(viewer.shown_result.stack) == 1
     np.testing.assert_allclose(viewer.shown_result.stack.centre.seed_ras, ras, atol=1e-6)
     assert viewer.state.slice_plot_svg == "" and viewer.state.slice_plot_text == ""  # one slice: nothing to plot
 
 
-def test_five_mm_explains_the_slices_nodule_stack_plans_for_this_ct(explained):
+def test_five_mm_explains_the_slices_nodule_stack_plans_for_this_ct(explained, choose_in):
     viewer, ras = explained
-    choose_half_extent(viewer, "5")  # a number field's value arrives as text
+    choose_in(viewer, "half_extent_mm", "5")  # a number field's value arrives as text
     plan = planned(viewer, ras, 5.0)
     assert len(plan) == 5  # the synthetic CT's 2.5 mm slices: -5 to +5 mm
     assert overlay_slices(viewer) == len(plan)
@@ -95,11 +83,11 @@ def test_five_mm_explains_the_slices_nodule_stack_plans_for_this_ct(explained):
 
 
 @pytest.mark.parametrize("value", [MAX_HALF_EXTENT_MM + 2.5, -2.5, "ten"])
-def test_a_value_out_of_range_is_refused_with_a_message_and_the_field_goes_back(explained, value):
+def test_a_value_out_of_range_is_refused_with_a_message_and_the_field_goes_back(explained, value, choose_in):
     viewer, ras = explained
-    choose_half_extent(viewer, 5.0)
+    choose_in(viewer, "half_extent_mm", 5.0)
     shown = viewer.shown_result
-    choose_half_extent(viewer, value)
+    choose_in(viewer, "half_extent_mm", value)
     assert viewer.state.error_text.startswith("Could not use that extent through the nodule: The half-extent through "
                                               f"the nodule must be a distance from 0 to {MAX_HALF_EXTENT_MM:g} mm")
     assert repr(value) in viewer.state.error_text
@@ -108,9 +96,9 @@ def test_a_value_out_of_range_is_refused_with_a_message_and_the_field_goes_back(
     assert overlay_slices(viewer) == 5
 
 
-def test_the_setting_is_kept_for_a_new_click(explained, explain_in):
+def test_the_setting_is_kept_for_a_new_click(explained, explain_in, choose_in):
     viewer, _ = explained
-    choose_half_extent(viewer, 7.5)
+    choose_in(viewer, "half_extent_mm", 7.5)
     other = viewer_module.sample_nodule_ras("N1", SYNTHETIC_SAMPLE)
     explain_in(viewer, other)
     assert viewer.state.has_result, viewer.state.error_text

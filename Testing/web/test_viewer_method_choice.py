@@ -25,17 +25,6 @@ def viewer():
     return app
 
 
-def choose(viewer, method: str) -> None:
-    """What the page's select does: set the state; the change handler runs on flush."""
-    async def scenario():
-        with viewer.state:
-            viewer.state.method = method
-        while viewer._explaining:
-            await asyncio.sleep(0.01)
-
-    asyncio.run(scenario())
-
-
 def explain_seed(viewer) -> None:
     async def scenario():
         viewer.request_explanation(viewer_module.sample_nodule_ras(), "axial")
@@ -56,31 +45,31 @@ def test_every_method_is_offered_with_cyclegan_am_chosen(viewer):
     assert shown_legend(viewer) == [(rgb_hex(rgb), meaning) for rgb, meaning in legend_entries(DEFAULT_METHOD)]
 
 
-def test_a_chosen_method_explains_the_seed_again_with_its_map_and_legend(viewer):
+def test_a_chosen_method_explains_the_seed_again_with_its_map_and_legend(viewer, choose_in):
     explain_seed(viewer)
     assert viewer.state.has_result and mrml_overlay.overlay_method(viewer.overlay_node) == DEFAULT_METHOD
     cyclegan_am_probability = viewer.state.p_x
-    choose(viewer, "saliency")
+    choose_in(viewer, "method", "saliency")
     assert mrml_overlay.overlay_method(viewer.overlay_node) == "saliency", viewer.state.error_text
     assert viewer.state.method_text == "Saliency (|gradient|) (captum)"
     assert viewer.state.map_title == METHODS["saliency"].map_title
     assert shown_legend(viewer) == [(rgb_hex(rgb), meaning) for rgb, meaning in legend_entries("saliency")]
     assert "unsigned" in viewer.state.legend[0]["meaning"] and len(viewer.state.legend) == 1
     assert viewer.state.p_x == cyclegan_am_probability  # the probabilities come from the same networks
-    choose(viewer, DEFAULT_METHOD)
+    choose_in(viewer, "method", DEFAULT_METHOD)
     assert mrml_overlay.overlay_method(viewer.overlay_node) == DEFAULT_METHOD
 
 
-def test_a_method_whose_packages_are_missing_is_refused_with_the_pip_command(viewer, monkeypatch):
+def test_a_method_whose_packages_are_missing_is_refused_with_the_pip_command(viewer, monkeypatch, choose_in):
     explain_seed(viewer)
     monkeypatch.setitem(sys.modules, "captum", None)  # how Python marks a module as not importable
-    choose(viewer, "occlusion")
+    choose_in(viewer, "method", "occlusion")
     assert "Could not use Occlusion" in viewer.state.error_text and "pip install" in viewer.state.error_text
     assert viewer.state.method == DEFAULT_METHOD and viewer.method == DEFAULT_METHOD
     assert mrml_overlay.overlay_method(viewer.overlay_node) == DEFAULT_METHOD
 
 
-def test_a_key_the_page_does_not_list_is_refused(viewer):
-    choose(viewer, "../../some-method")
+def test_a_key_the_page_does_not_list_is_refused(viewer, choose_in):
+    choose_in(viewer, "method", "../../some-method")
     assert "is not one of the listed methods" in viewer.state.error_text
     assert viewer.state.method == DEFAULT_METHOD
