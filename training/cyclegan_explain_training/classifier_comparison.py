@@ -24,6 +24,7 @@ from .batched_inference import malignancy_probabilities
 from .context_fill import EVALUATION_FILLS, PIXEL_MM
 from .dataset import CENTRE, PreparedDataset
 from .reporting import estimate_text, json_safe, markdown_table
+from .size_confound import selection_score
 from .size_matched import size_matched_figures
 from .train_classifier import fit_and_held_out, images_in_context, load_classifier, validation_split_seed
 
@@ -87,8 +88,8 @@ def validation_choice(validation: Mapping[str, Mapping[str, Any]]) -> Dict[str, 
     of matched-pair concordance and AUC on the validation patients (point estimates), with every score."""
     scores = {}
     for name in next(iter(validation.values())):
-        per_fill = [(by_name[name]["concordance"]["classifier"]["value"] + by_name[name]["auc"]["classifier"]["value"])
-                    / 2.0 for by_name in validation.values()]
+        per_fill = [selection_score(by_name[name]["concordance"]["classifier"]["value"],
+                                   by_name[name]["auc"]["classifier"]["value"]) for by_name in validation.values()]
         scores[name] = float(min(per_fill))
     return {"rule": "best worst-fill mean of matched-pair concordance and AUC (validation patients)",
             "chosen": max(scores, key=scores.get), "scores": scores}

@@ -89,4 +89,9 @@ def matched_pair_selection_score(labels: np.ndarray, diameters_mm: np.ndarray, p
     """The validation figures of ``selection = "matched_pairs"``: concordance, AUC and their mean."""
     concordance = matched_pair_concordance(labels, diameters_mm, probabilities)
     auc = roc_auc(labels, probabilities)
-    return {"concordance": float(concordance), "auc": float(auc), "score": float((concordance + auc) / 2.0)}
+    return {"concordance": float(concordance), "auc": float(auc), "score": selection_score(concordance, auc)}
+
+
+def selection_score(concordance: float, auc: float) -> float:
+    """What ``selection = "matched_pairs"`` maximises (per fill; the worst fill counts)."""
+    return float((concordance + auc) / 2.0)
