@@ -183,3 +183,34 @@ def test_a_warm_started_run_begins_from_the_other_runs_networks_records_it_and_r
         train_cyclegan(dataset, paths["bundle"], wider, root / "warm-wider", "cpu", progress=False, warm_start=source)
     with pytest.raises(ValueError, match="trained against another classifier"):
         train_cyclegan(dataset, paths["twin"], config, root / "warm-other", "cpu", progress=False, warm_start=source)
+
+
+def test_same_nodule_view_moves_pixels_without_changing_them_and_keeps_gradients():
+    from cyclegan_explain_training.augment import same_nodule_view
+
+    torch.manual_seed(3)
+    images = torch.randn(3, 1, 16, 16, requires_grad=True)
+    assert same_nodule_view(images, 0) is images
+    with pytest.raises(ValueError, match="max_shift_px must be 0 or more, not -1"):
+        same_nodule_view(images, -1)
+    views = [same_nodule_view(images, 2) for _ in range(20)]
+    assert all(view.shape == images.shape for view in views)
+    assert any(not torch.equal(view, images) for view in views)
+    for view in views:
+        # Every output pixel is an input pixel of the same image (no interpolation), the centre survives.
+        for index in range(3):
+            assert set(view[index].flatten().tolist()) <= set(images[index].flatten().tolist())
+        centre = view[:, :, 6:10, 6:10].detach()
+        assert all(set(centre[i].flatten().tolist()) <= set(images[i, :, 4:12, 4:12].flatten().tolist())
+                   for i in range(3))
+    views[0].sum().backward()
+    assert images.grad is not None and float(images.grad.abs().sum()) > 0
+
+
+def test_a_run_with_same_nodule_views_trains_and_records_the_setting(twins):
+    root, dataset, config, paths = twins
+    viewed = with_overrides(config, "cyclegan", {"activation_view_shift_px": 2})
+    checkpoint = train_cyclegan(dataset, paths["bundle"], viewed, root / "gan-views", "cpu", progress=False,
+                                also_maximised_for=[paths["twin"]])
+    state = load_checkpoint(checkpoint, "cyclegan")
+    assert state["config"]["cyclegan"]["activation_view_shift_px"] == 2 and state["step"] == 2

@@ -70,6 +70,9 @@ class CycleGANConfig:
     locality_mm: float = 10.0  # change is free within this distance of the nodule's mask
     new_brightness: float = 0.0  # weight of intensity put above new_brightness_hu where x was darker
     new_brightness_hu: float = 150.0  # above solid soft tissue: calcification-like brightness
+    # Transfer (issue 21): L_AM reads G(x) through a random same-nodule view per classifier and step
+    # (augment.same_nodule_view: mirroring, quarter turns, shifts up to this many pixels; 0: off).
+    activation_view_shift_px: int = 0
 
 
 @dataclass(frozen=True)

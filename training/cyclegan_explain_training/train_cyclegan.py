@@ -42,6 +42,7 @@ from CycleGANExplainLib.intensity import normalise_hu
 from CycleGANExplainLib.model_bundle import resolve_device, sha256_of
 from CycleGANExplainLib.networks import UNetGenerator
 
+from .augment import same_nodule_view
 from .checkpoint import capture_rng_states, load_checkpoint, restore_rng_states, save_checkpoint
 from .config import TrainingConfig
 from .dataset import BENIGN, MALIGNANT, PreparedDataset
@@ -150,6 +151,7 @@ class CycleGANAMTrainer:
         self.scaler_generators = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.scaler_discriminators = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.dssim = DSSIM()
+        self.activation_view_shift_px = settings.activation_view_shift_px
         self.weights = LossWeights(**settings.loss_weights, similarity_l1=settings.similarity_l1,
                                    activation_target_probability=settings.activation_target_probability,
                                    locality=settings.locality_l1, new_brightness=settings.new_brightness,
@@ -187,8 +189,9 @@ class CycleGANAMTrainer:
         # The updated discriminators judge the generators but are not trained by their loss; the
         # unwrapped modules keep DDP from waiting for discriminator gradients that never come.
         with _frozen(d_pos, d_neg), self._autocast():
-            all_logits_pos = [classifier(fake_pos) for classifier in self.am_classifiers]
-            all_logits_neg = [classifier(fake_neg) for classifier in self.am_classifiers]
+            shift = self.activation_view_shift_px
+            all_logits_pos = [classifier(same_nodule_view(fake_pos, shift)) for classifier in self.am_classifiers]
+            all_logits_neg = [classifier(same_nodule_view(fake_neg, shift)) for classifier in self.am_classifiers]
             logits_pos, logits_neg = all_logits_pos[0], all_logits_neg[0]
             loss_pos, terms_pos = generator_loss(self.dssim, x_a, fake_pos, g_neg(fake_pos),
                                                  _unwrap(d_pos)(x_b, fake_pos), all_logits_pos, MALIGNANT, self.weights,
