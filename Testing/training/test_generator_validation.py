@@ -15,6 +15,7 @@ from cyclegan_explain_training.checkpoint import load_checkpoint
 from cyclegan_explain_training.config import load_config, with_overrides
 from cyclegan_explain_training.context_fill import EVALUATION_FILLS
 from cyclegan_explain_training.generator_validation import validate_generators, validation_set
+from cyclegan_explain_training.dataset import load_prepared
 from cyclegan_explain_training.run_log import read_metrics
 from cyclegan_explain_training.train_classifier import train_classifier
 from cyclegan_explain_training.train_cyclegan import (
@@ -256,3 +257,43 @@ def test_select_generators_refuses_a_bundle_with_another_classifier(validated_ru
                  str(tiny_bundle), "--allow-unknown-bundle"])
     error = capsys.readouterr().err
     assert code == 2 and "is not the one the runs were validated against" in error, error
+
+
+def test_select_generators_with_a_judge_adds_its_flips_to_the_score_and_refuses_a_maximised_one(validated_runs, capsys):
+    """Transfer in the choice: a classifier on the same patients that no run maximised judges every check."""
+    import json
+
+    from cyclegan_explain_training.cli import main
+    from cyclegan_explain_training.generator_selection import SELECTION_JSON, SELECTION_MARKDOWN
+
+    root = validated_runs["root"]
+    dataset = load_prepared(root / "dataset")
+    config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 1})
+    judge = train_classifier(dataset, with_overrides(config, "classifier", {"seed": 1, "validation_seed": 0}),
+                             root / "judge", device="cpu", progress=False)
+    other_patients = train_classifier(dataset, with_overrides(config, "classifier", {"seed": 1}),
+                                      root / "judge-other-patients", device="cpu", progress=False)
+    run = str(root / "long" / "cyclegan.pt")
+    common = ["select-generators", "--cyclegan", run, "--dataset", str(root / "dataset"), "--bootstrap", "20"]
+    assert main(common + ["--out", str(root / "plain")]) == 0, capsys.readouterr().err
+    assert main(common + ["--out", str(root / "judged"), "--judge-classifier", str(judge)]) == 0, capsys.readouterr().err
+    plain = json.loads((root / "plain" / SELECTION_JSON).read_text())
+    judged = json.loads((root / "judged" / SELECTION_JSON).read_text())
+    assert judged["judge_classifiers"][0]["path"] == str(judge) and "judges' mean flip rate" in judged["rule"]
+    for before, after in zip(plain["candidates"], judged["candidates"]):
+        assert before["check"] == after["check"]
+        fills = [key[:-len("/score")] for key in after["figures"] if key.endswith("/score")]
+        for fill in fills:
+            flips = [after["figures"][f"{fill}/judge_flip_{d}"] for d in ("benign_to_malignant", "malignant_to_benign")]
+            assert all(0.0 <= value <= 1.0 for value in flips if not np.isnan(value))
+            assert after["figures"][f"{fill}/score"] == pytest.approx(
+                before["figures"][f"{fill}/score"] + np.nanmean(flips), abs=1e-9)
+    markdown = (root / "judged" / SELECTION_MARKDOWN).read_text()
+    assert "judges' flips +/−" in markdown and str(judge) in markdown
+
+    classifier = root / "classifier" / "classifier.pt"
+    assert main(common + ["--out", str(root / "refused"), "--judge-classifier", str(classifier)]) == 2
+    assert "is a classifier the runs maximised (L_AM)" in capsys.readouterr().err
+    assert main(common + ["--out", str(root / "refused"), "--judge-classifier", str(other_patients)]) == 2
+    assert "held out other validation patients" in capsys.readouterr().err
+    assert not (root / "refused").exists()

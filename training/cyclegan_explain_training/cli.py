@@ -147,6 +147,9 @@ def _add_select_generators(commands: "argparse._SubParsersAction[argparse.Argume
     select.add_argument("--bundle", type=Path, action="append", default=[], metavar="PATH",
                         help="an exported bundle with the same classifier (e.g. the shipped one), scored beside the "
                              "checks (repeatable)")
+    select.add_argument("--judge-classifier", type=Path, action="append", default=[], metavar="CLASSIFIER_PT",
+                        help="a classifier.pt on the same validation patients that no run maximised; its flip rate "
+                             "(transfer) joins the score (repeatable: the judges' mean)")
     select.add_argument(ALLOW_FLAG, action="store_true", dest="allow_unknown_bundle", help=ALLOW_HELP)
 
 
@@ -326,7 +329,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
             raise ValueError("--top and --bootstrap must be at least 1.")
         result = select_generators(args.cyclegan, load_prepared(args.dataset), args.out, top=args.top,
                                    resamples=args.bootstrap, seed=args.seed, device=args.device, command=command,
-                                   bundles=args.bundle, allow_unknown_bundle=args.allow_unknown_bundle)
+                                   bundles=args.bundle, allow_unknown_bundle=args.allow_unknown_bundle,
+                                   judge_classifiers=args.judge_classifier)
         chosen = result["chosen"]
         what = f"the bundle {chosen['run']}" if chosen["bundle"] else f"step {chosen['step']} of {chosen['run']}"
         print(f"Chose {what}: score {chosen['score']['value']:.3f} "

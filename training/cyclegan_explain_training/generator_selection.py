@@ -80,14 +80,32 @@ def _same_classifier(states: Sequence[Dict[str, Any]], paths: Sequence[Path]) ->
                          f"patients, and cannot be compared pairwise: {', '.join(str(p) for p in paths)}.")
 
 
+def _judges(paths: Sequence[Path], classifier_state: Dict[str, Any], states: Sequence[Dict[str, Any]]
+            ) -> List[Dict[str, Any]]:
+    """The judge classifiers' checkpoints, refused unless each held out the runs' validation patients
+    (as an L_AM twin must) and no run maximised it: transfer is measured on networks never optimised for."""
+    from .train_cyclegan import same_patient_classifiers
+
+    maximised = {state["classifier_sha256"] for state in states}
+    maximised |= {twin["sha256"] for state in states for twin in state.get("activation_twins", [])}
+    for path in paths:
+        if sha256_of(path) in maximised:
+            raise ValueError(f"{path} is a classifier the runs maximised (L_AM); a judge of transfer must be one "
+                             "they never saw.")
+    return list(same_patient_classifiers(classifier_state, paths).values())
+
+
 def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: PreparedDataset, out_dir: Union[str, Path],
                       top: Optional[int] = None, resamples: int = 1000, seed: int = 0, device: str = "cpu",
                       command: Optional[str] = None, bundles: Sequence[Union[str, Path]] = (),
-                      allow_unknown_bundle: bool = False) -> Dict[str, Any]:
+                      allow_unknown_bundle: bool = False,
+                      judge_classifiers: Sequence[Union[str, Path]] = ()) -> Dict[str, Any]:
     """Re-score every candidate check of the runs, choose the best, write selection.json and .md.
 
     ``bundles``: exported bundles with the same classifier (e.g. the one shipped now), scored
-    beside the checks so that replacing it is decided on the validation patients too."""
+    beside the checks so that replacing it is decided on the validation patients too.
+    ``judge_classifiers``: classifiers on the same validation patients that no run maximised; their
+    mean flip rate joins the score (generator_validation), so transfer takes part in the choice."""
     from .generator_validation import figures_of, per_nodule_figures, validation_set
     from .train_classifier import load_classifier
     from .train_cyclegan import load_generators, split_like_classifier, validation_batchnorm_images
@@ -102,6 +120,8 @@ def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: Prepa
     classifier_state = load_checkpoint(classifier_path, "classifier")
     classifier = load_classifier(classifier_state).to(device).eval()
     hu_window = classifier_state["hu_window"]
+    judge_paths = [Path(path) for path in judge_classifiers]
+    judges = [load_classifier(state).to(device).eval() for state in _judges(judge_paths, classifier_state, states)]
     fit, validation = split_like_classifier(dataset, classifier_state)
     data = validation_set(validation, hu_window)
     batchnorm_images = validation_batchnorm_images(fit, hu_window)
@@ -112,12 +132,12 @@ def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: Prepa
     for candidate, state in ((c, states[paths.index(c.run)]) for c in candidates):
         generator_pos, generator_neg = load_generators(state, check=load_checkpoint(candidate.check, "generator-check"))
         per_nodule.append(per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images,
-                                             batch_size, device))
+                                             batch_size, device, judges))
     for bundle_dir in map(Path, bundles):
         generator_pos, generator_neg = bundle_generators(bundle_dir, classifier, allow_unknown_bundle)
         candidates.append(Candidate(bundle_dir, None, -1, float("nan")))
         per_nodule.append(per_nodule_figures(generator_pos, generator_neg, classifier, data, batchnorm_images,
-                                             batch_size, device))
+                                             batch_size, device, judges))
     points = [figures_of(figures, np.arange(len(data.labels))) for figures in per_nodule]
     chosen = int(np.argmax([point["score"] for point in points]))
 
@@ -140,8 +160,10 @@ def select_generators(cyclegan_paths: Sequence[Union[str, Path]], dataset: Prepa
                      "figures": point})
     result = {"chosen": rows[chosen], "candidates": rows, "validation_nodules": int(len(data.labels)),
               "validation_patients": int(len(np.unique(data.patient_ids))), "resamples": resamples, "seed": seed,
-              "rule": "the highest validation score (generator_validation's definition) on all validation patients; "
+              "rule": "the highest validation score (generator_validation's definition"
+                      + (", with the judges' mean flip rate" if judges else "") + ") on all validation patients; "
                       "intervals are 95 % patient-bootstrap percentiles, every candidate on the same resamples",
+              "judge_classifiers": [{"path": str(path), "sha256": sha256_of(path)} for path in judge_paths],
               "command": command}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,8 +187,9 @@ def selection_markdown(result: Dict[str, Any]) -> str:
         (f"Chosen: the generators of bundle `{chosen['run']}`" if chosen["bundle"] else
          f"Chosen: `{chosen['check']}` (step {chosen['step']})") + f", score {interval(chosen['score'])}.",
         "",
-        "| run | step | score [95 % CI] | chosen − this [95 % CI] | told apart | flips +/− (worst fill) |",
-        "|---|---|---|---|---|---|",
+        "| run | step | score [95 % CI] | chosen − this [95 % CI] | told apart | flips +/− (worst fill) |"
+        + (" judges' flips +/− (worst fill) |" if result.get("judge_classifiers") else ""),
+        "|---|---|---|---|---|---|" + ("---|" if result.get("judge_classifiers") else ""),
     ]
     for row in sorted(result["candidates"], key=lambda row: -row["score"]["value"]):
         figures = row["figures"]
@@ -176,10 +199,15 @@ def selection_markdown(result: Dict[str, Any]) -> str:
         name, step = (f"bundle {Path(row['run']).name}", "exported") if row["bundle"] else (Path(row["run"]).parent.name, row["step"])
         lines.append(f"| {name} | {step} | {interval(row['score'])} | "
                      f"{interval(row['chosen_minus_this'])} | {told} | "
-                     f"{figures[f'{fill}/flip_benign_to_malignant']:.2f} / {figures[f'{fill}/flip_malignant_to_benign']:.2f} |")
+                     f"{figures[f'{fill}/flip_benign_to_malignant']:.2f} / {figures[f'{fill}/flip_malignant_to_benign']:.2f} |"
+                     + (f" {figures[f'{fill}/judge_flip_benign_to_malignant']:.2f} / "
+                        f"{figures[f'{fill}/judge_flip_malignant_to_benign']:.2f} |" if result.get("judge_classifiers") else ""))
     undistinguished = sum(1 for row in result["candidates"] if not _same_candidate(row, chosen) and not row["distinguishable"])
     lines += ["", f"{undistinguished} other candidate(s) cannot be told apart from the chosen one on these patients "
               "(their gap's interval includes 0): the choice among them is not evidence that one is better.", ""]
+    if result.get("judge_classifiers"):
+        lines += ["Judges (classifiers on the same patients that no run maximised): "
+                  + ", ".join(f"`{judge['path']}`" for judge in result["judge_classifiers"]), ""]
     if result.get("command"):
         lines += [f"Command: `{result['command']}`", ""]
     return "\n".join(lines)

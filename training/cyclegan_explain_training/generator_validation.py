@@ -16,13 +16,18 @@ each term in [0, 1], so a generator that flips decisions by repainting the whole
 that copies its input, scores lower than one that changes the nodule enough to flip it; the last
 two terms (explanation_checks' realism definitions) count against counterfactuals that flip the
 classifier with what no real CT shows: a calcification that is not there, change in empty space.
+
+Given judge classifiers (select-generators --judge-classifier: trained on the same patients, never
+maximised by the runs), the score adds their mean flip rate, each judge on its own decisions:
+transfer to networks the generators never saw, the term that does not saturate when the own
+classifier's flips reach 1.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -79,10 +84,11 @@ def validate_generators(generator_pos: nn.Module, generator_neg: nn.Module, clas
 
 def per_nodule_figures(generator_pos: nn.Module, generator_neg: nn.Module, classifier: nn.Module,
                        data: ValidationSet, batchnorm_images: torch.Tensor, batch_size: int,
-                       device: str) -> Dict[str, Dict[str, np.ndarray]]:
+                       device: str, judges: Sequence[nn.Module] = ()) -> Dict[str, Dict[str, np.ndarray]]:
     """Per fill, each validation nodule's share of every figure (figures_of aggregates any subset,
     so that a patient bootstrap can resample nodules). Copies of the generators are scored, with
-    BatchNorm statistics recomputed on real training patches as export does."""
+    BatchNorm statistics recomputed on real training patches as export does. ``judges``: classifiers
+    the generators never maximised; their flips (mean over judges) become transfer figures."""
     from .train_cyclegan import recompute_batchnorm_statistics
 
     copies = [recompute_batchnorm_statistics(copy.deepcopy(network).cpu(), batchnorm_images, batch_size).to(device)
@@ -111,8 +117,21 @@ def per_nodule_figures(generator_pos: nn.Module, generator_neg: nn.Module, class
             # a patch with no pixel beyond the real image (NaN change) counts as unchanged there
             "unchanged_beyond_box": (~(beyond > BEYOND_BOX_TOLERANCE_HU)).astype(np.float64),
         }
+        if judges:
+            result[fill].update(_judge_flips(judges, images, fake_pos, fake_neg, device))
     classifier.train(was_training)
     return result
+
+
+def _judge_flips(judges: Sequence[nn.Module], images: torch.Tensor, fake_pos: torch.Tensor, fake_neg: torch.Tensor,
+                 device: str) -> Dict[str, np.ndarray]:
+    """Per nodule, the share of judges whose decision G+ (G-) flipped, among the judges that called
+    it benign (malignant); NaN where none did."""
+    flips = [flip_indicators(*(malignancy_probabilities(judge, batch, device).numpy()
+                               for batch in (images, fake_pos, fake_neg))) for judge in judges]
+    return {f"judge_{name}": nan_mean(np.stack([flip[key] for flip in flips]), axis=0)
+            for name, key in (("flip_benign_to_malignant", "flipped_to_malignant"),
+                              ("flip_malignant_to_benign", "flipped_to_benign"))}
 
 
 def figures_of(per_nodule: Dict[str, Dict[str, np.ndarray]], indices: np.ndarray) -> Dict[str, float]:
@@ -130,6 +149,12 @@ def figures_of(per_nodule: Dict[str, Dict[str, np.ndarray]], indices: np.ndarray
         unchanged_beyond = float(chosen["unchanged_beyond_box"].mean())
         score = (np.nanmean([flip_pos, flip_neg]) + (ssim_pos + ssim_neg) / 2 + local_share
                  + (1.0 - bright_core) + unchanged_beyond)
+        if "judge_flip_benign_to_malignant" in chosen:
+            judge_pos = nan_mean(chosen["judge_flip_benign_to_malignant"])
+            judge_neg = nan_mean(chosen["judge_flip_malignant_to_benign"])
+            score += np.nanmean([judge_pos, judge_neg])
+            result.update({f"{fill}/judge_flip_benign_to_malignant": judge_pos,
+                           f"{fill}/judge_flip_malignant_to_benign": judge_neg})
         scores.append(score)
         result.update({f"{fill}/p_x": float(chosen["p_x"].mean()), f"{fill}/p_pos": float(chosen["p_pos"].mean()),
                        f"{fill}/p_neg": float(chosen["p_neg"].mean()), f"{fill}/flip_benign_to_malignant": flip_pos,

@@ -385,7 +385,7 @@ def train_cyclegan(
     if pairs_per_epoch == 0:
         raise ValueError(f"{len(fit)} training images are too few for batches of {settings.batch_size}.")
 
-    twins = _activation_twins(classifier_state, also_maximised_for)
+    twins = same_patient_classifiers(classifier_state, also_maximised_for)
     trainer = CycleGANAMTrainer(config, load_classifier(classifier_state), device, ranks,
                                 [load_classifier(state) for state in twins.values()])
     patches_sha256 = dataset.manifest.get("patches_sha256")
@@ -447,7 +447,7 @@ def _warm_start(trainer: "CycleGANAMTrainer", path: Path, config: TrainingConfig
     return {"path": str(path), "sha256": sha256_of(path), "step": saved["step"], "seconds": saved["seconds"]}
 
 
-def _activation_twins(classifier_state: Dict[str, object], paths: Sequence[Union[str, Path]]
+def same_patient_classifiers(classifier_state: Dict[str, object], paths: Sequence[Union[str, Path]]
                       ) -> Dict[Path, Dict[str, object]]:
     """The twin classifiers' checkpoints by path, refused unless each held out exactly the bundle
     classifier's validation patients and used its HU window: the generators are chosen on those
