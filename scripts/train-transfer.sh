@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 21, items 2 and 4: generators against the classifier chosen in train-size-confound.sh, and a
+# run that aims at transfer to networks it never saw, chosen on validation with judges.
+#   LIDC_VOI_DIR=../shared/lidc-voi bash scripts/train-transfer.sh
+# 1. gan-ratings: GAN A's recipe (lidc-voi-v2.json) against classifier-ratings, 2,300 steps.
+# 2. gan-transfer: warm-started from gan-ratings, L_AM averaged over classifier-ratings and four more
+#    classifiers on the same patients and read through random same-nodule views
+#    (lidc-voi-v2-transfer.json), 1,200 steps.
+# 3. select-generators over every validation check of both, with two judges no run maximised (the
+#    shipped classifier's twin and the size-balanced classifier): their flips join the score.
+# 4. the choice exported as a candidate bundle (training/runs, not shipped), evaluate and audit
+#    (held-out ResNet) into training/results/lidc-voi-transfer.
+# Needs train-bundle.sh lidc-voi's and train-size-confound.sh's classifiers. Resumes every step.
+# About 2 h (1) + 1.1 h (2) + 25 min (3) + 10 min (4) on one CPU core each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${LIDC_VOI_DIR:?set LIDC_VOI_DIR to the folder of real nodule sub-volumes (laid out like lidc-voi)}"
+TRAIN=.venv/bin/cyclegan-explain-train
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+DATA=training/cache/prepared/lidc-voi; RUNS=training/runs/lidc-voi-v2; RESULTS=training/results/lidc-voi-transfer
+gan() {  # run folder, config, then train-cyclegan's other flags; resumes a run that exists
+  local out=$1 config=$2; shift 2
+  local resume=(); [ -f "$out/cyclegan.pt" ] && resume=(--resume)
+  $TRAIN train-cyclegan --dataset "$DATA" --classifier "$RUNS/classifier-ratings/classifier.pt" --config "$config" \
+    --out "$out" "${resume[@]}" "$@"
+}
+gan "$RUNS/gan-ratings" training/configs/lidc-voi-v2.json --seed 0 --steps 2300
+WARM=(); [ -f "$RUNS/gan-transfer/cyclegan.pt" ] || WARM=(--warm-start "$RUNS/gan-ratings/cyclegan.pt")
+ENSEMBLE=()
+for OTHER in classifier-ratings-seed1 classifier-ratings-seed2 classifier classifier-beyond-size-seed1; do
+  ENSEMBLE+=(--also-maximise-for "$RUNS/$OTHER/classifier.pt")
+done
+gan "$RUNS/gan-transfer" training/configs/lidc-voi-v2-transfer.json --seed 1 --steps 1200 "${ENSEMBLE[@]}" "${WARM[@]}"
+$TRAIN select-generators --cyclegan "$RUNS/gan-ratings/cyclegan.pt" "$RUNS/gan-transfer/cyclegan.pt" --dataset "$DATA" \
+  --out "$RESULTS/selection" --judge-classifier "$RUNS/classifier-twin/classifier.pt" \
+  --judge-classifier "$RUNS/classifier-size-balanced/classifier.pt"
+CHOSEN=$(.venv/bin/python -c 'import json,sys; c=json.load(open(sys.argv[1]))["chosen"]; print(c["run"], c["check"])' \
+  "$RESULTS/selection/selection.json")
+read -r CHOSEN_RUN CHOSEN_CHECK <<< "$CHOSEN"
+$TRAIN export --dataset "$DATA" --classifier "$RUNS/classifier-ratings/classifier.pt" --cyclegan "$CHOSEN_RUN" \
+  --generators "$CHOSEN_CHECK" --out "$RUNS/bundle-candidate" --name lidc-voi --version 2.1.0-candidate --overwrite
+$TRAIN evaluate --allow-unknown-bundle --bundle "$RUNS/bundle-candidate" --dataset "$DATA" --out "$RESULTS" \
+  --voi-dir "$LIDC_VOI_DIR"
+$TRAIN audit --allow-unknown-bundle --bundle "$RUNS/bundle-candidate" --dataset "$DATA" --out "$RESULTS" \
+  --held-out-classifier "$RUNS/classifier-resnet/classifier.pt"
