@@ -14,8 +14,8 @@ from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
 from cyclegan_explain_training.checkpoint import load_checkpoint
 from cyclegan_explain_training.config import load_config, with_overrides
 from cyclegan_explain_training.context_fill import EVALUATION_FILLS
-from cyclegan_explain_training.generator_validation import validate_generators, validation_set
 from cyclegan_explain_training.dataset import load_prepared
+from cyclegan_explain_training.generator_validation import validate_generators, validation_set
 from cyclegan_explain_training.run_log import read_metrics
 from cyclegan_explain_training.train_classifier import train_classifier
 from cyclegan_explain_training.train_cyclegan import (
