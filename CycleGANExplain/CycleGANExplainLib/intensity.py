@@ -22,3 +22,11 @@ def denormalise_to_hu(normalised: np.ndarray, hu_window: Sequence[float] = DEFAU
     """Inverse of normalise_hu inside the window (values outside it were clipped)."""
     low, high = float(hu_window[0]), float(hu_window[1])
     return ((np.asarray(normalised, dtype=np.float32) + 1.0) / 2.0 * (high - low) + low).astype(np.float32)
+
+
+def hu_change_to_normalised(change_hu: float, hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> float:
+    """A change of ``change_hu`` HU in normalised units (the window's width maps onto 2)."""
+    low, high = float(hu_window[0]), float(hu_window[1])
+    if not high > low:
+        raise ValueError(f"HU window must have low < high, got {hu_window!r}")
+    return float(change_hu) * 2.0 / (high - low)

@@ -96,11 +96,21 @@ class UNetGenerator(nn.Module):
     With ``residual=True`` the network instead predicts a change that is added to its input and
     clipped to [-1, 1]: the identity costs nothing, so what it paints is only what the classifier
     needs changed (the real-CT bundle uses this; training/README.md's deviation table says why).
+
+    ``change_deadband`` (normalised units, residual only) soft-thresholds the change
+    (F.softshrink): changes smaller than it are dropped and larger ones shrink by it, so tissue the
+    generator barely touches stays exactly as it was. Without it a generator nudges every pixel
+    by a few HU, enough to pull bone off the window's top, which a detector spots at once.
     """
 
-    def __init__(self, width: int = PAPER_GENERATOR_WIDTH, residual: bool = False):
+    def __init__(self, width: int = PAPER_GENERATOR_WIDTH, residual: bool = False, change_deadband: float = 0.0):
         super().__init__()
+        if change_deadband < 0:
+            raise ValueError(f"change_deadband must be >= 0, got {change_deadband}.")
+        if change_deadband and not residual:
+            raise ValueError("change_deadband applies to a residual generator's change; this one paints the image.")
         self.residual = residual
+        self.change_deadband = float(change_deadband)
         widths = stage_widths(width)
         self.encoder = GeneratorEncoder(widths)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
@@ -125,5 +135,11 @@ class UNetGenerator(nn.Module):
         for block, skip in zip(self.decoder, (skips[2], skips[1], skips[0])):
             y = block(torch.cat([self.upsample(y), skip], dim=1))
         if self.residual:
-            return torch.clamp(x + torch.tanh(self.output(y)), -1.0, 1.0)
+            change = torch.tanh(self.output(y))
+            if self.change_deadband > 0:
+                # Straight-through: the image is the thresholded change, the gradient the plain one's,
+                # so that a change still inside the deadband (all of them at the residual's zero
+                # start) keeps learning instead of receiving no gradient at all.
+                change = change + (nn.functional.softshrink(change, self.change_deadband) - change).detach()
+            return torch.clamp(x + change, -1.0, 1.0)
         return torch.tanh(self.output(y))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from CycleGANExplainLib.networks import MalignancyClassifier
-from cyclegan_explain_training.checkpoint import save_checkpoint
+from cyclegan_explain_training.checkpoint import load_checkpoint, save_checkpoint
 from cyclegan_explain_training.cli import main
 from cyclegan_explain_training.counterfactual_audit import (
     ablated_changes, centred_gaussian_maps, detector_scores, gaussian_sigma_px, image_area_px, texture_features,
@@ -234,3 +234,37 @@ def test_audit_runs_a_bundle_the_package_does_not_ship_only_when_allowed(tiny_wo
     error = capsys.readouterr().err
     assert "--allow-unknown-bundle" in error and "Traceback" not in error
     assert not (root / "not-allowed").exists()
+
+
+def test_audit_on_validation_patients_never_reads_the_test_split(tiny_workspace, capsys):
+    """For choices between bundles: fitted on a classifier's fitting patients, measured on its
+    validation patients; a held-out classifier must have held out the same patients."""
+    from cyclegan_explain_training.config import load_config, with_overrides
+    from cyclegan_explain_training.dataset import CENTRE, load_prepared
+    from cyclegan_explain_training.train_classifier import train_classifier
+    from cyclegan_explain_training.train_cyclegan import split_like_classifier
+
+    root = tiny_workspace
+    dataset = load_prepared(root / "dataset")
+    config = with_overrides(load_config(), "classifier", {"width": 4, "batch_size": 8, "max_epochs": 1,
+                                                          "validation_fraction": 0.4})
+    classifier = train_classifier(dataset, config, root / "validation-classifier", device="cpu", progress=False)
+    fit, validation = split_like_classifier(dataset, load_checkpoint(classifier, "classifier"))
+    out = root / "audit-validation"
+    assert main(["audit", "--bundle", str(root / "bundle"), "--dataset", str(root / "dataset"), "--out", str(out),
+                 "--validation-of", str(classifier), "--bootstrap", "5", "--device", "cpu", "--detector-epochs", "1",
+                 "--allow-unknown-bundle"]) == 0
+    result = json.loads((out / "audit.json").read_text())
+    assert result["dataset"]["split"] == "validation" and result["dataset"]["validation_of"] == str(classifier)
+    assert result["dataset"]["n"] == int((validation.views == CENTRE).sum())
+    assert result["dataset"]["train_nodules"] == int((fit.views == CENTRE).sum())
+    test_patients = set(dataset.patient_ids[dataset.splits == "test"].tolist())
+    assert result["dataset"]["n"] < int(((dataset.splits == "train") & (dataset.views == CENTRE)).sum())
+    assert not test_patients & set(validation.patient_ids.tolist())
+    assert (out / "audit.md").read_text().count("Validation split, centre views") == 1
+    capsys.readouterr()
+    assert main(["audit", "--bundle", str(root / "bundle"), "--dataset", str(root / "dataset"),
+                 "--out", str(root / "audit-refused"), "--validation-of", str(classifier),
+                 "--held-out-classifier", str(root / "held_out" / "classifier.pt"), "--allow-unknown-bundle"]) == 2
+    assert "held out other validation patients" in capsys.readouterr().err
+    assert not (root / "audit-refused").exists()

@@ -214,3 +214,47 @@ def test_a_run_with_same_nodule_views_trains_and_records_the_setting(twins):
                                 also_maximised_for=[paths["twin"]])
     state = load_checkpoint(checkpoint, "cyclegan")
     assert state["config"]["cyclegan"]["activation_view_shift_px"] == 2 and state["step"] == 2
+
+
+def test_a_run_trains_with_its_deadband_and_export_records_or_overrides_it(twins, tmp_path):
+    """The change deadband (test_change_deadband.py) from config to checkpoint to bundle."""
+    import json
+
+    from CycleGANExplainLib.intensity import hu_change_to_normalised
+    from CycleGANExplainLib.model_bundle import load_bundle
+    from cyclegan_explain_training.cli import main
+    from cyclegan_explain_training.export import generators_of_bundle
+    from cyclegan_explain_training.train_cyclegan import load_generators
+
+    from cyclegan_explain_training.dataset import load_prepared
+
+    _, dataset, config, _ = twins
+    dataset = load_prepared(dataset.save(tmp_path / "dataset"))  # export checks the patches' digest
+    classifier = train_classifier(dataset, config, tmp_path / "classifier", device="cpu", progress=False)
+    run = train_cyclegan(dataset, classifier, with_overrides(config, "cyclegan", {"change_deadband_hu": 70.0}),
+                         tmp_path / "gan", "cpu", progress=False)
+    state = load_checkpoint(run, "cyclegan")
+    assert state["config"]["cyclegan"]["change_deadband_hu"] == 70.0
+    generator_pos, _ = load_generators(state)
+    assert generator_pos.change_deadband == pytest.approx(hu_change_to_normalised(70.0, state["hu_window"]))
+    assert load_generators(state, change_deadband_hu=0.0)[0].change_deadband == 0.0
+
+    exported = {}
+    for name, flags in {"as-trained": [], "override": ["--change-deadband-hu", "5"]}.items():
+        assert main(["export", "--dataset", str(tmp_path / "dataset"), "--classifier", str(classifier),
+                     "--cyclegan", str(run), "--out", str(tmp_path / name), *flags]) == 0
+        exported[name] = json.loads((tmp_path / name / "metadata.json").read_text())
+    assert exported["as-trained"]["architecture"]["generator"]["change_deadband_hu"] == 70.0
+    assert exported["as-trained"]["training_data"]["cyclegan"]["change_deadband_hu"]["note"] == "as trained"
+    override = exported["override"]
+    assert override["architecture"]["generator"]["change_deadband_hu"] == 5.0
+    assert "changes under 5 HU dropped" in override["architecture"]["generator"]["output"]
+    assert override["training_data"]["cyclegan"]["change_deadband_hu"] == {
+        "trained_with": 70.0, "exported_with": 5.0,
+        "note": "set at export; the networks were trained without this deadband"}
+    bundle = load_bundle(tmp_path / "override", "cpu", allow_unknown=True)
+    rebuilt, _ = generators_of_bundle(bundle)
+    assert rebuilt.change_deadband == pytest.approx(hu_change_to_normalised(5.0, bundle.metadata.hu_window))
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), bundle.generator_pos(x), atol=1e-6, rtol=0)

@@ -30,7 +30,8 @@ def render_audit(result: Dict[str, Any]) -> str:
     if not bundle["trained"]:
         lines += [UNTRAINED_BANNER, ""]
     lines += [
-        f"Test split, centre views, air beyond the valid box (the patch as the command line samples it): "
+        f"{dataset['split'].capitalize()} split, centre views, air beyond the valid box (the patch as the command "
+        "line samples it): "
         f"{dataset['n']} nodules of {dataset['patients']} patients, {dataset['rated_suspicious']} "
         f"{settings['positive_class']}. Everything fitted here (detectors, size model, the Gaussian's width) is "
         f"fitted on the train split ({dataset['train_nodules']} nodules of {dataset['train_patients']} patients). "
@@ -39,6 +40,11 @@ def render_audit(result: Dict[str, Any]) -> str:
         "\"Suspicious\" means rated suspicious by readers (label 1), or called so by a model at p >= "
         f"{settings['decision_threshold']}.",
         "",
+    ]
+    if dataset["split"] == "validation":
+        lines += ["For model choices: \"train\" below means the fitting patients of the classifier "
+                  f"{dataset['validation_of']}, \"test\" its validation patients (in this report); the test split was not read.", ""]
+    lines += [
         "## Targets",
         "",
     ]

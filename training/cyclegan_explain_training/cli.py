@@ -129,6 +129,9 @@ def _add_export(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     export.add_argument("--generators", type=Path, metavar="CHECK.pt",
                         help="export this validation check of the --cyclegan run (select-generators' choice) "
                              "instead of the pair the run kept as best")
+    export.add_argument("--change-deadband-hu", type=float, metavar="HU",
+                        help="drop the generators' changes smaller than this (soft threshold) instead of the run's "
+                             "own setting (cyclegan.change_deadband_hu); recorded in the bundle's metadata")
 
 
 def _add_select_generators(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -187,6 +190,9 @@ def _add_audit(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     audit.add_argument("--held-out-classifier", type=Path, metavar="CLASSIFIER_PT",
                        help="classifier.pt from train-classifier that the generators never saw (another "
                             "architecture): transfer flips and its test AUC")
+    audit.add_argument("--validation-of", type=Path, metavar="CLASSIFIER_PT",
+                       help="audit on this classifier's validation patients instead of the test split (fitted on "
+                            "its fitting patients), for choosing between bundles without reading the test split")
     audit.add_argument("--bootstrap", type=int, default=1000)
     audit.add_argument("--seed", type=int, default=0)
     audit.add_argument("--device", default="auto")
@@ -319,7 +325,8 @@ def _run(args: argparse.Namespace, command: str) -> None:
         from .export import export_from_checkpoints
 
         folder = export_from_checkpoints(args.classifier, args.cyclegan, args.dataset, args.out, args.name,
-                                         args.version, args.overwrite, command, generators_path=args.generators)
+                                         args.version, args.overwrite, command, generators_path=args.generators,
+                                         change_deadband_hu=args.change_deadband_hu)
         print(f"Bundle: {folder}")
         print(_shipping_note(folder))
     elif args.command == "select-generators":
@@ -355,7 +362,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
 
         audit(args.bundle, args.dataset, args.out, held_out_classifier=args.held_out_classifier,
               bootstrap=args.bootstrap, seed=args.seed, device=args.device, detector_epochs=args.detector_epochs,
-              allow_unknown_bundle=args.allow_unknown_bundle, command=command)
+              allow_unknown_bundle=args.allow_unknown_bundle, command=command, validation_of=args.validation_of)
         print(f"Counterfactual audit written to {args.out / AUDIT_MARKDOWN}")
     elif args.command == "compare-classifiers":
         from .classifier_comparison import REFERENCE_NAME, compare_classifiers, write_comparison

@@ -73,6 +73,9 @@ class CycleGANConfig:
     # Transfer (issue 21): L_AM reads G(x) through a random same-nodule view per classifier and step
     # (augment.same_nodule_view: mirroring, quarter turns, shifts up to this many pixels; 0: off).
     activation_view_shift_px: int = 0
+    # Changes smaller than this many HU are dropped, larger ones shrink by it (UNetGenerator's
+    # change_deadband; residual generators only; 0: off). Export can set it for a finished run.
+    change_deadband_hu: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ command line samples it), this measures what evaluate's figures do not:
 7. ablations of G-'s change: its darkening part, its brightening part, the inserted core alone.
 
 Everything fitted (the detectors, the size model, the Gaussian's width) is fitted on the train
-split; the test split is only measured. Rates and means carry a patient-level bootstrap 95 % CI
+split; the test split is only measured. For model choices the same audit runs on a classifier's
+validation patients instead (``validation_of``): fitted on its fitting patients, measured on its
+validation patients, the test split not read. Rates and means carry a patient-level bootstrap 95 % CI
 (metrics.patient_bootstrap; the detectors' CIs resample test patients only, the detector itself
 is fitted once). A rate or AUC whose stratum holds fewer than MIN_STRATUM nodules (of either
 class, for an AUC) is n/a. Label 1 is "rated suspicious by readers": the readers' malignancy
@@ -95,9 +97,14 @@ def audit(
     detector_epochs: int = DETECTOR_EPOCHS,
     allow_unknown_bundle: bool = True,
     command: Optional[str] = None,
+    validation_of: Optional[Union[str, Path]] = None,
 ) -> Dict[str, Any]:
     """Audit the bundle's counterfactuals on the test split; write audit.json and audit.md into
     ``out_dir`` and return the JSON's content.
+
+    ``validation_of``: a classifier.pt from train-classifier; the audit then fits on that
+    classifier's fitting patients and measures on its validation patients (never the test split),
+    for choices between bundles. A held-out classifier must then have held out the same patients.
 
     ``held_out_classifier``: a classifier.pt from train-classifier that the generators never saw
     (any architecture load_classifier knows). Raises ValueError for a dataset without both
@@ -111,9 +118,10 @@ def audit(
     bundle = load_bundle(bundle_dir, device, allow_unknown=allow_unknown_bundle)
     dataset_dir = Path(dataset_dir)
     dataset = load_prepared(dataset_dir)
-    train, test = dataset.subset("train", CENTRE), dataset.subset("test", CENTRE)
+    split = "test" if validation_of is None else "validation"
+    train, test = _audited_parts(dataset, validation_of, held_out_classifier)
     if len(test) == 0:
-        raise ValueError(f"The test split of {dataset_dir} has no centre views to audit.")
+        raise ValueError(f"The {split} split of {dataset_dir} has no centre views to audit.")
     if len(np.unique(train.labels)) < 2:
         raise ValueError(f"The train split of {dataset_dir} needs centre views of both classes: the detectors and "
                          "the size model are fitted on it.")
@@ -139,7 +147,8 @@ def audit(
         "bundle": {"name": bundle.metadata.name, "version": bundle.metadata.version,
                    "trained": bundle.metadata.trained, "directory": str(bundle.directory), "hu_window": list(window)},
         "dataset": {"directory": str(dataset_dir), "manifest_sha256": sha256_of(dataset_dir / MANIFEST_FILE),
-                    "patches_sha256": dataset.manifest.get("patches_sha256"), "split": "test", "view": CENTRE,
+                    "patches_sha256": dataset.manifest.get("patches_sha256"), "split": split, "view": CENTRE,
+                    "validation_of": None if validation_of is None else str(validation_of),
                     "fill": "air", "n": int(len(test)), "patients": int(len(np.unique(test.patient_ids))),
                     "rated_suspicious": int(np.sum(test.labels == MALIGNANT)),
                     "train_nodules": int(len(train)), "train_patients": int(len(np.unique(train.patient_ids)))},
@@ -152,6 +161,22 @@ def audit(
     }
     result["targets"] = check_targets(figures)
     return _write(result, Path(out_dir))
+
+
+def _audited_parts(dataset: PreparedDataset, validation_of: Optional[Union[str, Path]],
+                   held_out_classifier: Optional[Union[str, Path]]) -> Tuple[PreparedDataset, PreparedDataset]:
+    """(fitted on, measured on): the train and test splits' centre views, or, given a classifier,
+    its fitting and validation patients' (the held-out classifier must have held out the same)."""
+    if validation_of is None:
+        return dataset.subset("train", CENTRE), dataset.subset("test", CENTRE)
+    from .checkpoint import load_checkpoint
+    from .train_cyclegan import same_patient_classifiers, split_like_classifier
+
+    state = load_checkpoint(validation_of, "classifier")
+    if held_out_classifier is not None:
+        same_patient_classifiers(state, [held_out_classifier])
+    fit, validation = split_like_classifier(dataset, state)
+    return fit.select(fit.views == CENTRE), validation.select(validation.views == CENTRE)
 
 
 # --- per-nodule values and their bootstrap ---------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW
+from CycleGANExplainLib.intensity import DEFAULT_HU_WINDOW, hu_change_to_normalised
 from CycleGANExplainLib.model_bundle import (
     METADATA_FILE, MODEL_FILES, TRAINING_DATA_SOURCES, ModelBundle, load_bundle, sha256_of, verify_checksums, write_checksums)
 from CycleGANExplainLib.networks import MalignancyClassifier, UNetGenerator
@@ -35,8 +35,18 @@ def base_metadata(
     generator_width: int,
     hu_window=DEFAULT_HU_WINDOW,
     residual_generators: bool = False,
+    change_deadband_hu: float = 0.0,
 ) -> Dict[str, Any]:
     """The metadata every bundle carries; training adds its data, commands and evaluation."""
+    generator = {"name": "UNetGenerator", "width": generator_width,
+                 "stage_widths": [generator_width * 2**s for s in range(4)],
+                 "output": "tanh(image), as the paper"}
+    if residual_generators:
+        generator["output"] = "x + tanh(change), clipped to [-1, 1] (residual)"
+        generator["change_deadband_hu"] = float(change_deadband_hu)
+        if change_deadband_hu:
+            generator["output"] = (f"x + softshrink(tanh(change), {change_deadband_hu:g} HU), clipped to [-1, 1] "
+                                   f"(residual; changes under {change_deadband_hu:g} HU dropped)")
     return {
         "name": name,
         "version": version,
@@ -55,10 +65,7 @@ def base_metadata(
         "architecture": {
             "classifier": {"name": "MalignancyClassifier", "width": classifier_width,
                            "stage_widths": [classifier_width * 2**s for s in range(4)]},
-            "generator": {"name": "UNetGenerator", "width": generator_width,
-                          "stage_widths": [generator_width * 2**s for s in range(4)],
-                          "output": ("x + tanh(change), clipped to [-1, 1] (residual)" if residual_generators
-                                     else "tanh(image), as the paper")},
+            "generator": generator,
         },
         "training_data": None,
         "evaluation": None,
@@ -124,9 +131,10 @@ def generators_of_bundle(bundle: ModelBundle) -> Tuple[UNetGenerator, UNetGenera
     with the bundle's weights and BatchNorm statistics, in eval mode on CPU."""
     architecture = bundle.metadata.raw.get("architecture", {}).get("generator", {})
     residual = "residual" in architecture.get("output", "")
+    deadband = hu_change_to_normalised(float(architecture.get("change_deadband_hu", 0.0)), bundle.metadata.hu_window)
     generators = []
     for exported in (bundle.generator_pos, bundle.generator_neg):
-        generator = UNetGenerator(int(architecture["width"]), residual=residual)
+        generator = UNetGenerator(int(architecture["width"]), residual, deadband)
         generator.load_state_dict({key: value.cpu() for key, value in exported.state_dict().items()})
         generators.append(generator.eval())
     return generators[0], generators[1]
@@ -195,12 +203,14 @@ def export_from_checkpoints(
     overwrite: bool = False,
     command: Optional[str] = None,
     generators_path: Optional[Path] = None,
+    change_deadband_hu: Optional[float] = None,
 ) -> Path:
     """Bundle the trained networks with metadata saying how, on what and for how long they were trained.
 
     Refuses checkpoints that do not belong together (another classifier, dataset or HU window).
     ``generators_path``, one of the run's validation checks (select-generators' choice), is
-    exported instead of the pair the run kept as best.
+    exported instead of the pair the run kept as best. ``change_deadband_hu`` sets the generators'
+    deadband (UNetGenerator) instead of the one the run trained with; the metadata says which.
     """
     from .train_classifier import load_classifier
 
@@ -209,15 +219,24 @@ def export_from_checkpoints(
     dataset = load_prepared(dataset_dir)
     _check_checkpoints_belong_together(classifier_path, classifier_state, cyclegan_path, cyclegan_state, dataset,
                                        dataset_dir)
+    from .train_cyclegan import change_deadband_hu_of
+
+    trained_deadband = change_deadband_hu_of(cyclegan_state)
+    deadband = trained_deadband if change_deadband_hu is None else float(change_deadband_hu)
     metadata = base_metadata(name, version, trained=True, classifier_width=classifier_state["width"],
                              generator_width=cyclegan_state["width"], hu_window=classifier_state["hu_window"],
-                             residual_generators=bool(cyclegan_state.get("residual_generators", False)))
+                             residual_generators=bool(cyclegan_state.get("residual_generators", False)),
+                             change_deadband_hu=deadband)
     check = _validation_check_of(cyclegan_path, generators_path) if generators_path else None
     metadata["training_data"] = _training_data(classifier_state, cyclegan_state, dataset, dataset_dir, command, check)
+    metadata["training_data"]["cyclegan"]["change_deadband_hu"] = {
+        "trained_with": trained_deadband, "exported_with": deadband,
+        "note": "set at export; the networks were trained without this deadband" if deadband != trained_deadband
+                else "as trained"}
     # Every source here is LIDC-IDRI (images or its readers' contours): CC BY 3.0 asks for attribution.
     metadata["data_attribution"] = {"licence": LIDC_IDRI_LICENCE, "citations": list(LIDC_IDRI_CITATIONS)}
     generator_pos, generator_neg = _generators_for_export(classifier_state, cyclegan_state, dataset,
-                                                          metadata["training_data"]["cyclegan"], check)
+                                                          metadata["training_data"]["cyclegan"], check, deadband)
     return export_bundle(load_classifier(classifier_state), generator_pos, generator_neg, out_dir, metadata,
                          overwrite=overwrite)
 
@@ -336,7 +355,8 @@ def _training_data(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, A
 
 def _generators_for_export(classifier_state: Dict[str, Any], cyclegan_state: Dict[str, Any],
                            dataset: PreparedDataset, cyclegan_metadata: Dict[str, Any],
-                           check: Optional[Dict[str, Any]] = None) -> Tuple[nn.Module, nn.Module]:
+                           check: Optional[Dict[str, Any]] = None,
+                           change_deadband_hu: Optional[float] = None) -> Tuple[nn.Module, nn.Module]:
     """G+ and G- with their BatchNorm statistics recomputed on the real training patches (see
     recompute_batchnorm_statistics for why the ones accumulated during training do not fit); says
     so in ``cyclegan_metadata``."""
@@ -346,7 +366,8 @@ def _generators_for_export(classifier_state: Dict[str, Any], cyclegan_state: Dic
     training_images = batchnorm_patches(fit, classifier_state["hu_window"])
     batch_size = cyclegan_state["config"]["cyclegan"]["batch_size"]
     generator_pos, generator_neg = (recompute_batchnorm_statistics(generator, training_images, batch_size)
-                                    for generator in load_generators(cyclegan_state, check=check))
+                                    for generator in load_generators(cyclegan_state, check=check,
+                                                                    change_deadband_hu=change_deadband_hu))
     cyclegan_metadata["batchnorm_statistics"] = (
         f"recomputed at export on the {len(training_images)} real training patches of the fitting patients, "
         f"with random surrounds as in training (torch.optim.swa_utils.update_bn, batches of {batch_size})")

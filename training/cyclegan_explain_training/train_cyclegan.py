@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from CycleGANExplainLib.intensity import normalise_hu
+from CycleGANExplainLib.intensity import hu_change_to_normalised, normalise_hu
 from CycleGANExplainLib.model_bundle import resolve_device, sha256_of
 from CycleGANExplainLib.networks import UNetGenerator
 
@@ -124,9 +124,10 @@ class CycleGANAMTrainer:
         memory_format = torch.channels_last if self.amp else torch.contiguous_format
         self.memory_format = memory_format
         torch.manual_seed(settings.seed)
+        deadband = hu_change_to_normalised(settings.change_deadband_hu, config.hu_window)
         networks = {
-            "generator_pos": UNetGenerator(settings.width, residual=settings.residual_generators),
-            "generator_neg": UNetGenerator(settings.width, residual=settings.residual_generators),
+            "generator_pos": UNetGenerator(settings.width, settings.residual_generators, deadband),
+            "generator_neg": UNetGenerator(settings.width, settings.residual_generators, deadband),
             "discriminator_pos": PairedPatchDiscriminator(settings.width),
             "discriminator_neg": PairedPatchDiscriminator(settings.width),
         }
@@ -507,13 +508,20 @@ def validation_batchnorm_images(fit: PreparedDataset, hu_window) -> torch.Tensor
         np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
 
 
+def change_deadband_hu_of(checkpoint: Dict[str, object]) -> float:
+    """The change deadband (HU) a CycleGAN-AM run trained with (0 for runs from before it existed)."""
+    return float(checkpoint["config"]["cyclegan"].get("change_deadband_hu", 0.0))
+
+
 def load_generators(checkpoint: Dict[str, object], which: str = "best",
-                    check: Optional[Dict[str, object]] = None) -> Tuple[UNetGenerator, UNetGenerator]:
+                    check: Optional[Dict[str, object]] = None,
+                    change_deadband_hu: Optional[float] = None) -> Tuple[UNetGenerator, UNetGenerator]:
     """G+ and G- of a checkpoint written by train_cyclegan, in eval mode on CPU.
 
     ``which="best"`` takes the pair with the best validation score when the run validated
     (otherwise the latest); ``"last"`` the latest. ``check``, one of the run's saved validation
-    checks (select-generators' choice), takes that pair instead.
+    checks (select-generators' choice), takes that pair instead. ``change_deadband_hu``: the
+    generators' deadband (UNetGenerator) instead of the run's.
     """
     if checkpoint.get("kind") != "cyclegan":
         raise ValueError("Not a CycleGAN-AM checkpoint (made by train-cyclegan).")
@@ -524,9 +532,12 @@ def load_generators(checkpoint: Dict[str, object], which: str = "best",
                          f"of a run at step {checkpoint['step']}).")
     source = check if check is not None else (
         checkpoint.get("best") if which == "best" and checkpoint.get("best") else checkpoint)
+    if change_deadband_hu is None:
+        change_deadband_hu = change_deadband_hu_of(checkpoint)
+    deadband = hu_change_to_normalised(change_deadband_hu, checkpoint["hu_window"])
     generators = []
     for name in ("generator_pos", "generator_neg"):
-        generator = UNetGenerator(checkpoint["width"], residual=bool(checkpoint.get("residual_generators", False)))
+        generator = UNetGenerator(checkpoint["width"], bool(checkpoint.get("residual_generators", False)), deadband)
         generator.load_state_dict(source[name])
         generators.append(generator.eval())
     return generators[0], generators[1]
