@@ -39,3 +39,22 @@ if [ "$STAGE" = all ] || [ "$STAGE" = bundles ]; then
       --held-out-classifier "$RUNS/classifier-twin/classifier.pt"
   done
 fi
+if [ "$STAGE" = all ] || [ "$STAGE" = select ]; then
+  BUNDLES=(--bundle CycleGANExplain/CycleGANExplainLib/resources/models/lidc-voi)
+  for HU in 5 10 15; do BUNDLES+=(--bundle "$RUNS/bundle-deadband-$HU"); done
+  $TRAIN select-generators --cyclegan "$RUNS/gan-a-transfer-deadband/cyclegan.pt" --dataset "$DATA" \
+    --out "$RESULTS/selection" "${BUNDLES[@]}" --allow-unknown-bundle \
+    --judge-classifier "$RUNS/classifier-twin/classifier.pt" \
+    --judge-classifier "$RUNS/classifier-size-balanced/classifier.pt"
+fi
+if [ "$STAGE" = ship ]; then
+  # RULE.md's choice: GAN A's step 2,100 with a 10 HU deadband, as the default lidc-voi 2.1.0.
+  BUNDLE=CycleGANExplain/CycleGANExplainLib/resources/models/lidc-voi; SHIPPED=training/results/lidc-voi
+  $TRAIN export --dataset "$DATA" --classifier "$CLASSIFIER" --cyclegan "$RUNS/gan-a/cyclegan.pt" \
+    --generators "$RUNS/gan-a/validation-checks/step-002100.pt" --change-deadband-hu 10 \
+    --out "$BUNDLE" --name lidc-voi --version 2.1.0 --overwrite
+  $TRAIN evaluate --allow-unknown-bundle --bundle "$BUNDLE" --dataset "$DATA" --out "$SHIPPED" --attach \
+    --voi-dir "$LIDC_VOI_DIR"
+  $TRAIN audit --allow-unknown-bundle --bundle "$BUNDLE" --dataset "$DATA" --out "$SHIPPED" \
+    --held-out-classifier "$RUNS/classifier-resnet/classifier.pt"
+fi
