@@ -168,7 +168,8 @@ def test_explain_all_points_shows_every_point_through_its_nodule(module, scene_a
             assert np.abs(placed[2] - seeds[number][2]) < 1e-6  # both points lie on the same slice grid
             region = tuple(slice(s, s + n) for s, n in zip(start[::-1], stack.relevance.shape))
             np.testing.assert_array_equal(overlay[region], stack.relevance)
-            assert np.count_nonzero(overlay[region]) > 0.9 * stack.relevance.size
+            # Every slice of the point's stack holds its map (the deadband leaves unchanged pixels exactly 0).
+            assert all(np.count_nonzero(plane) > 0.01 * plane.size for plane in overlay[region])
             covered[region] = True
         assert not overlay[~covered].any()  # nothing anywhere else
         limit = float(result.overlay_node.GetAttribute("CycleGANExplain.SymmetricLimit"))
