@@ -216,17 +216,16 @@ def test_a_run_with_same_nodule_views_trains_and_records_the_setting(twins):
     assert state["config"]["cyclegan"]["activation_view_shift_px"] == 2 and state["step"] == 2
 
 
-def test_a_run_trains_with_its_deadband_and_export_records_or_overrides_it(twins, tmp_path):
+def test_a_run_trains_with_its_deadband_and_export_records_or_overrides_it(twins, tmp_path, capsys):
     """The change deadband (test_change_deadband.py) from config to checkpoint to bundle."""
     import json
 
     from CycleGANExplainLib.intensity import hu_change_to_normalised
     from CycleGANExplainLib.model_bundle import load_bundle
     from cyclegan_explain_training.cli import main
+    from cyclegan_explain_training.dataset import load_prepared
     from cyclegan_explain_training.export import generators_of_bundle
     from cyclegan_explain_training.train_cyclegan import load_generators
-
-    from cyclegan_explain_training.dataset import load_prepared
 
     _, dataset, config, _ = twins
     dataset = load_prepared(dataset.save(tmp_path / "dataset"))  # export checks the patches' digest
@@ -251,7 +250,11 @@ def test_a_run_trains_with_its_deadband_and_export_records_or_overrides_it(twins
     assert "changes under 5 HU dropped" in override["architecture"]["generator"]["output"]
     assert override["training_data"]["cyclegan"]["change_deadband_hu"] == {
         "trained_with": 70.0, "exported_with": 5.0,
-        "note": "set at export; the networks were trained without this deadband"}
+        "note": "set at export; the networks were trained with 70 HU"}
+    assert main(["export", "--dataset", str(tmp_path / "dataset"), "--classifier", str(classifier),
+                 "--cyclegan", str(run), "--out", str(tmp_path / "negative"), "--change-deadband-hu", "-5"]) == 2
+    assert "The change deadband must be 0 HU or more, got -5 HU." in capsys.readouterr().err
+    assert not (tmp_path / "negative").exists()
     bundle = load_bundle(tmp_path / "override", "cpu", allow_unknown=True)
     rebuilt, _ = generators_of_bundle(bundle)
     assert rebuilt.change_deadband == pytest.approx(hu_change_to_normalised(5.0, bundle.metadata.hu_window))

@@ -231,7 +231,7 @@ def export_from_checkpoints(
     metadata["training_data"] = _training_data(classifier_state, cyclegan_state, dataset, dataset_dir, command, check)
     metadata["training_data"]["cyclegan"]["change_deadband_hu"] = {
         "trained_with": trained_deadband, "exported_with": deadband,
-        "note": "set at export; the networks were trained without this deadband" if deadband != trained_deadband
+        "note": f"set at export; the networks were trained with {trained_deadband:g} HU" if deadband != trained_deadband
                 else "as trained"}
     # Every source here is LIDC-IDRI (images or its readers' contours): CC BY 3.0 asks for attribution.
     metadata["data_attribution"] = {"licence": LIDC_IDRI_LICENCE, "citations": list(LIDC_IDRI_CITATIONS)}

@@ -124,7 +124,7 @@ class CycleGANAMTrainer:
         memory_format = torch.channels_last if self.amp else torch.contiguous_format
         self.memory_format = memory_format
         torch.manual_seed(settings.seed)
-        deadband = hu_change_to_normalised(settings.change_deadband_hu, config.hu_window)
+        deadband = generator_deadband(settings.change_deadband_hu, config.hu_window)
         networks = {
             "generator_pos": UNetGenerator(settings.width, settings.residual_generators, deadband),
             "generator_neg": UNetGenerator(settings.width, settings.residual_generators, deadband),
@@ -508,6 +508,13 @@ def validation_batchnorm_images(fit: PreparedDataset, hu_window) -> torch.Tensor
         np.random.default_rng(BATCHNORM_SEED).permutation(len(fit))[:VALIDATION_BATCHNORM_PATCHES]]
 
 
+def generator_deadband(change_deadband_hu: float, hu_window: Sequence[float]) -> float:
+    """UNetGenerator's change_deadband for a deadband given in HU (config, export), refused in HU when negative."""
+    if change_deadband_hu < 0:
+        raise ValueError(f"The change deadband must be 0 HU or more, got {change_deadband_hu:g} HU.")
+    return hu_change_to_normalised(change_deadband_hu, hu_window)
+
+
 def change_deadband_hu_of(checkpoint: Dict[str, object]) -> float:
     """The change deadband (HU) a CycleGAN-AM run trained with (0 for runs from before it existed)."""
     return float(checkpoint["config"]["cyclegan"].get("change_deadband_hu", 0.0))
@@ -534,7 +541,7 @@ def load_generators(checkpoint: Dict[str, object], which: str = "best",
         checkpoint.get("best") if which == "best" and checkpoint.get("best") else checkpoint)
     if change_deadband_hu is None:
         change_deadband_hu = change_deadband_hu_of(checkpoint)
-    deadband = hu_change_to_normalised(change_deadband_hu, checkpoint["hu_window"])
+    deadband = generator_deadband(change_deadband_hu, checkpoint["hu_window"])
     generators = []
     for name in ("generator_pos", "generator_neg"):
         generator = UNetGenerator(checkpoint["width"], bool(checkpoint.get("residual_generators", False)), deadband)
