@@ -101,16 +101,26 @@ class UNetGenerator(nn.Module):
     (F.softshrink): changes smaller than it are dropped and larger ones shrink by it, so tissue the
     generator barely touches stays exactly as it was. Without it a generator nudges every pixel
     by a few HU, enough to pull bone off the window's top, which a detector spots at once.
+
+    ``change_gain`` (residual only) multiplies the thresholded change: set at export, it moves a
+    counterfactual further along the direction the generator learned (the latent-shift strength of
+    Gifsplanation) while every pixel the deadband keeps stays exactly as it was.
     """
 
-    def __init__(self, width: int = PAPER_GENERATOR_WIDTH, residual: bool = False, change_deadband: float = 0.0):
+    def __init__(self, width: int = PAPER_GENERATOR_WIDTH, residual: bool = False, change_deadband: float = 0.0,
+                 change_gain: float = 1.0):
         super().__init__()
         if change_deadband < 0:
             raise ValueError(f"change_deadband must be >= 0, got {change_deadband}.")
         if change_deadband and not residual:
             raise ValueError("change_deadband applies to a residual generator's change; this one paints the image.")
+        if not change_gain > 0:
+            raise ValueError(f"change_gain must be > 0, got {change_gain}.")
+        if change_gain != 1.0 and not residual:
+            raise ValueError("change_gain applies to a residual generator's change; this one paints the image.")
         self.residual = residual
         self.change_deadband = float(change_deadband)
+        self.change_gain = float(change_gain)
         widths = stage_widths(width)
         self.encoder = GeneratorEncoder(widths)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
@@ -141,5 +151,5 @@ class UNetGenerator(nn.Module):
                 # so that a change still inside the deadband (all of them at the residual's zero
                 # start) keeps learning instead of receiving no gradient at all.
                 change = change + (nn.functional.softshrink(change, self.change_deadband) - change).detach()
-            return torch.clamp(x + change, -1.0, 1.0)
+            return torch.clamp(x + self.change_gain * change, -1.0, 1.0)
         return torch.tanh(self.output(y))

@@ -191,6 +191,9 @@ def test_audit_command_writes_every_section_and_judges_the_targets(tiny_workspac
         assert 0.0 <= auc["value"] <= 1.0 and auc["ci_low"] <= auc["ci_high"]
     assert result["transfer_models"]["held_out_classifier"]["architecture"] == "paper"
     assert "auc" in figures["transfer"]["held_out_classifier"]
+    for model in ("bundle_classifier", "held_out_classifier", "size_only"):  # the keep targets' figures
+        means = figures["transfer"][model]["mean_probability"]
+        assert set(means) == {"x", "g_pos", "g_neg"} and all(0.0 <= means[k]["value"] <= 1.0 for k in means)
     verdicts = {target["name"]: target["verdict"] for target in result["targets"]}
     assert set(verdicts.values()) <= {"met", "missed", "n/a"}
     assert verdicts["relevance_within_5mm.relevance"] in ("met", "missed")
@@ -204,6 +207,7 @@ def test_audit_command_writes_every_section_and_judges_the_targets(tiny_workspac
     report = (out / "audit.md").read_text()
     assert "rated suspicious by readers" in report and "malignant" not in report
     assert "## 7. Ablations" in report
+    assert "| mean p(x) | mean p(G+) | mean p(G\u2212) |" in report
 
 
 def test_audit_without_a_held_out_classifier_marks_its_targets_n_a(tiny_workspace):

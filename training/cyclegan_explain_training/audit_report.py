@@ -115,8 +115,10 @@ def _transfer(result: Dict[str, Any]) -> List[str]:
                           ("Held-out classifier", "transfer/held_out_classifier"),
                           ("Size-only model", "transfer/size_only")):
         rows.append((label, [f"{prefix}/auc", f"{prefix}/flipped_to_suspicious_by_g_pos",
-                             f"{prefix}/flipped_to_not_suspicious_by_g_neg"]))
-    lines += _table(figures, ["Model", "Test AUC", "G+ flips", "G\u2212 flips"], rows)
+                             f"{prefix}/flipped_to_not_suspicious_by_g_neg",
+                             *(f"{prefix}/mean_probability/{name}" for name in ("x", "g_pos", "g_neg"))]))
+    lines += _table(figures, ["Model", "AUC", "G+ flips", "G\u2212 flips", "mean p(x)", "mean p(G+)",
+                              "mean p(G\u2212)"], rows)
     lines += ["", "Soft-tissue component at the centre, mean area (pixels):", ""]
     lines += _table(figures, ["Image", "Area"], [(name, [f"transfer/size_only/area_px/{key}"])
                                                  for key, name in (("x", "x"), *GENERATOR_COLUMNS)])

@@ -133,6 +133,18 @@ def _add_export(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
                         help="drop the generators' changes smaller than this (soft threshold) instead of the run's "
                              "own setting (cyclegan.change_deadband_hu); recorded in the bundle's metadata")
 
+    gain = commands.add_parser(
+        "export-with-gain",
+        help="copy a bundle with its residual generators' change multiplied by a gain (evaluate the copy again)")
+    gain.add_argument("--bundle", required=True, type=Path)
+    gain.add_argument("--change-gain", required=True, type=float, metavar="GAIN",
+                      help="multiply each change G(x) - x by this (> 0) before clipping; recorded in the metadata")
+    gain.add_argument("--out", required=True, type=Path, help="bundle folder for the copy")
+    gain.add_argument("--version", required=True)
+    gain.add_argument("--overwrite", action="store_true")
+    gain.add_argument("--allow-unknown-bundle", action="store_true",
+                      help="load a bundle the package does not ship (only one whose source you trust: it runs code)")
+
 
 def _add_select_generators(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     select = commands.add_parser(
@@ -328,6 +340,13 @@ def _run(args: argparse.Namespace, command: str) -> None:
                                          args.version, args.overwrite, command, generators_path=args.generators,
                                          change_deadband_hu=args.change_deadband_hu)
         print(f"Bundle: {folder}")
+        print(_shipping_note(folder))
+    elif args.command == "export-with-gain":
+        from .export import bundle_with_change_gain
+
+        folder = bundle_with_change_gain(args.bundle, args.out, args.version, args.change_gain, command,
+                                         args.overwrite, args.allow_unknown_bundle)
+        print(f"Bundle: {folder} (not evaluated: run evaluate --attach)")
         print(_shipping_note(folder))
     elif args.command == "select-generators":
         from .generator_selection import SELECTION_MARKDOWN, select_generators

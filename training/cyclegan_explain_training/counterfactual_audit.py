@@ -445,6 +445,10 @@ def _record_transfer(prefix: str, p_x: np.ndarray, p_pos: np.ndarray, p_neg: np.
     events = flip_indicators(p_x, p_pos, p_neg)
     per_nodule.means[f"{prefix}/flipped_to_suspicious_by_g_pos"] = events["flipped_to_malignant"]
     per_nodule.means[f"{prefix}/flipped_to_not_suspicious_by_g_neg"] = events["flipped_to_benign"]
+    # The mean probabilities beside the flips: the keep targets (p(G+) >= 0.85, p(G-) <= 0.15) on
+    # whatever split the audit reads, so a choice on validation patients can hold them.
+    for name, p in (("x", p_x), ("g_pos", p_pos), ("g_neg", p_neg)):
+        per_nodule.means[f"{prefix}/mean_probability/{name}"] = p
     per_nodule.label_aucs[f"{prefix}/auc"] = p_x
 
 

@@ -36,17 +36,14 @@ def base_metadata(
     hu_window=DEFAULT_HU_WINDOW,
     residual_generators: bool = False,
     change_deadband_hu: float = 0.0,
+    change_gain: float = 1.0,
 ) -> Dict[str, Any]:
     """The metadata every bundle carries; training adds its data, commands and evaluation."""
     generator = {"name": "UNetGenerator", "width": generator_width,
                  "stage_widths": [generator_width * 2**s for s in range(4)],
                  "output": "tanh(image), as the paper"}
     if residual_generators:
-        generator["output"] = "x + tanh(change), clipped to [-1, 1] (residual)"
-        generator["change_deadband_hu"] = float(change_deadband_hu)
-        if change_deadband_hu:
-            generator["output"] = (f"x + softshrink(tanh(change), {change_deadband_hu:g} HU), clipped to [-1, 1] "
-                                   f"(residual; changes under {change_deadband_hu:g} HU dropped)")
+        generator.update(residual_generator_output(change_deadband_hu, change_gain))
     return {
         "name": name,
         "version": version,
@@ -71,6 +68,20 @@ def base_metadata(
         "evaluation": None,
         "torch_version": torch.__version__.split("+")[0],
     }
+
+
+def residual_generator_output(change_deadband_hu: float, change_gain: float) -> Dict[str, Any]:
+    """The generator metadata that says what a residual generator adds to its input."""
+    change = f"softshrink(tanh(change), {change_deadband_hu:g} HU)" if change_deadband_hu else "tanh(change)"
+    notes = ["residual"]
+    if change_deadband_hu:
+        notes.append(f"changes under {change_deadband_hu:g} HU dropped")
+    described = {"change_deadband_hu": float(change_deadband_hu)}
+    if change_gain != 1.0:
+        change = f"{change_gain:g} * {change}"
+        notes.append(f"change multiplied by {change_gain:g} at export")
+        described["change_gain"] = float(change_gain)
+    return {"output": f"x + {change}, clipped to [-1, 1] ({'; '.join(notes)})", **described}
 
 
 def _torchscript(role: str, module: nn.Module, patch_size_px: int) -> torch.jit.ScriptModule:
@@ -126,15 +137,18 @@ def export_bundle(
     return out_dir
 
 
-def generators_of_bundle(bundle: ModelBundle) -> Tuple[UNetGenerator, UNetGenerator]:
+def generators_of_bundle(bundle: ModelBundle,
+                         change_gain: Optional[float] = None) -> Tuple[UNetGenerator, UNetGenerator]:
     """A loaded bundle's G+ and G- as UNetGenerator modules (the architecture its metadata names),
-    with the bundle's weights and BatchNorm statistics, in eval mode on CPU."""
+    with the bundle's weights and BatchNorm statistics, in eval mode on CPU; ``change_gain``
+    replaces the bundle's own."""
     architecture = bundle.metadata.raw.get("architecture", {}).get("generator", {})
     residual = "residual" in architecture.get("output", "")
     deadband = hu_change_to_normalised(float(architecture.get("change_deadband_hu", 0.0)), bundle.metadata.hu_window)
+    gain = float(architecture.get("change_gain", 1.0)) if change_gain is None else float(change_gain)
     generators = []
     for exported in (bundle.generator_pos, bundle.generator_neg):
-        generator = UNetGenerator(int(architecture["width"]), residual, deadband)
+        generator = UNetGenerator(int(architecture["width"]), residual, deadband, gain)
         generator.load_state_dict({key: value.cpu() for key, value in exported.state_dict().items()})
         generators.append(generator.eval())
     return generators[0], generators[1]
@@ -162,6 +176,58 @@ def retraced_bundle(bundle_dir: Union[str, Path], out_dir: Union[str, Path], ver
                 shutil.rmtree(out)
                 raise RuntimeError(f"The re-exported {role} does not compute the original's outputs.")
     return out
+
+
+def bundle_with_change_gain(bundle_dir: Union[str, Path], out_dir: Union[str, Path], version: str,
+                            change_gain: float, command: Optional[str] = None, overwrite: bool = False,
+                            allow_unknown_bundle: bool = False) -> Path:
+    """A copy of a bundle with a residual generator's change multiplied by ``change_gain`` (see
+    UNetGenerator): the same weights, each counterfactual moved further along (or back along) the
+    change its generator learned. Pixels the original leaves unchanged stay unchanged and every
+    change keeps its sign; both are checked. The original's evaluation does not apply: the copy
+    carries none until ``evaluate --attach``."""
+    bundle = load_bundle(bundle_dir, "cpu", allow_unknown=allow_unknown_bundle)
+    metadata = json.loads((Path(bundle_dir) / METADATA_FILE).read_text())
+    generator_metadata = metadata["architecture"]["generator"]
+    if "residual" not in generator_metadata.get("output", ""):
+        raise ValueError(f"{bundle_dir}: its generators paint the image (not residual); only a residual "
+                         "generator's change can be multiplied.")
+    previous = metadata["version"]
+    previous_gain = float(generator_metadata.get("change_gain", 1.0))
+    generator_pos, generator_neg = generators_of_bundle(bundle, change_gain)
+    generator_metadata.pop("change_gain", None)
+    generator_metadata.update(residual_generator_output(generator_metadata.get("change_deadband_hu", 0.0),
+                                                        float(change_gain)))
+    metadata.update(version=version, torch_version=torch.__version__.split("+")[0], evaluation=None)
+    metadata.pop("summary", None)
+    metadata["export_history"] = [*metadata.get("export_history", []), (
+        f"{version}: {previous}'s networks with the generators' change multiplied by {change_gain:g} "
+        f"(was {previous_gain:g}); {previous}'s evaluation does not apply")]
+    if command and isinstance(metadata.get("training_data"), dict):
+        metadata["training_data"]["commands"] = [*metadata["training_data"].get("commands", []), command]
+    out = export_bundle(bundle.classifier, generator_pos, generator_neg, out_dir, metadata, overwrite=overwrite)
+    _check_same_changes_scaled(bundle, load_bundle(out, "cpu", allow_unknown=True), float(change_gain), out)
+    return out
+
+
+def _check_same_changes_scaled(original: ModelBundle, copy: ModelBundle, change_gain: float, out: Path) -> None:
+    """Removes ``out`` and raises unless the copy's generators change the pixels the original's
+    change, in the same direction, and its classifier is the original's."""
+    x = torch.rand(4, 1, *([original.metadata.patch_size_px] * 2)) * 2 - 1
+    with torch.no_grad():
+        same_classifier = torch.allclose(copy.classifier(x), original.classifier(x), atol=1e-5)
+        for role in ("generator_pos", "generator_neg"):
+            before, after = getattr(original, role)(x) - x, getattr(copy, role)(x) - x
+            # Float rounding leaves a change just above the deadband at ~1e-5 in one and 0 in the
+            # other: pixels count as unchanged below 1e-4 (0.07 HU in the default window, far below
+            # any deadband), times the gain in the copy.
+            unchanged = before.abs() <= 1e-4
+            differs = torch.where(unchanged, after.abs() > 1e-4 * max(change_gain, 1.0),
+                                  torch.sign(before) != torch.sign(after))
+            if not same_classifier or bool(differs.any()):
+                shutil.rmtree(out)
+                raise RuntimeError(f"The re-exported {role} does not change the pixels the original changes, "
+                                   "in the same direction.")
 
 
 def export_untrained_bundle(
