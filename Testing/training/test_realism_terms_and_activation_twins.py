@@ -185,6 +185,48 @@ def test_a_warm_started_run_begins_from_the_other_runs_networks_records_it_and_r
         train_cyclegan(dataset, paths["twin"], config, root / "warm-other", "cpu", progress=False, warm_start=source)
 
 
+def test_a_run_warm_started_from_a_bundle_begins_from_its_generators_and_refuses_another_classifier(twins, tmp_path):
+    """A bundle keeps only its networks: a run can start from its generators (the shipped ones
+    included) against the classifier it ships, with fresh discriminators."""
+    from CycleGANExplainLib.model_bundle import bundle_digest, load_bundle
+    from cyclegan_explain_training.cli import main
+    from cyclegan_explain_training.dataset import load_prepared
+    from cyclegan_explain_training.export import generators_of_bundle
+    from cyclegan_explain_training.train_cyclegan import CycleGANAMTrainer, Distributed, _warm_start_from_bundle
+
+    _, dataset, config, _ = twins
+    dataset = load_prepared(dataset.save(tmp_path / "dataset"))  # export checks the patches' digest
+    paths = {name: train_classifier(dataset, with_overrides(config, "classifier", overrides), tmp_path / f"classifier-{name}",
+                                    device="cpu", progress=False)
+             for name, overrides in {"bundle": {}, "twin": {"seed": 1, "validation_seed": 0}}.items()}
+    source = train_cyclegan(dataset, paths["bundle"], config, tmp_path / "source", "cpu", progress=False)
+    assert main(["export", "--dataset", str(tmp_path / "dataset"), "--classifier", str(paths["bundle"]),
+                 "--cyclegan", str(source), "--out", str(tmp_path / "bundle")]) == 0
+    bundled = generators_of_bundle(load_bundle(tmp_path / "bundle", "cpu", allow_unknown=True))
+    classifier_state = load_checkpoint(paths["bundle"], "classifier")
+
+    trainer = CycleGANAMTrainer(with_overrides(config, "cyclegan", {"seed": 7}), load_classifier(classifier_state),
+                                "cpu", Distributed())
+    record = _warm_start_from_bundle(trainer, tmp_path / "bundle", config, classifier_state, True)
+    for role, generator in zip(("generator_pos", "generator_neg"), bundled):
+        for key, value in generator.state_dict().items():
+            assert torch.equal(trainer.networks[role].state_dict()[key], value), (role, key)
+    assert record["digest"] == bundle_digest(tmp_path / "bundle") and "started fresh" in record["networks"]
+
+    warmed = train_cyclegan(dataset, paths["bundle"], config, tmp_path / "warmed", "cpu", progress=False,
+                            warm_start=tmp_path / "bundle", allow_unknown_bundle=True)
+    assert load_checkpoint(warmed, "cyclegan")["warm_start"]["bundle"] == record["bundle"]
+    with pytest.raises(ValueError, match="Cannot warm-start from the bundle .*its classifier is not this run's"):
+        train_cyclegan(dataset, paths["twin"], config, tmp_path / "other", "cpu", progress=False,
+                       warm_start=tmp_path / "bundle", allow_unknown_bundle=True)
+    with pytest.raises(ValueError, match="cyclegan.width is 4 there, 8 here"):
+        train_cyclegan(dataset, paths["bundle"], with_overrides(config, "cyclegan", {"width": 8}), tmp_path / "wider",
+                       "cpu", progress=False, warm_start=tmp_path / "bundle", allow_unknown_bundle=True)
+    with pytest.raises(Exception, match="is not one of the bundles shipped with CycleGANExplain"):
+        train_cyclegan(dataset, paths["bundle"], config, tmp_path / "unknown", "cpu", progress=False,
+                       warm_start=tmp_path / "bundle")
+
+
 def test_same_nodule_view_moves_pixels_without_changing_them_and_keeps_gradients():
     from cyclegan_explain_training.augment import same_nodule_view
 

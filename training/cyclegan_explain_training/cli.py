@@ -96,9 +96,13 @@ def _add_training_commands(commands: "argparse._SubParsersAction[argparse.Argume
     cyclegan.add_argument("--also-maximise-for", action="append", type=Path, default=[], metavar="CLASSIFIER_PT",
                           help="a twin classifier.pt (same validation patients) whose output L_AM also maximises; "
                                "repeatable")
-    cyclegan.add_argument("--warm-start", type=Path, metavar="RUN/cyclegan.pt",
+    cyclegan.add_argument("--warm-start", type=Path, metavar="RUN/cyclegan.pt|BUNDLE",
                           help="start a new run from another run's networks and optimisers (same classifier, data "
-                               "and network sizes); recorded in the checkpoint and the bundle's metadata")
+                               "and network sizes), or from a bundle's generators (its classifier imported as "
+                               "--classifier); recorded in the checkpoint and the bundle's metadata")
+    cyclegan.add_argument("--allow-unknown-bundle", action="store_true",
+                          help="warm-start from a bundle the package does not ship (only one whose source you trust: "
+                               "it runs code)")
 
     imported = commands.add_parser(
         "import-classifier",
@@ -318,7 +322,7 @@ def _run(args: argparse.Namespace, command: str) -> None:
         path = train_cyclegan(load_prepared(args.dataset), args.classifier, config, args.out, args.device,
                               resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet,
                               command=command, also_maximised_for=args.also_maximise_for,
-                              warm_start=args.warm_start)
+                              warm_start=args.warm_start, allow_unknown_bundle=args.allow_unknown_bundle)
         print(f"CycleGAN-AM checkpoint: {path}")
     elif args.command == "import-classifier":
         from .export import classifier_checkpoint_from_bundle

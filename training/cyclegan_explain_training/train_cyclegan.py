@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from CycleGANExplainLib.intensity import hu_change_to_normalised, normalise_hu
-from CycleGANExplainLib.model_bundle import resolve_device, sha256_of
+from CycleGANExplainLib.model_bundle import bundle_digest, load_bundle, resolve_device, sha256_of
 from CycleGANExplainLib.networks import UNetGenerator
 
 from .augment import same_nodule_view
@@ -364,6 +364,7 @@ def train_cyclegan(
     command: Optional[str] = None,
     also_maximised_for: Sequence[Union[str, Path]] = (),
     warm_start: Optional[Union[str, Path]] = None,
+    allow_unknown_bundle: bool = False,
 ) -> Path:
     """Train (or, with ``resume``, continue) CycleGAN-AM; returns the checkpoint's path.
 
@@ -373,7 +374,9 @@ def train_cyclegan(
     maximises beside the bundle's classifier's. ``warm_start``, another run's cyclegan.pt with the
     same classifier, data and networks, gives a new run its four networks and optimiser states
     (e.g. to add twins to a run already trained: training from scratch is hours on a CPU); the
-    run records it, and its steps count from 0.
+    run records it, and its steps count from 0. ``warm_start`` may instead be a bundle folder whose
+    classifier is this run's (`import-classifier`): its generators only, the discriminators and
+    optimisers fresh (a bundle keeps nothing else); ``allow_unknown_bundle`` loads one not shipped.
     """
     settings = config.cyclegan
     out_dir = Path(out_dir)
@@ -393,7 +396,10 @@ def train_cyclegan(
     twin_records = [{"path": str(path), "sha256": sha256_of(Path(path))} for path in twins]
     run = _start_or_resume(trainer, config, checkpoint_path, patches_sha256, resume, ranks, twin_records)
     if run.step == 0 and warm_start is not None:
-        run.warm_start = _warm_start(trainer, Path(warm_start), config, classifier_checkpoint, patches_sha256)
+        run.warm_start = (_warm_start_from_bundle(trainer, Path(warm_start), config, classifier_state,
+                                                  allow_unknown_bundle)
+                          if Path(warm_start).is_dir() else
+                          _warm_start(trainer, Path(warm_start), config, classifier_checkpoint, patches_sha256))
     run.commands.append(command)
     validation_check = (_GeneratorValidation(fit, validation, hu_window, out_dir)
                         if settings.validation_every > 0 and ranks.is_main and len(validation) > 0 else None)
@@ -446,6 +452,38 @@ def _warm_start(trainer: "CycleGANAMTrainer", path: Path, config: TrainingConfig
                              f"there, {current[key]!r} here.")
     trainer.load_state(saved)
     return {"path": str(path), "sha256": sha256_of(path), "step": saved["step"], "seconds": saved["seconds"]}
+
+
+def _warm_start_from_bundle(trainer: "CycleGANAMTrainer", bundle_dir: Path, config: TrainingConfig,
+                            classifier_state: Dict[str, object], allow_unknown: bool) -> Dict[str, object]:
+    """Load a bundle's G+ and G- into ``trainer`` (refused unless the bundle's classifier computes
+    this run's and its generators are the configured ones); what the run records of it."""
+    from .export import generators_of_bundle  # export imports this module's helpers
+
+    bundle = load_bundle(bundle_dir, "cpu", allow_unknown=allow_unknown)
+    refused = f"Cannot warm-start from the bundle {bundle_dir}"
+    if list(bundle.metadata.hu_window) != list(classifier_state["hu_window"]):
+        raise ValueError(f"{refused}: its HU window {list(bundle.metadata.hu_window)} is not the classifier's "
+                         f"{list(classifier_state['hu_window'])}.")
+    probe = torch.rand(4, 1, bundle.metadata.patch_size_px, bundle.metadata.patch_size_px,
+                       generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        if not torch.allclose(bundle.classifier(probe), load_classifier(classifier_state)(probe), atol=1e-4):
+            raise ValueError(f"{refused}: its classifier is not this run's (import it with import-classifier).")
+    described = bundle.metadata.raw["architecture"]["generator"]
+    current = config.to_dict()["cyclegan"]
+    there = {"width": int(described["width"]), "residual_generators": "residual" in described.get("output", ""),
+             "change_deadband_hu": float(described.get("change_deadband_hu", 0.0))}
+    for key, value in there.items():
+        if value != current[key]:
+            raise ValueError(f"{refused}: cyclegan.{key} is {value!r} there, {current[key]!r} here.")
+    if float(described.get("change_gain", 1.0)) != 1.0:
+        raise ValueError(f"{refused}: its change gain was set at export; warm-start from the bundle it copies.")
+    for role, generator in zip(("generator_pos", "generator_neg"), generators_of_bundle(bundle)):
+        _unwrap(trainer.networks[role]).load_state_dict(generator.state_dict())
+    return {"bundle": f"{bundle.metadata.name} {bundle.metadata.version}", "path": str(bundle_dir),
+            "digest": bundle_digest(bundle_dir),
+            "networks": "the bundle's generators; discriminators and optimisers started fresh"}
 
 
 def same_patient_classifiers(classifier_state: Dict[str, object], paths: Sequence[Union[str, Path]]
