@@ -11,12 +11,8 @@
 # 3. select-generators over the new run's checks and 2.0.0 with the judges of train-transfer.sh.
 # Needs train-bundle.sh lidc-voi's and train-size-confound.sh's classifiers. Resumes every step.
 # About 50 min (1) and 25 min (2) on one CPU core each, 15 min (3).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${LIDC_VOI_DIR:?set LIDC_VOI_DIR to the folder of real nodule sub-volumes (laid out like lidc-voi)}"
-TRAIN=.venv/bin/cyclegan-explain-train
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-DATA=training/cache/prepared/lidc-voi; RUNS=training/runs/lidc-voi-v2; RESULTS=training/results/lidc-voi-deadband
+source "$(dirname "$0")/lidc-voi-env.sh"
+RESULTS=training/results/lidc-voi-deadband
 CLASSIFIER=$RUNS/classifier/classifier.pt
 STAGE=${1:-all}
 if [ "$STAGE" = all ] || [ "$STAGE" = train ]; then

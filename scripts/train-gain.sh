@@ -7,16 +7,11 @@
 # 2. bundles: 2.1.0 copied with gains 1.25, 1.5 and 2 (export-with-gain); each, and 2.1.0, audited
 #    on the validation patients (audit --validation-of); the test split is not read.
 # Resumes every step. About 26 min (1) and 10 min (2) on one CPU core.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${LIDC_VOI_DIR:?set LIDC_VOI_DIR to the folder of real nodule sub-volumes (laid out like lidc-voi)}"
-TRAIN=.venv/bin/cyclegan-explain-train
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-DATA=training/cache/prepared/lidc-voi; RUNS=training/runs/lidc-voi-v2; RESULTS=training/results/lidc-voi-gain
+source "$(dirname "$0")/lidc-voi-env.sh"
+RESULTS=training/results/lidc-voi-gain
 SHIPPED=CycleGANExplain/CycleGANExplainLib/resources/models/lidc-voi
 CLASSIFIER=$RUNS/classifier/classifier.pt; JUDGE=$RUNS/classifier-resnet-judge/classifier.pt
 STAGE=${1:-all}
-[ -f "$DATA/manifest.json" ] || $TRAIN prepare --source voi --voi-dir "$LIDC_VOI_DIR" --out "$DATA"
 if [ "$STAGE" = all ] || [ "$STAGE" = judge ]; then
   [ -f "$CLASSIFIER" ] || $TRAIN import-classifier --bundle "$SHIPPED" --dataset "$DATA" --out "$(dirname "$CLASSIFIER")"
   [ -f "$JUDGE" ] || $TRAIN train-classifier --dataset "$DATA" --config training/configs/lidc-voi-resnet-judge.json \

@@ -9,21 +9,14 @@
 # 3. select: select-generators over its checks and 2.1.0 (judge: seed-4 ResNet); the best check by
 #    the judged score that passes the keep floor is exported and audited on validation beside 2.1.0.
 # Resumes every step. About 2 x 28 min (1), 2 x 60 min (2), 25 min (3) on one CPU core each.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${LIDC_VOI_DIR:?set LIDC_VOI_DIR to the folder of real nodule sub-volumes (laid out like lidc-voi)}"
-TRAIN=.venv/bin/cyclegan-explain-train
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-DATA=training/cache/prepared/lidc-voi; RUNS=training/runs/lidc-voi-v2; RESULTS=training/results/lidc-voi-resnet-am
+source "$(dirname "$0")/lidc-voi-env.sh"
+RESULTS=training/results/lidc-voi-resnet-am
 SHIPPED=CycleGANExplain/CycleGANExplainLib/resources/models/lidc-voi
 CLASSIFIER=$RUNS/classifier/classifier.pt; MAXIMISED=$RUNS/classifier-resnet-judge/classifier.pt
 JUDGE=$RUNS/classifier-resnet-judge-seed4/classifier.pt; RUN=$RUNS/gan-resnet-am
 STAGE=${1:-all}
-[ -f "$DATA/manifest.json" ] || $TRAIN prepare --source voi --voi-dir "$LIDC_VOI_DIR" --out "$DATA"
 if [ "$STAGE" = all ] || [ "$STAGE" = judge ]; then
-  [ -f "$CLASSIFIER" ] || $TRAIN import-classifier --bundle "$SHIPPED" --dataset "$DATA" --out "$(dirname "$CLASSIFIER")"
-  [ -f "$MAXIMISED" ] || $TRAIN train-classifier --dataset "$DATA" --config training/configs/lidc-voi-resnet-judge.json \
-    --out "$(dirname "$MAXIMISED")"
+  bash scripts/train-gain.sh judge  # the imported classifier and the seed-3 ResNet
   [ -f "$JUDGE" ] || $TRAIN train-classifier --dataset "$DATA" \
     --config training/configs/lidc-voi-resnet-judge-seed4.json --out "$(dirname "$JUDGE")"
 fi

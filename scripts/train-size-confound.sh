@@ -8,12 +8,8 @@
 # test figures (--test) are the final report. Needs the lidc-voi pipeline's prepared data and its
 # imported classifier (bash scripts/train-bundle.sh lidc-voi makes both). About 15-20 min per
 # classifier on one CPU core.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${LIDC_VOI_DIR:?set LIDC_VOI_DIR to the folder of real nodule sub-volumes (laid out like lidc-voi)}"
-TRAIN=.venv/bin/cyclegan-explain-train
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-DATA=training/cache/prepared/lidc-voi; RUNS=training/runs/lidc-voi-v2; RESULTS=training/results/lidc-voi-size-confound
+source "$(dirname "$0")/lidc-voi-env.sh"
+RESULTS=training/results/lidc-voi-size-confound
 # classifier.pt is written at every better epoch; "epochs_run" is added only when training ended.
 finished() { [ -f "$1" ] && .venv/bin/python -c 'import sys, torch
 sys.exit("epochs_run" not in torch.load(sys.argv[1], map_location="cpu", weights_only=False))' "$1"; }

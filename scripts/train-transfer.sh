@@ -15,12 +15,8 @@
 #    (selection-am2), its choice exported, evaluated and audited into .../am2.
 # Needs train-bundle.sh lidc-voi's and train-size-confound.sh's classifiers. Resumes every step.
 # About 2 h (1) + 1.1 h (2) + 25 min (3) + 10 min (4) + 1 h (5) on one CPU core each.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${LIDC_VOI_DIR:?set LIDC_VOI_DIR to the folder of real nodule sub-volumes (laid out like lidc-voi)}"
-TRAIN=.venv/bin/cyclegan-explain-train
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-DATA=training/cache/prepared/lidc-voi; RUNS=training/runs/lidc-voi-v2; RESULTS=training/results/lidc-voi-transfer
+source "$(dirname "$0")/lidc-voi-env.sh"
+RESULTS=training/results/lidc-voi-transfer
 gan() {  # run folder, config, then train-cyclegan's other flags; resumes a run that exists
   local out=$1 config=$2; shift 2
   local resume=(); [ -f "$out/cyclegan.pt" ] && resume=(--resume)
