@@ -18,8 +18,9 @@ trap 'rm -rf "$WORK"' EXIT
 cp "$WORK/cli/explanation_seed01.png" "$FIGURES/cli_sample_T1.png"
 # The module's overlay, as Slicer's slice logic composites it.
 .venv/bin/python Testing/slicer_module/make_overlay_screenshot.py
-# The web viewer after a click on the tumour, from the browser test.
-CYCLEGAN_EXPLAIN_SCREENSHOTS="$FIGURES" .venv/bin/python -m pytest -p no:cacheprovider -q \
+# The web viewer after a click on the tumour, from the browser test. CI=true makes a missing browser
+# fail it instead of skipping, so figures.json never names a screenshot that was not remade.
+CI=true CYCLEGAN_EXPLAIN_SCREENSHOTS="$FIGURES" .venv/bin/python -m pytest -p no:cacheprovider -q \
   Testing/web/test_browser.py -k test_click_on_nodule_shows_overlay_and_probabilities
 
 .venv/bin/python - "$FIGURES/figures.json" <<'PY'

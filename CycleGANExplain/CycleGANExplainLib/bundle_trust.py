@@ -19,7 +19,7 @@ from typing import Dict, Optional
 
 # SHA-256 of each shipped bundle's SHA256SUMS file, by "name version".
 KNOWN_BUNDLE_DIGESTS: Dict[str, str] = {
-    "lidc-voi 2.1.0": "e88dbd37445bf5c9c2eb435b9a6f9fb73fc0af4af24556b92fdecd1ff687a9a4",
+    "lidc-voi 2.2.0": "b78f5b880b7a1efd53c42ed13c5e8bdbc6956b6e7d4d67ce659487e1ffa71282",
     "lidc-phantoms 0.2.1": "7be79a70d048777a437853f69d85032cfb198cb4c2571989b95e442b66d3342f",
 }
 
