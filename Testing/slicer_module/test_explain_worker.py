@@ -199,7 +199,7 @@ def test_a_worker_started_ahead_imports_torch_while_it_waits_and_serves_the_firs
         assert not client.busy and not recorder.done
         client.submit(sample_job(), "first")
         poll_until(client, lambda: not client.busy)
-        assert [tag for tag, _ in recorder.done] == ["first"] and client.worker_pid == pid
+        assert [tag for tag, _ in recorder.done] == ["first"] and client.worker_pid == pid, recorder.failed
     finally:
         client.shutdown()
     # A controller whose process cannot start (no PythonSlicer) only logs it: the click reports it.
